@@ -1,0 +1,241 @@
+//! JSON-lines files: a batched line reader for sources, a file sink and a stdout sink.
+//!
+//! ```toml
+//! [sources.ticks]
+//! type = "file"
+//! path = "examples/data/ticks.jsonl"
+//! max_out_of_orderness = "2s"
+//!
+//! [sinks.bars]
+//! type = "file"
+//! input = "bars"
+//! path = "out/bars.jsonl"
+//! ```
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{ConnectorError, LineSink};
+
+/// Configuration of a `file` source (besides `type`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The JSON-lines file to read, relative to the working directory.
+    pub path: String,
+    /// How far behind the newest event time the watermark trails; defaults to
+    /// `[graph.defaults].max_out_of_orderness`.
+    pub max_out_of_orderness: Option<String>,
+}
+
+/// Configuration of a `file` sink (besides `type` and `input`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to write, relative to the working directory; parent folders are created.
+    pub path: String,
+}
+
+/// Configuration of a `stdout` sink (besides `type` and `input`): it takes no options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// Reads a file line by line in batches, numbering lines from 1.
+pub struct LineReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    line: u64,
+    offset: u64,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    /// Opens `path` for reading.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| ConnectorError::io(&path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| ConnectorError::io(&path, e))?
+            .len();
+        Ok(LineReader {
+            path,
+            reader: BufReader::with_capacity(1 << 20, file),
+            line: 0,
+            offset: 0,
+            len,
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// Appends up to `max` lines to `out` as `(line_number, text)`, without terminators
+    /// (bytes that are not UTF-8 are replaced). Returns `false` once the end of the file is reached.
+    pub fn read_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(u64, String)>,
+    ) -> Result<bool, ConnectorError> {
+        for _ in 0..max {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| ConnectorError::io(&self.path, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.offset += n as u64;
+            self.line += 1;
+            let mut bytes = &self.buf[..];
+            if let Some(rest) = bytes.strip_suffix(b"\n") {
+                bytes = rest;
+            }
+            if let Some(rest) = bytes.strip_suffix(b"\r") {
+                bytes = rest;
+            }
+            let text = match std::str::from_utf8(bytes) {
+                Ok(s) => s.to_owned(),
+                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+            };
+            out.push((self.line, text));
+        }
+        Ok(true)
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file's length when it was opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file was empty when opened.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Writes lines to a file, created (with its parent folders) or truncated on open.
+pub struct FileSink {
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl FileSink {
+    /// Creates or truncates `path`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| ConnectorError::io(parent, e))?;
+        }
+        let file = File::create(&path).map_err(|e| ConnectorError::io(&path, e))?;
+        Ok(FileSink {
+            path,
+            writer: BufWriter::with_capacity(1 << 16, file),
+        })
+    }
+}
+
+impl LineSink for FileSink {
+    fn write_line(&mut self, line: &str) -> Result<(), ConnectorError> {
+        self.writer
+            .write_all(line.as_bytes())
+            .and_then(|_| self.writer.write_all(b"\n"))
+            .map_err(|e| ConnectorError::io(&self.path, e))
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.writer
+            .flush()
+            .map_err(|e| ConnectorError::io(&self.path, e))
+    }
+}
+
+/// Writes lines to standard output.
+pub struct StdoutSink {
+    out: BufWriter<std::io::Stdout>,
+}
+
+impl StdoutSink {
+    /// A sink on this process's standard output.
+    pub fn new() -> Self {
+        StdoutSink {
+            out: BufWriter::new(std::io::stdout()),
+        }
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LineSink for StdoutSink {
+    fn write_line(&mut self, line: &str) -> Result<(), ConnectorError> {
+        writeln!(self.out, "{line}").map_err(|e| ConnectorError::io("<stdout>", e))
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.out
+            .flush()
+            .map_err(|e| ConnectorError::io("<stdout>", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_numbered_lines_in_batches_and_strips_terminators() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, b"a\r\nb\n\nd\xffe").unwrap();
+        let mut r = LineReader::open(&path).unwrap();
+        assert_eq!(r.len(), 9);
+        let mut out = vec![];
+        assert!(r.read_batch(2, &mut out).unwrap());
+        assert_eq!(out, vec![(1, "a".into()), (2, "b".into())]);
+        out.clear();
+        assert!(!r.read_batch(10, &mut out).unwrap());
+        assert_eq!(out, vec![(3, "".into()), (4, "d\u{fffd}e".into())]);
+        assert_eq!(r.offset(), 9);
+    }
+
+    #[test]
+    fn file_sink_creates_parents_and_writes_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/out.jsonl");
+        let mut s = FileSink::create(&path).unwrap();
+        s.write_line("{\"x\":1}").unwrap();
+        s.write_line("{\"x\":2}").unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"x\":1}\n{\"x\":2}\n"
+        );
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let err = LineReader::open("/nonexistent/ticks.jsonl").err().unwrap();
+        assert!(err.to_string().starts_with("/nonexistent/ticks.jsonl:"));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let err = toml::from_str::<FileSinkConfig>("path = \"x\"\npathh = \"y\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field `pathh`"), "{err}");
+        assert!(toml::from_str::<FileSourceConfig>("path = \"x\"\nformat = \"csv\"").is_err());
+        assert!(toml::from_str::<StdoutSinkConfig>("color = true").is_err());
+    }
+}

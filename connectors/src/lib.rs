@@ -1,0 +1,61 @@
+//! Sources and sinks for tickflow: JSON-lines files, stdout, and reference data from CSV.
+//!
+//! Connectors move bytes and lines; they know nothing of ticks or dataflows. The engine reads
+//! lines through [`file::LineReader`], writes rendered records through a [`LineSink`], and loads
+//! reference tables through [`reference::read_csv`]. Connector types are listed in one table,
+//! [`registry`].
+
+mod error;
+pub mod file;
+pub mod reference;
+
+pub use error::ConnectorError;
+
+/// Whether a connector type reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Reads records into the graph (`[sources.X]`).
+    Source,
+    /// Writes records out of the graph (`[sinks.X]`).
+    Sink,
+}
+
+/// One connector type, by its `type = "..."` name in graph TOML.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectorType {
+    /// The `type` value.
+    pub name: &'static str,
+    /// Source or sink.
+    pub direction: Direction,
+    /// What it does.
+    pub description: &'static str,
+}
+
+/// Every connector type, in one greppable table.
+pub fn registry() -> &'static [ConnectorType] {
+    &[
+        ConnectorType {
+            name: "file",
+            direction: Direction::Source,
+            description: "JSON lines from a file, one raw tick per line",
+        },
+        ConnectorType {
+            name: "file",
+            direction: Direction::Sink,
+            description: "JSON lines to a file (created or truncated at start)",
+        },
+        ConnectorType {
+            name: "stdout",
+            direction: Direction::Sink,
+            description: "JSON lines to standard output",
+        },
+    ]
+}
+
+/// Somewhere rendered records go, one line each.
+pub trait LineSink: Send {
+    /// Writes one line (a terminator is added).
+    fn write_line(&mut self, line: &str) -> Result<(), ConnectorError>;
+    /// Makes everything written so far durable (flushes buffers).
+    fn flush(&mut self) -> Result<(), ConnectorError>;
+}

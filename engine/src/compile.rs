@@ -1,0 +1,850 @@
+//! Graph TOML -> validated [`Plan`].
+//!
+//! Compilation has two views of the file: `toml_edit` keeps the position of every key (for
+//! line numbers) and `toml` gives plain values for each component's typed `<Name>Config`.
+//! Every problem is collected, each with its TOML path and line; nothing is reported one at a
+//! time. `tickflow validate` and `tickflow run` call the same [`compile_file`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use toml_edit::{ImDocument, Item, Table};
+
+use tickflow_connectors::file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
+use tickflow_connectors::{reference, Direction};
+use tickflow_operators::enrich::{EnrichConfig, ReferenceData};
+use tickflow_operators::normalize::{NormalizeConfig, Normalizer};
+use tickflow_operators::window::{WindowConfig, WindowSpec};
+use tickflow_operators::{duration_ms, OperatorError, RecordKind};
+
+use crate::plan::*;
+use crate::{EngineError, ValidationError};
+
+/// Default for `[graph].base_currency`.
+pub const DEFAULT_BASE_CURRENCY: &str = "USD";
+/// Default for `[graph.defaults].max_out_of_orderness`.
+pub const DEFAULT_MAX_OUT_OF_ORDERNESS: &str = "1s";
+/// Dedup retention when the graph has no window to derive it from.
+pub const DEFAULT_DEDUP_RETENTION_MS: u64 = 60_000;
+
+/// Reads and compiles a graph file.
+pub fn compile_file(path: impl AsRef<Path>) -> Result<Plan, EngineError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| EngineError::ReadGraph {
+        path: path.display().to_string(),
+        source,
+    })?;
+    compile_str(&text, &path.display().to_string())
+}
+
+/// Compiles graph TOML; `file` names it in error messages. Relative paths inside the graph
+/// are relative to the working directory.
+pub fn compile_str(text: &str, file: &str) -> Result<Plan, EngineError> {
+    let mut c = Compiler {
+        file: file.to_string(),
+        text,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let plan = c.compile();
+    match plan {
+        Some(plan) if c.errors.is_empty() => Ok(Plan {
+            warnings: c.warnings,
+            ..plan
+        }),
+        _ => Err(EngineError::Invalid(c.errors)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Sources,
+    Operators,
+    Sinks,
+}
+
+impl Section {
+    const ALL: [Section; 3] = [Section::Sources, Section::Operators, Section::Sinks];
+
+    fn key(self) -> &'static str {
+        match self {
+            Section::Sources => "sources",
+            Section::Operators => "operators",
+            Section::Sinks => "sinks",
+        }
+    }
+}
+
+/// One `[section.name]` table before validation.
+struct RawNode<'d> {
+    section: Section,
+    name: String,
+    table: &'d Table,
+    values: toml::Table,
+    line: Option<usize>,
+    type_name: String,
+    inputs: Vec<(String, Option<usize>)>,
+}
+
+impl RawNode<'_> {
+    fn path(&self) -> String {
+        format!("{}.{}", self.section.key(), self.name)
+    }
+}
+
+struct Compiler<'t> {
+    file: String,
+    text: &'t str,
+    errors: Vec<ValidationError>,
+    warnings: Vec<ValidationError>,
+}
+
+fn span_start(span: Option<Range<usize>>) -> Option<usize> {
+    span.map(|s| s.start)
+}
+
+impl Compiler<'_> {
+    fn line_at(&self, offset: Option<usize>) -> Option<usize> {
+        offset.map(|o| self.text[..o.min(self.text.len())].matches('\n').count() + 1)
+    }
+
+    fn error(&mut self, path: impl Into<String>, line: Option<usize>, message: impl Into<String>) {
+        self.errors.push(ValidationError {
+            file: self.file.clone(),
+            line,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn key_line(&self, table: &Table, key: &str) -> Option<usize> {
+        self.line_at(span_start(
+            table.get_key_value(key).and_then(|(k, _)| k.span()),
+        ))
+    }
+
+    fn compile(&mut self) -> Option<Plan> {
+        let doc = match ImDocument::parse(self.text.to_string()) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let line = self.line_at(span_start(e.span()));
+                self.error("", line, format!("invalid TOML: {}", e.message().trim()));
+                return None;
+            }
+        };
+        let values: toml::Table = match toml::from_str(self.text) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = self.line_at(span_start(e.span()));
+                self.error("", line, format!("invalid TOML: {}", e.message().trim()));
+                return None;
+            }
+        };
+        let root = doc.as_table();
+        for (key, _) in root.iter() {
+            if !["graph", "sources", "operators", "sinks"].contains(&key) {
+                let line = self.key_line(root, key);
+                self.error(
+                    key,
+                    line,
+                    "unknown table; expected `graph`, `sources`, `operators` or `sinks`",
+                );
+            }
+        }
+        let header = self.graph_section(root);
+        let nodes = self.collect_nodes(root, &values);
+        let plan = self.build_plan(header, nodes);
+        plan
+    }
+
+    fn graph_section(&mut self, root: &Table) -> GraphHeader {
+        let mut header = GraphHeader {
+            name: String::new(),
+            version: 1,
+            base_currency: DEFAULT_BASE_CURRENCY.to_string(),
+            max_out_of_orderness_ms: duration_ms(DEFAULT_MAX_OUT_OF_ORDERNESS).unwrap_or(1_000),
+        };
+        let Some(graph) = root.get("graph").and_then(Item::as_table) else {
+            let line = self.key_line(root, "graph");
+            self.error(
+                "graph",
+                line,
+                "a `[graph]` table with `name` and `version` is required",
+            );
+            return header;
+        };
+        for (key, item) in graph.iter() {
+            let line = self.key_line(graph, key);
+            let path = format!("graph.{key}");
+            match key {
+                "name" => match item.as_str() {
+                    Some(s) if !s.trim().is_empty() => header.name = s.to_string(),
+                    _ => self.error(path, line, "must be a non-empty string"),
+                },
+                "version" => match item.as_integer() {
+                    Some(v) if v >= 1 => header.version = v,
+                    _ => self.error(path, line, "must be an integer >= 1"),
+                },
+                "base_currency" => match item.as_str() {
+                    Some(s) if !s.trim().is_empty() => header.base_currency = s.trim().to_uppercase(),
+                    _ => self.error(path, line, "must be a currency code such as \"USD\""),
+                },
+                "description" => {
+                    if item.as_str().is_none() {
+                        self.error(path, line, "must be a string");
+                    }
+                }
+                "defaults" => match item.as_table_like() {
+                    Some(defaults) => {
+                        for (dkey, ditem) in defaults.iter() {
+                            let dpath = format!("graph.defaults.{dkey}");
+                            let dline = self.line_at(span_start(
+                                defaults.get_key_value(dkey).and_then(|(k, _)| k.span()),
+                            ));
+                            match (dkey, ditem.as_str()) {
+                                ("max_out_of_orderness", Some(text)) => match duration_ms(text) {
+                                    Ok(ms) => header.max_out_of_orderness_ms = ms,
+                                    Err(msg) => self.error(dpath, dline, msg),
+                                },
+                                ("max_out_of_orderness", None) => {
+                                    self.error(dpath, dline, "must be a duration string such as \"2s\"")
+                                }
+                                _ => self.error(
+                                    dpath,
+                                    dline,
+                                    "unknown key; expected `max_out_of_orderness`",
+                                ),
+                            }
+                        }
+                    }
+                    None => self.error(path, line, "must be a table"),
+                },
+                _ => self.error(
+                    path,
+                    line,
+                    "unknown key; expected `name`, `version`, `base_currency`, `description` or `defaults`",
+                ),
+            }
+        }
+        if !graph.contains_key("name") {
+            let line = self.key_line(root, "graph");
+            self.error("graph.name", line, "missing; every graph needs a name");
+        }
+        if !graph.contains_key("version") {
+            let line = self.key_line(root, "graph");
+            self.error(
+                "graph.version",
+                line,
+                "missing; every graph needs a version",
+            );
+        }
+        header
+    }
+
+    fn collect_nodes<'d>(&mut self, root: &'d Table, values: &toml::Table) -> Vec<RawNode<'d>> {
+        let mut nodes = Vec::new();
+        let mut seen: HashMap<String, Section> = HashMap::new();
+        for section in Section::ALL {
+            let Some(item) = root.get(section.key()) else {
+                continue;
+            };
+            let Some(table) = item.as_table() else {
+                let line = self.key_line(root, section.key());
+                self.error(section.key(), line, "must be a table of named nodes");
+                continue;
+            };
+            for (name, node_item) in table.iter() {
+                let line = self.key_line(table, name);
+                let path = format!("{}.{name}", section.key());
+                let Some(node_table) = node_item.as_table() else {
+                    self.error(path, line, "must be a table such as `[sources.ticks]`");
+                    continue;
+                };
+                // Sources and operators share one namespace (inputs name them); sinks have their own.
+                let clash = if section == Section::Sinks {
+                    None
+                } else {
+                    seen.insert(name.to_string(), section)
+                };
+                if let Some(other) = clash {
+                    self.error(
+                        path.clone(),
+                        line,
+                        format!(
+                            "name `{name}` is already used by `{}.{name}`; node names must be unique",
+                            other.key()
+                        ),
+                    );
+                }
+                let type_name = match node_table.get("type").map(|t| t.as_str()) {
+                    Some(Some(t)) => t.to_string(),
+                    Some(None) => {
+                        let l = self.key_line(node_table, "type");
+                        self.error(format!("{path}.type"), l, "must be a string");
+                        continue;
+                    }
+                    None => {
+                        self.error(
+                            format!("{path}.type"),
+                            line,
+                            "missing; every node needs a `type`",
+                        );
+                        continue;
+                    }
+                };
+                let inputs = self.node_inputs(section, &path, node_table, line);
+                let node_values = values
+                    .get(section.key())
+                    .and_then(|s| s.get(name))
+                    .and_then(|v| v.as_table())
+                    .cloned()
+                    .unwrap_or_default();
+                nodes.push(RawNode {
+                    section,
+                    name: name.to_string(),
+                    table: node_table,
+                    values: node_values,
+                    line,
+                    type_name,
+                    inputs,
+                });
+            }
+        }
+        nodes
+    }
+
+    fn node_inputs(
+        &mut self,
+        section: Section,
+        path: &str,
+        table: &Table,
+        line: Option<usize>,
+    ) -> Vec<(String, Option<usize>)> {
+        let input_line = self.key_line(table, "input");
+        match (section, table.get("input")) {
+            (Section::Sources, None) => Vec::new(),
+            (Section::Sources, Some(_)) => {
+                self.error(format!("{path}.input"), input_line, "sources take no input");
+                Vec::new()
+            }
+            (_, None) => {
+                self.error(
+                    format!("{path}.input"),
+                    line,
+                    "missing; name the node (or `node.output`) this reads",
+                );
+                Vec::new()
+            }
+            (_, Some(item)) => {
+                let names: Option<Vec<String>> = if let Some(s) = item.as_str() {
+                    Some(vec![s.to_string()])
+                } else {
+                    item.as_array().and_then(|a| {
+                        a.iter()
+                            .map(|v| v.as_str().map(String::from))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                };
+                match names {
+                    Some(names) if !names.is_empty() => {
+                        names.into_iter().map(|n| (n, input_line)).collect()
+                    }
+                    _ => {
+                        self.error(
+                            format!("{path}.input"),
+                            input_line,
+                            "must be a node name or a non-empty array of them",
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deserializes a node's typed config from its values, without `type` and `input`.
+    fn config<T: DeserializeOwned>(&mut self, node: &RawNode) -> Option<T> {
+        let mut values = node.values.clone();
+        values.remove("type");
+        values.remove("input");
+        match toml::Value::Table(values).try_into::<T>() {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                let message = e.to_string();
+                let key = config_error_key(&message);
+                let (path, line) = match key
+                    .as_deref()
+                    .filter(|k| node.table.contains_key(k.split('.').next().unwrap_or(k)))
+                {
+                    Some(k) => (
+                        format!("{}.{k}", node.path()),
+                        self.key_line(node.table, k.split('.').next().unwrap_or(k)),
+                    ),
+                    None => (
+                        key.map_or(node.path(), |k| format!("{}.{k}", node.path())),
+                        node.line,
+                    ),
+                };
+                let message = message.lines().next().unwrap_or("").trim().to_string();
+                self.error(path, line, message);
+                None
+            }
+        }
+    }
+
+    fn operator_errors(&mut self, node: &RawNode, errors: Vec<OperatorError>) {
+        for e in errors {
+            match e {
+                OperatorError::InvalidConfig { key, message } => {
+                    let top = key.split('.').next().unwrap_or(&key).to_string();
+                    let line = self.key_line(node.table, &top).or(node.line);
+                    self.error(format!("{}.{key}", node.path()), line, message);
+                }
+                other @ OperatorError::Reference { .. } => {
+                    let line = self.key_line(node.table, "reference");
+                    self.error(
+                        format!("{}.reference", node.path()),
+                        line,
+                        other.to_string(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn duration_key(&mut self, node: &RawNode, key: &str, text: Option<&str>, default: u64) -> u64 {
+        match text {
+            None => default,
+            Some(t) => match duration_ms(t) {
+                Ok(ms) => ms,
+                Err(msg) => {
+                    let line = self.key_line(node.table, key);
+                    self.error(format!("{}.{key}", node.path()), line, msg);
+                    default
+                }
+            },
+        }
+    }
+
+    fn existing_file(&mut self, node: &RawNode, key: &str, path: &str, what: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if !p.is_file() {
+            let line = self.key_line(node.table, key);
+            self.error(
+                format!("{}.{key}", node.path()),
+                line,
+                format!("{what} {path} does not exist or is not a file"),
+            );
+        }
+        p
+    }
+
+    fn build_plan(&mut self, header: GraphHeader, nodes: Vec<RawNode>) -> Option<Plan> {
+        let mut sources = Vec::new();
+        let mut operators: Vec<(OperatorPlan, Vec<(String, Option<usize>)>, Option<usize>)> =
+            Vec::new();
+        let mut sinks = Vec::new();
+        let mut outputs: HashMap<String, Vec<(&'static str, RecordKind)>> = HashMap::new();
+        let mut op_inputs: HashMap<String, RecordKind> = HashMap::new();
+        let mut normalize_retention: Vec<(usize, Option<u64>)> = Vec::new();
+        let mut window_horizons: Vec<u64> = Vec::new();
+
+        for node in &nodes {
+            let type_path = format!("{}.type", node.path());
+            let type_line = self.key_line(node.table, "type");
+            match node.section {
+                Section::Sources | Section::Sinks => {
+                    let direction = if node.section == Section::Sources {
+                        Direction::Source
+                    } else {
+                        Direction::Sink
+                    };
+                    let known: Vec<&str> = tickflow_connectors::registry()
+                        .iter()
+                        .filter(|c| c.direction == direction)
+                        .map(|c| c.name)
+                        .collect();
+                    if !known.contains(&node.type_name.as_str()) {
+                        self.error(
+                            type_path,
+                            type_line,
+                            format!(
+                                "unknown {} type `{}`; known: {}",
+                                if direction == Direction::Source {
+                                    "source"
+                                } else {
+                                    "sink"
+                                },
+                                node.type_name,
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                    if direction == Direction::Source {
+                        outputs.insert(node.name.clone(), vec![("out", RecordKind::Raw)]);
+                        let Some(cfg) = self.config::<FileSourceConfig>(node) else {
+                            continue;
+                        };
+                        let path = self.existing_file(node, "path", &cfg.path, "input file");
+                        let ooo = self.duration_key(
+                            node,
+                            "max_out_of_orderness",
+                            cfg.max_out_of_orderness.as_deref(),
+                            header.max_out_of_orderness_ms,
+                        );
+                        sources.push(SourcePlan {
+                            name: node.name.clone(),
+                            kind: SourceKind::File { path },
+                            max_out_of_orderness_ms: ooo,
+                        });
+                    } else {
+                        let kind = match node.type_name.as_str() {
+                            "file" => match self.config::<FileSinkConfig>(node) {
+                                Some(cfg) => SinkKind::File {
+                                    path: PathBuf::from(cfg.path),
+                                },
+                                None => continue,
+                            },
+                            _ => match self.config::<StdoutSinkConfig>(node) {
+                                Some(_) => SinkKind::Stdout,
+                                None => continue,
+                            },
+                        };
+                        sinks.push((
+                            SinkPlan {
+                                name: node.name.clone(),
+                                kind,
+                                inputs: Vec::new(),
+                            },
+                            node.inputs.clone(),
+                            node.line,
+                        ));
+                    }
+                }
+                Section::Operators => {
+                    let Some(op_type) = tickflow_operators::registry()
+                        .iter()
+                        .find(|o| o.name == node.type_name)
+                    else {
+                        let known: Vec<&str> = tickflow_operators::registry()
+                            .iter()
+                            .map(|o| o.name)
+                            .collect();
+                        self.error(
+                            type_path,
+                            type_line,
+                            format!(
+                                "unknown operator type `{}`; known: {}",
+                                node.type_name,
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    };
+                    outputs.insert(node.name.clone(), op_type.outputs.to_vec());
+                    op_inputs.insert(node.name.clone(), op_type.input);
+                    let kind = match op_type.name {
+                        "normalize" => {
+                            let Some(cfg) = self.config::<NormalizeConfig>(node) else {
+                                continue;
+                            };
+                            let retention = cfg
+                                .dedup_retention
+                                .as_deref()
+                                .map(|t| self.duration_key(node, "dedup_retention", Some(t), 0));
+                            match Normalizer::new(&cfg, &header.base_currency) {
+                                Ok(normalizer) => {
+                                    normalize_retention.push((operators.len(), retention));
+                                    OperatorKind::Normalize {
+                                        normalizer,
+                                        dedup_retention_ms: retention.unwrap_or(0),
+                                    }
+                                }
+                                Err(errs) => {
+                                    self.operator_errors(node, errs);
+                                    continue;
+                                }
+                            }
+                        }
+                        "enrich" => {
+                            let Some(cfg) = self.config::<EnrichConfig>(node) else {
+                                continue;
+                            };
+                            let path = self.existing_file(
+                                node,
+                                "reference",
+                                &cfg.reference,
+                                "reference file",
+                            );
+                            if !path.is_file() {
+                                continue;
+                            }
+                            let table = match reference::read_csv(&path) {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    let line = self.key_line(node.table, "reference");
+                                    self.error(
+                                        format!("{}.reference", node.path()),
+                                        line,
+                                        e.to_string(),
+                                    );
+                                    continue;
+                                }
+                            };
+                            match ReferenceData::from_rows(
+                                &cfg.reference,
+                                &table.header,
+                                &table.rows,
+                            ) {
+                                Ok(r) => OperatorKind::Enrich {
+                                    reference: Arc::new(r),
+                                },
+                                Err(errs) => {
+                                    self.operator_errors(node, errs);
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => {
+                            let Some(cfg) = self.config::<WindowConfig>(node) else {
+                                continue;
+                            };
+                            match WindowSpec::from_config(&cfg) {
+                                Ok(spec) => {
+                                    window_horizons.push(spec.size_ms + spec.lateness_ms);
+                                    OperatorKind::Window { spec }
+                                }
+                                Err(errs) => {
+                                    self.operator_errors(node, errs);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    operators.push((
+                        OperatorPlan {
+                            name: node.name.clone(),
+                            type_name: op_type.name,
+                            kind,
+                            inputs: Vec::new(),
+                        },
+                        node.inputs.clone(),
+                        node.line,
+                    ));
+                }
+            }
+        }
+
+        // Dedup keys live at least as long as a duplicate could still land in a window.
+        let default_retention = window_horizons
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(DEFAULT_DEDUP_RETENTION_MS);
+        for (i, explicit) in normalize_retention {
+            if let OperatorKind::Normalize {
+                dedup_retention_ms, ..
+            } = &mut operators[i].0.kind
+            {
+                *dedup_retention_ms = explicit.unwrap_or(default_retention);
+            }
+        }
+
+        // Resolve inputs and check record kinds.
+        let section_of: HashMap<&str, Section> = nodes
+            .iter()
+            .filter(|n| n.section != Section::Sinks)
+            .map(|n| (n.name.as_str(), n.section))
+            .collect();
+        let sink_names: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| n.section == Section::Sinks)
+            .map(|n| n.name.as_str())
+            .collect();
+        let resolve = |c: &mut Self,
+                       path: &str,
+                       raw: &[(String, Option<usize>)],
+                       want: Option<RecordKind>| {
+            let mut refs = Vec::new();
+            for (text, line) in raw {
+                let (node, output) = match text.split_once('.') {
+                    Some((n, o)) => (n, o),
+                    None => (text.as_str(), "out"),
+                };
+                let Some(outs) = outputs.get(node) else {
+                    let msg = if sink_names.contains(node) {
+                        format!("`{node}` is only a sink; sinks have no outputs")
+                    } else {
+                        format!("`{text}` does not name a source or operator")
+                    };
+                    c.error(format!("{path}.input"), *line, msg);
+                    continue;
+                };
+                let Some((_, kind)) = outs.iter().find(|(name, _)| *name == output) else {
+                    let names: Vec<&str> = outs.iter().map(|(n, _)| *n).collect();
+                    c.error(
+                        format!("{path}.input"),
+                        *line,
+                        format!(
+                            "`{node}` has no output `{output}`; its outputs: {}",
+                            names.join(", ")
+                        ),
+                    );
+                    continue;
+                };
+                if let Some(want) = want {
+                    if *kind != want {
+                        c.error(
+                            format!("{path}.input"),
+                            *line,
+                            format!(
+                                "`{text}` carries {} records but this node reads {} records",
+                                kind.name(),
+                                want.name()
+                            ),
+                        );
+                        continue;
+                    }
+                }
+                refs.push(OutputRef {
+                    node: node.to_string(),
+                    output: output.to_string(),
+                    kind: *kind,
+                });
+            }
+            refs
+        };
+        for (op, raw, _) in operators.iter_mut() {
+            let want = op_inputs.get(&op.name).copied();
+            op.inputs = resolve(self, &format!("operators.{}", op.name), raw, want);
+        }
+        let mut sink_plans = Vec::new();
+        for (mut sink, raw, _) in sinks {
+            sink.inputs = resolve(self, &format!("sinks.{}", sink.name), &raw, None);
+            sink_plans.push(sink);
+        }
+
+        let operators = self.topological(operators);
+
+        // Outputs nobody reads: their records are counted but not kept.
+        let mut read: BTreeSet<(String, String)> = BTreeSet::new();
+        for input in operators
+            .iter()
+            .flat_map(|o| o.inputs.iter())
+            .chain(sink_plans.iter().flat_map(|s| s.inputs.iter()))
+        {
+            read.insert((input.node.clone(), input.output.clone()));
+        }
+        let mut all_outputs: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+        for (node, outs) in &outputs {
+            all_outputs.insert(node.clone(), outs.iter().map(|(n, _)| *n).collect());
+        }
+        for (node, outs) in all_outputs {
+            for out in outs {
+                if !read.contains(&(node.clone(), out.to_string())) {
+                    let section = section_of
+                        .get(node.as_str())
+                        .map_or("operators", |s| s.key());
+                    let line = nodes.iter().find(|n| n.name == node).and_then(|n| n.line);
+                    self.warnings.push(ValidationError {
+                        file: self.file.clone(),
+                        line,
+                        path: format!("{section}.{node}"),
+                        message: format!(
+                            "output `{out}` is read by no node or sink: its records are counted but not kept"
+                        ),
+                    });
+                }
+            }
+        }
+
+        if sources.is_empty() && self.errors.is_empty() {
+            self.error("sources", None, "the graph has no source");
+        }
+        if sink_plans.is_empty() && self.errors.is_empty() {
+            self.error("sinks", None, "the graph has no sink");
+        }
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        sink_plans.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(Plan {
+            name: header.name,
+            version: header.version,
+            sources,
+            operators,
+            sinks: sink_plans,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Orders operators so each comes after the operators it reads; reports cycles.
+    fn topological(
+        &mut self,
+        operators: Vec<(OperatorPlan, Vec<(String, Option<usize>)>, Option<usize>)>,
+    ) -> Vec<OperatorPlan> {
+        let names: BTreeSet<String> = operators.iter().map(|(o, _, _)| o.name.clone()).collect();
+        let mut remaining: Vec<(OperatorPlan, Option<usize>)> =
+            operators.into_iter().map(|(o, _, l)| (o, l)).collect();
+        remaining.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut placed: BTreeSet<String> = BTreeSet::new();
+        let mut ordered = Vec::new();
+        loop {
+            let ready = remaining.iter().position(|(o, _)| {
+                o.inputs
+                    .iter()
+                    .all(|i| !names.contains(&i.node) || placed.contains(&i.node))
+            });
+            match ready {
+                Some(idx) => {
+                    let (op, _) = remaining.remove(idx);
+                    placed.insert(op.name.clone());
+                    ordered.push(op);
+                }
+                None => break,
+            }
+        }
+        if !remaining.is_empty() {
+            let cycle: Vec<String> = remaining.iter().map(|(o, _)| o.name.clone()).collect();
+            for (op, line) in &remaining {
+                self.error(
+                    format!("operators.{}.input", op.name),
+                    *line,
+                    format!(
+                        "cycle: operators {} read each other's outputs",
+                        cycle.join(", ")
+                    ),
+                );
+            }
+        }
+        ordered
+    }
+}
+
+struct GraphHeader {
+    name: String,
+    version: i64,
+    base_currency: String,
+    max_out_of_orderness_ms: u64,
+}
+
+/// The config key a serde error message is about: "unknown field `x`", "missing field `x`",
+/// or a trailing "in `x`".
+fn config_error_key(message: &str) -> Option<String> {
+    let backticked = |s: &str| -> Option<String> {
+        let start = s.find('`')? + 1;
+        let end = s[start..].find('`')? + start;
+        Some(s[start..end].to_string())
+    };
+    if let Some(pos) = message.rfind("\nin `") {
+        return backticked(&message[pos..]);
+    }
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(pos) = message.find(marker) {
+            return backticked(&message[pos..]);
+        }
+    }
+    None
+}

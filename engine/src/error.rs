@@ -1,0 +1,51 @@
+//! The engine's error type.
+
+use std::fmt;
+
+/// One problem found in a graph definition, located by file, TOML path and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The graph file.
+    pub file: String,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// Dotted TOML path of the key at fault (`operators.bars.size`), or empty for the file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Errors from compiling or running a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The graph file could not be read.
+    #[error("cannot read graph {path}: {source}")]
+    ReadGraph {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The graph failed validation; every problem is listed.
+    #[error("{} error(s) in graph:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ValidationError>),
+    /// A connector failed while the graph ran.
+    #[error("while running: {0}")]
+    Connector(String),
+    /// The dataflow could not start or a worker failed.
+    #[error("dataflow failed: {0}")]
+    Dataflow(String),
+}

@@ -1,0 +1,21 @@
+//! The tickflow engine: graph TOML in, a running Timely dataflow out.
+//!
+//! - [`compile`]: parse and validate a graph into a [`Plan`], reporting every problem at once
+//!   with its TOML path and line.
+//! - [`plan`]: the validated plan and its Graphviz rendering.
+//! - [`dataflow`]: builds a plan into Timely operators (timely times are event-time watermarks).
+//! - [`run`]: executes a plan on N workers and returns a [`Summary`].
+//! - [`metrics`]: counters shared by all workers, read for the summary and progress.
+
+pub mod compile;
+pub mod dataflow;
+mod error;
+pub mod metrics;
+pub mod plan;
+pub mod run;
+
+pub use compile::{compile_file, compile_str};
+pub use error::{EngineError, ValidationError};
+pub use metrics::Metrics;
+pub use plan::Plan;
+pub use run::{run, RunOptions, Summary};

@@ -1,0 +1,120 @@
+//! Counters shared by every worker of a run: records in and out per node and output, dead
+//! letters by reason, late ticks, duplicates and source progress. Workers add per batch, so
+//! the atomics are touched once per ~1,000 records, not per record.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tickflow_operators::record::DeadLetterReason;
+
+use crate::Plan;
+
+/// Counters of one source, operator or sink.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// The node's name.
+    pub name: String,
+    /// `source`, `operator` or `sink`.
+    pub role: &'static str,
+    /// Records received.
+    pub records_in: AtomicU64,
+    /// Records sent, per named output.
+    pub outputs: Vec<(String, AtomicU64)>,
+}
+
+impl NodeMetrics {
+    /// Adds to the records received.
+    pub fn add_in(&self, n: u64) {
+        if n > 0 {
+            self.records_in.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds to the records sent on output `port`.
+    pub fn add_out(&self, port: usize, n: u64) {
+        if let (Some((_, c)), true) = (self.outputs.get(port), n > 0) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every counter of one run.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Sources, operators (plan order), then sinks.
+    pub nodes: Vec<NodeMetrics>,
+    /// Dead letters by reason, indexed like [`DeadLetterReason::ALL`].
+    pub dead_letters: [AtomicU64; 5],
+    /// Ticks sent to a window's `late` output.
+    pub late: AtomicU64,
+    /// Duplicate ticks dropped.
+    pub duplicates: AtomicU64,
+    /// Input bytes read by all sources.
+    pub bytes_read: AtomicU64,
+    /// Input bytes all file sources will read.
+    pub bytes_total: AtomicU64,
+    /// Set once the run is over.
+    pub finished: AtomicBool,
+}
+
+impl Metrics {
+    /// Zeroed counters for every node of `plan`.
+    pub fn for_plan(plan: &Plan) -> Self {
+        let node = |name: &str, role, outputs: &[&str]| NodeMetrics {
+            name: name.to_string(),
+            role,
+            records_in: AtomicU64::new(0),
+            outputs: outputs
+                .iter()
+                .map(|o| (o.to_string(), AtomicU64::new(0)))
+                .collect(),
+        };
+        let mut nodes = Vec::new();
+        for s in &plan.sources {
+            nodes.push(node(&s.name, "source", &["out"]));
+        }
+        for o in &plan.operators {
+            let outputs: Vec<&str> = tickflow_operators::registry()
+                .iter()
+                .find(|t| t.name == o.type_name)
+                .map(|t| t.outputs.iter().map(|(n, _)| *n).collect())
+                .unwrap_or_default();
+            nodes.push(node(&o.name, "operator", &outputs));
+        }
+        for s in &plan.sinks {
+            nodes.push(node(&s.name, "sink", &[]));
+        }
+        Metrics {
+            nodes,
+            dead_letters: Default::default(),
+            late: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// The counters of the node `name` with `role`.
+    pub fn node(&self, role: &str, name: &str) -> Option<&NodeMetrics> {
+        self.nodes.iter().find(|n| n.role == role && n.name == name)
+    }
+
+    /// Counts one dead letter.
+    pub fn dead_letter(&self, reason: DeadLetterReason, n: u64) {
+        let idx = DeadLetterReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.dead_letters[idx].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records read by all sources.
+    pub fn source_records(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == "source")
+            .flat_map(|n| n.outputs.iter())
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}

@@ -1,0 +1,198 @@
+//! The validated plan a graph compiles to, and its Graphviz rendering.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tickflow_operators::enrich::ReferenceData;
+use tickflow_operators::normalize::Normalizer;
+use tickflow_operators::window::WindowSpec;
+use tickflow_operators::RecordKind;
+
+use crate::ValidationError;
+
+/// A reference to one named output of a node: `normalize` (its default output `out`) or
+/// `normalize.dead_letter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRef {
+    /// The source or operator.
+    pub node: String,
+    /// The output's name.
+    pub output: String,
+    /// The record kind it carries.
+    pub kind: RecordKind,
+}
+
+impl OutputRef {
+    /// `node` for the default output, `node.output` otherwise.
+    pub fn label(&self) -> String {
+        if self.output == "out" {
+            self.node.clone()
+        } else {
+            format!("{}.{}", self.node, self.output)
+        }
+    }
+}
+
+/// What a source reads.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// A JSON-lines file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A source in the plan. Its index in [`Plan::sources`] is its id in record ordinals.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// The source's name.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+    /// How far the watermark trails the newest event time.
+    pub max_out_of_orderness_ms: u64,
+}
+
+/// What an operator does, with its validated configuration.
+#[derive(Debug, Clone)]
+pub enum OperatorKind {
+    /// Parse, convert currency, drop duplicates.
+    Normalize {
+        /// Parsing and currency conversion.
+        normalizer: Normalizer,
+        /// How long `(venue, seq)` keys are remembered.
+        dedup_retention_ms: u64,
+    },
+    /// Join with reference data.
+    Enrich {
+        /// The instruments.
+        reference: Arc<ReferenceData>,
+    },
+    /// Event-time bars.
+    Window {
+        /// Window shape.
+        spec: WindowSpec,
+    },
+}
+
+/// An operator in the plan.
+#[derive(Debug, Clone)]
+pub struct OperatorPlan {
+    /// The operator's name.
+    pub name: String,
+    /// Its `type`.
+    pub type_name: &'static str,
+    /// What it does.
+    pub kind: OperatorKind,
+    /// The outputs it reads, concatenated.
+    pub inputs: Vec<OutputRef>,
+}
+
+/// Where a sink writes.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// A JSON-lines file.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Standard output.
+    Stdout,
+}
+
+/// A sink in the plan.
+#[derive(Debug, Clone)]
+pub struct SinkPlan {
+    /// The sink's name.
+    pub name: String,
+    /// Where it writes.
+    pub kind: SinkKind,
+    /// The outputs it writes.
+    pub inputs: Vec<OutputRef>,
+}
+
+/// A validated graph: everything the dataflow builder needs, nothing left to check.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `[graph].name`.
+    pub name: String,
+    /// `[graph].version`.
+    pub version: i64,
+    /// Sources, sorted by name.
+    pub sources: Vec<SourcePlan>,
+    /// Operators, each after the operators it reads.
+    pub operators: Vec<OperatorPlan>,
+    /// Sinks, sorted by name.
+    pub sinks: Vec<SinkPlan>,
+    /// Problems that do not stop the graph (an output nobody reads).
+    pub warnings: Vec<ValidationError>,
+}
+
+impl Plan {
+    /// Source names by id, for rendering dead letters.
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The graph as Graphviz dot: sources, operators and sinks as nodes, one edge per input,
+    /// labelled with the output name and record kind.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "digraph \"{}\" {{", escape(&self.name));
+        let _ = writeln!(out, "  rankdir=LR;");
+        for s in &self.sources {
+            let _ = writeln!(
+                out,
+                "  \"{}\" [shape=cylinder, label=\"{}\\nsource\"];",
+                escape(&s.name),
+                escape(&s.name)
+            );
+        }
+        for o in &self.operators {
+            let _ = writeln!(
+                out,
+                "  \"{}\" [shape=box, label=\"{}\\n{}\"];",
+                escape(&o.name),
+                escape(&o.name),
+                o.type_name
+            );
+        }
+        for s in &self.sinks {
+            let _ = writeln!(
+                out,
+                "  \"sink:{}\" [shape=folder, label=\"{}\\nsink\"];",
+                escape(&s.name),
+                escape(&s.name)
+            );
+        }
+        let edges = self
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), &o.inputs))
+            .chain(
+                self.sinks
+                    .iter()
+                    .map(|s| (format!("sink:{}", s.name), &s.inputs)),
+            );
+        for (target, inputs) in edges {
+            for input in inputs {
+                let _ = writeln!(
+                    out,
+                    "  \"{}\" -> \"{}\" [label=\"{} ({})\"];",
+                    escape(&input.node),
+                    escape(&target),
+                    input.output,
+                    input.kind.name()
+                );
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

@@ -1,0 +1,329 @@
+//! `normalize`: currency conversion and duplicate detection for parsed ticks.
+//!
+//! Parsing itself ([`crate::tick::parse_tick`]) yields `malformed`, `missing_field` and
+//! `invalid_value`; [`Normalizer`] adds `unknown_currency`; [`Deduper`] drops a valid tick whose
+//! `(venue, seq)` was already seen (the first wins).
+//!
+//! ```toml
+//! [operators.normalize]
+//! type = "normalize"
+//! input = "ticks"
+//! base_currency = "USD"
+//! fx = { EUR = "1.08", GBP = "1.27" }
+//! dedup_retention = "2m"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Deserialize;
+use tickflow_state::{Table, TableDescriptor};
+
+use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
+use crate::tick::parse_tick;
+use crate::OperatorError;
+
+/// Configuration of a `normalize` operator (besides `type` and `input`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeConfig {
+    /// Currency all prices are converted to; defaults to `[graph].base_currency`.
+    pub base_currency: Option<String>,
+    /// Conversion rates as decimal strings: one unit of the key currency is worth `rate`
+    /// units of the base currency.
+    #[serde(default)]
+    pub fx: BTreeMap<String, String>,
+    /// How long, in event time, a `(venue, seq)` key is remembered for duplicate detection.
+    /// Defaults to the longest `size + allowed_lateness` of the graph's windows, so a duplicate
+    /// that is no longer detected would be late anyway.
+    pub dedup_retention: Option<String>,
+}
+
+/// The state tables a `normalize` operator keeps.
+pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
+    name: "dedup",
+    description: "(venue, seq) keys seen, with the event time they expire",
+}];
+
+/// Converts parsed ticks to the base currency.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    base_currency: String,
+    rates: HashMap<String, Decimal>,
+}
+
+impl Normalizer {
+    /// Builds a normalizer; `default_base` is the graph's base currency.
+    pub fn new(config: &NormalizeConfig, default_base: &str) -> Result<Self, Vec<OperatorError>> {
+        let base_currency = config
+            .base_currency
+            .as_deref()
+            .unwrap_or(default_base)
+            .trim()
+            .to_uppercase();
+        let mut errors = Vec::new();
+        if base_currency.is_empty() {
+            errors.push(OperatorError::InvalidConfig {
+                key: "base_currency".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        let mut rates = HashMap::new();
+        for (currency, rate) in &config.fx {
+            match Decimal::from_str_exact(rate.trim()) {
+                Ok(r) if r > Decimal::ZERO => {
+                    rates.insert(currency.trim().to_uppercase(), r);
+                }
+                _ => errors.push(OperatorError::InvalidConfig {
+                    key: format!("fx.{currency}"),
+                    message: format!("rate {rate:?} is not a decimal > 0"),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Normalizer {
+                base_currency,
+                rates,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The currency prices are converted to.
+    pub fn base_currency(&self) -> &str {
+        &self.base_currency
+    }
+
+    /// Parses and converts one raw line: a normalized tick, or a dead letter with the first
+    /// reason that applies.
+    pub fn normalize(&self, line: RawLine) -> Result<Tick, DeadLetter> {
+        let RawLine { ordinal, text } = line;
+        let dead = |reason, message, raw| DeadLetter {
+            reason,
+            message,
+            ordinal,
+            raw,
+        };
+        let parsed = match parse_tick(&text) {
+            Ok(p) => p,
+            Err(r) => return Err(dead(r.reason, r.message, text)),
+        };
+        let price = match parsed.currency.as_deref() {
+            None => parsed.price,
+            Some(c) if c == self.base_currency => parsed.price,
+            Some(c) => match self.rates.get(c) {
+                Some(rate) => match parsed.price.checked_mul(*rate) {
+                    Some(p) => p.round_dp_with_strategy(8, RoundingStrategy::MidpointNearestEven),
+                    None => {
+                        return Err(dead(
+                            DeadLetterReason::InvalidValue,
+                            format!("`price` {} x rate {rate} overflows", parsed.price),
+                            text,
+                        ))
+                    }
+                },
+                None => {
+                    return Err(dead(
+                        DeadLetterReason::UnknownCurrency,
+                        format!(
+                            "no fx rate from {c} to {} in the normalize operator",
+                            self.base_currency
+                        ),
+                        text,
+                    ))
+                }
+            },
+        };
+        Ok(Tick {
+            venue: parsed.venue,
+            symbol: parsed.symbol,
+            ts_ns: parsed.ts_ns,
+            price,
+            size: parsed.size,
+            seq: parsed.seq,
+            ordinal,
+            raw: text,
+        })
+    }
+}
+
+/// Remembers `(venue, seq)` keys for `retention` of event time and reports repeats.
+///
+/// Feed it ticks in a deterministic order and call [`Deduper::advance`] with the watermark
+/// before each batch: a key seen at event time `ts` is forgotten once the watermark reaches
+/// `ts + retention`.
+#[derive(Debug, Clone)]
+pub struct Deduper {
+    retention_ms: u64,
+    venue_ids: HashMap<String, u32>,
+    seen: Table<(u32, u64), u64>,
+    expiries: BTreeMap<u64, Vec<(u32, u64)>>,
+}
+
+impl Deduper {
+    /// A deduper keeping keys for `retention_ms` of event time.
+    pub fn new(retention_ms: u64) -> Self {
+        Deduper {
+            retention_ms,
+            venue_ids: HashMap::new(),
+            seen: Table::new(false),
+            expiries: BTreeMap::new(),
+        }
+    }
+
+    fn venue_id(&mut self, venue: &str) -> u32 {
+        if let Some(id) = self.venue_ids.get(venue) {
+            return *id;
+        }
+        let id = self.venue_ids.len() as u32;
+        self.venue_ids.insert(venue.to_string(), id);
+        id
+    }
+
+    /// Whether this tick is the first with its `(venue, seq)`; remembers it if so.
+    pub fn first_seen(&mut self, tick: &Tick) -> bool {
+        let key = (self.venue_id(&tick.venue), tick.seq);
+        if self.seen.contains_key(&key) {
+            return false;
+        }
+        let expiry = tick.ts_ms().saturating_add(self.retention_ms);
+        self.seen.insert(key, expiry);
+        self.expiries.entry(expiry).or_default().push(key);
+        true
+    }
+
+    /// Forgets keys whose expiry is at or before `watermark`.
+    pub fn advance(&mut self, watermark: u64) {
+        while let Some(entry) = self.expiries.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for key in entry.remove() {
+                self.seen.remove(&key);
+            }
+        }
+    }
+
+    /// Number of keys currently remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no keys are remembered.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Ordinal;
+
+    fn normalizer() -> Normalizer {
+        let cfg = NormalizeConfig {
+            base_currency: None,
+            fx: [("eur".to_string(), "1.0851".to_string())].into(),
+            dedup_retention: None,
+        };
+        Normalizer::new(&cfg, "usd").unwrap()
+    }
+
+    fn raw(text: &str) -> RawLine {
+        RawLine {
+            ordinal: Ordinal { source: 0, line: 3 },
+            text: text.to_string(),
+        }
+    }
+
+    const T: &str =
+        r#"{"venue":"V","symbol":"X","ts":1000,"price":"1.23456789","size":"1","seq":1"#;
+
+    #[test]
+    fn converts_with_half_even_rounding_to_8_places() {
+        let n = normalizer();
+        assert_eq!(n.base_currency(), "USD");
+        let t = n
+            .normalize(raw(&format!("{T},\"currency\":\"EUR\"}}")))
+            .unwrap();
+        // 1.23456789 * 1.0851 = 1.339629617439 -> 1.33962962
+        assert_eq!(t.price.to_string(), "1.33962962");
+        let cfg = NormalizeConfig {
+            fx: [("EUR".to_string(), "0.5".to_string())].into(),
+            ..Default::default()
+        };
+        let half = Normalizer::new(&cfg, "USD").unwrap();
+        // 0.000000025 is exactly halfway: rounds to even (0.00000002), 0.000000035 -> 0.00000004
+        let p = |price: &str| {
+            half.normalize(raw(&format!(
+                r#"{{"venue":"V","symbol":"X","ts":1,"price":"{price}","size":"1","seq":1,"currency":"EUR"}}"#
+            )))
+            .unwrap()
+            .price
+            .to_string()
+        };
+        assert_eq!(p("0.00000005"), "0.00000002");
+        assert_eq!(p("0.00000007"), "0.00000004");
+    }
+
+    #[test]
+    fn base_currency_and_absent_currency_are_not_converted() {
+        let n = normalizer();
+        let t = n.normalize(raw(&format!("{T}}}"))).unwrap();
+        assert_eq!(t.price.to_string(), "1.23456789");
+        let t = n
+            .normalize(raw(&format!("{T},\"currency\":\"usd\"}}")))
+            .unwrap();
+        assert_eq!(t.price.to_string(), "1.23456789");
+    }
+
+    #[test]
+    fn unknown_currency_is_dead_lettered_with_the_raw_line() {
+        let line = format!("{T},\"currency\":\"JPY\"}}");
+        let dl = normalizer().normalize(raw(&line)).unwrap_err();
+        assert_eq!(dl.reason, DeadLetterReason::UnknownCurrency);
+        assert_eq!(dl.raw, line);
+        assert_eq!(dl.ordinal.line, 3);
+        assert!(dl.message.contains("JPY"));
+    }
+
+    #[test]
+    fn parse_failures_keep_their_reason() {
+        let dl = normalizer().normalize(raw("{")).unwrap_err();
+        assert_eq!(dl.reason, DeadLetterReason::Malformed);
+    }
+
+    #[test]
+    fn bad_rates_are_config_errors_naming_the_key() {
+        let cfg = NormalizeConfig {
+            fx: [("EUR".to_string(), "-1".to_string())].into(),
+            ..Default::default()
+        };
+        let errs = Normalizer::new(&cfg, "USD").unwrap_err();
+        assert!(errs[0].to_string().starts_with("fx.EUR:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn dedup_first_wins_and_keys_expire_by_event_time() {
+        let n = normalizer();
+        let mut d = Deduper::new(60_000);
+        let tick = n.normalize(raw(&format!("{T}}}"))).unwrap();
+        assert!(d.first_seen(&tick));
+        assert!(!d.first_seen(&tick));
+        let mut other_venue = tick.clone();
+        other_venue.venue = "W".into();
+        assert!(d.first_seen(&other_venue));
+        d.advance(60_999);
+        assert!(
+            !d.first_seen(&tick),
+            "kept while watermark < ts + retention"
+        );
+        d.advance(61_000);
+        assert_eq!(d.len(), 0);
+        assert!(
+            d.first_seen(&tick),
+            "forgotten once the watermark reaches ts + retention"
+        );
+    }
+}

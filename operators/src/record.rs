@@ -1,0 +1,356 @@
+//! The records that flow between operators, and their JSON renderings.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The kinds of record a stream can carry; graph validation checks that every input
+/// receives the kind its operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// A raw input line with its position ([`RawLine`]).
+    Raw,
+    /// A normalized tick ([`Tick`]).
+    Tick,
+    /// A tick joined with its instrument ([`EnrichedTick`]).
+    Enriched,
+    /// A window aggregate ([`Bar`]).
+    Bar,
+    /// A rejected record with its reason ([`DeadLetter`]).
+    DeadLetter,
+}
+
+impl RecordKind {
+    /// The name used in graph TOML and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Raw => "raw",
+            RecordKind::Tick => "tick",
+            RecordKind::Enriched => "enriched",
+            RecordKind::Bar => "bar",
+            RecordKind::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Where a record came from: the source's index in the graph and the 1-based line number.
+/// Ordering by `Ordinal` is input order, which operators use to stay deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ordinal {
+    /// Index of the source in the graph (sources sorted by name).
+    pub source: u32,
+    /// 1-based line number within that source.
+    pub line: u64,
+}
+
+/// A raw input line, as read by a source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawLine {
+    /// Where the line came from.
+    pub ordinal: Ordinal,
+    /// The line, without its line terminator.
+    pub text: String,
+}
+
+/// A normalized tick: symbol trimmed and uppercased, price in the base currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Trading venue.
+    pub venue: String,
+    /// Normalized symbol.
+    pub symbol: String,
+    /// Event time, nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    /// Price in the base currency.
+    pub price: Decimal,
+    /// Traded size.
+    pub size: Decimal,
+    /// Venue sequence number; `(venue, seq)` identifies the tick.
+    pub seq: u64,
+    /// Where the tick came from.
+    pub ordinal: Ordinal,
+    /// The raw line, kept so later stages can dead-letter it whole.
+    pub raw: String,
+}
+
+impl Tick {
+    /// Event time in milliseconds since the Unix epoch.
+    pub fn ts_ms(&self) -> u64 {
+        (self.ts_ns / 1_000_000) as u64
+    }
+}
+
+/// An instrument from the reference data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instrument {
+    /// The instrument's identifier.
+    pub instrument_id: Arc<str>,
+    /// The normalized symbol it is listed under.
+    pub symbol: String,
+    /// Other reference columns, in file order, copied onto enriched ticks.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A tick joined with its instrument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrichedTick {
+    /// The normalized tick.
+    pub tick: Tick,
+    /// Its instrument.
+    pub instrument: Arc<Instrument>,
+}
+
+/// An OHLCV/VWAP bar for one instrument and one window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bar {
+    /// The instrument.
+    pub instrument: Arc<Instrument>,
+    /// Window start, ms since the epoch, inclusive.
+    pub window_start_ms: u64,
+    /// Window end, ms since the epoch, exclusive.
+    pub window_end_ms: u64,
+    /// Price of the tick with the smallest `(ts, venue, seq)`.
+    pub open: Decimal,
+    /// Highest price.
+    pub high: Decimal,
+    /// Lowest price.
+    pub low: Decimal,
+    /// Price of the tick with the largest `(ts, venue, seq)`.
+    pub close: Decimal,
+    /// Sum of sizes.
+    pub volume: Decimal,
+    /// Volume-weighted average price, 8 places half-even; `None` when volume is 0.
+    pub vwap: Option<Decimal>,
+    /// Number of ticks.
+    pub trades: u64,
+    /// 0 for the first emission, +1 for each update by an allowed-late tick.
+    pub revision: u32,
+}
+
+/// Why a record was rejected. Listed in the order the checks apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// The line is not a JSON object.
+    Malformed,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong type or an out-of-range value.
+    InvalidValue,
+    /// The tick's currency has no rate in the normalize operator's fx table.
+    UnknownCurrency,
+    /// The normalized symbol is not in the reference data.
+    UnknownInstrument,
+}
+
+impl DeadLetterReason {
+    /// Every reason, in check order.
+    pub const ALL: [DeadLetterReason; 5] = [
+        DeadLetterReason::Malformed,
+        DeadLetterReason::MissingField,
+        DeadLetterReason::InvalidValue,
+        DeadLetterReason::UnknownCurrency,
+        DeadLetterReason::UnknownInstrument,
+    ];
+
+    /// The reason's name in dead-letter records and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::MissingField => "missing_field",
+            DeadLetterReason::InvalidValue => "invalid_value",
+            DeadLetterReason::UnknownCurrency => "unknown_currency",
+            DeadLetterReason::UnknownInstrument => "unknown_instrument",
+        }
+    }
+}
+
+/// A rejected record: the reason, a message for people, and the record itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Why it was rejected.
+    pub reason: DeadLetterReason,
+    /// What exactly was wrong.
+    pub message: String,
+    /// Where it came from.
+    pub ordinal: Ordinal,
+    /// The raw line.
+    pub raw: String,
+}
+
+/// Formats epoch nanoseconds as RFC 3339 UTC with `Z`, with as many fractional digits as needed.
+pub fn format_ts_ns(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC with `Z`.
+pub fn format_ts_ms(ms: u64) -> String {
+    format_ts_ns((ms as i64).saturating_mul(1_000_000))
+}
+
+/// Renders a decimal without trailing zeros, so equal values always print the same.
+pub fn decimal_text(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+#[derive(Serialize)]
+struct TickJson<'a> {
+    venue: &'a str,
+    symbol: &'a str,
+    ts: String,
+    price: String,
+    size: String,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instrument_id: Option<&'a str>,
+    #[serde(flatten)]
+    attributes: std::collections::BTreeMap<&'a str, &'a str>,
+}
+
+fn tick_json<'a>(tick: &'a Tick, instrument: Option<&'a Instrument>) -> TickJson<'a> {
+    TickJson {
+        venue: &tick.venue,
+        symbol: &tick.symbol,
+        ts: format_ts_ns(tick.ts_ns),
+        price: decimal_text(tick.price),
+        size: decimal_text(tick.size),
+        seq: tick.seq,
+        instrument_id: instrument.map(|i| &*i.instrument_id),
+        attributes: instrument
+            .map(|i| {
+                i.attributes
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Renders a record as one JSON line for sinks.
+pub trait ToJsonLine {
+    /// The record as a single-line JSON object.
+    fn to_json_line(&self, source_names: &[String]) -> String;
+}
+
+impl ToJsonLine for Tick {
+    fn to_json_line(&self, _: &[String]) -> String {
+        serde_json::to_string(&tick_json(self, None)).unwrap_or_default()
+    }
+}
+
+impl ToJsonLine for EnrichedTick {
+    fn to_json_line(&self, _: &[String]) -> String {
+        serde_json::to_string(&tick_json(&self.tick, Some(&self.instrument))).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+struct BarJson<'a> {
+    instrument_id: &'a str,
+    symbol: &'a str,
+    window_start: String,
+    window_end: String,
+    open: String,
+    high: String,
+    low: String,
+    close: String,
+    volume: String,
+    vwap: Option<String>,
+    trades: u64,
+    revision: u32,
+}
+
+impl ToJsonLine for Bar {
+    fn to_json_line(&self, _: &[String]) -> String {
+        serde_json::to_string(&BarJson {
+            instrument_id: &self.instrument.instrument_id,
+            symbol: &self.instrument.symbol,
+            window_start: format_ts_ms(self.window_start_ms),
+            window_end: format_ts_ms(self.window_end_ms),
+            open: decimal_text(self.open),
+            high: decimal_text(self.high),
+            low: decimal_text(self.low),
+            close: decimal_text(self.close),
+            volume: decimal_text(self.volume),
+            vwap: self.vwap.map(decimal_text),
+            trades: self.trades,
+            revision: self.revision,
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetterJson<'a> {
+    reason: &'a str,
+    message: &'a str,
+    source: &'a str,
+    line: u64,
+    raw: &'a str,
+}
+
+impl ToJsonLine for DeadLetter {
+    fn to_json_line(&self, source_names: &[String]) -> String {
+        let source = source_names
+            .get(self.ordinal.source as usize)
+            .map(String::as_str)
+            .unwrap_or("?");
+        serde_json::to_string(&DeadLetterJson {
+            reason: self.reason.name(),
+            message: &self.message,
+            source,
+            line: self.ordinal.line,
+            raw: &self.raw,
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl ToJsonLine for RawLine {
+    fn to_json_line(&self, _: &[String]) -> String {
+        self.text.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn timestamps_render_as_utc_z() {
+        assert_eq!(format_ts_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_ts_ms(1_700_000_060_000), "2023-11-14T22:14:20Z");
+        assert_eq!(
+            format_ts_ns(1_500_000_001),
+            "1970-01-01T00:00:01.500000001Z"
+        );
+    }
+
+    #[test]
+    fn decimals_render_without_trailing_zeros() {
+        assert_eq!(decimal_text(Decimal::from_str("101.500").unwrap()), "101.5");
+        assert_eq!(decimal_text(Decimal::from_str("100").unwrap()), "100");
+        assert_eq!(decimal_text(Decimal::from_str("0.00").unwrap()), "0");
+    }
+
+    #[test]
+    fn dead_letter_json_names_source_line_and_reason() {
+        let dl = DeadLetter {
+            reason: DeadLetterReason::MissingField,
+            message: "missing field `price`".into(),
+            ordinal: Ordinal { source: 0, line: 7 },
+            raw: "{\"venue\":\"X\"}".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&dl.to_json_line(&["ticks".to_string()])).unwrap();
+        assert_eq!(v["reason"], "missing_field");
+        assert_eq!(v["source"], "ticks");
+        assert_eq!(v["line"], 7);
+        assert_eq!(v["raw"], "{\"venue\":\"X\"}");
+    }
+}

@@ -1,0 +1,438 @@
+//! The raw tick contract: parsing one JSON line into typed fields, or a dead letter.
+//!
+//! ```
+//! use tickflow_operators::tick::parse_tick;
+//! let t = parse_tick(r#"{"venue":"XNAS","symbol":" aapl ","ts":"2024-03-01T09:30:00.5+01:00","price":0.1,"size":"100","seq":7}"#).unwrap();
+//! assert_eq!(t.symbol, "AAPL");
+//! assert_eq!(t.price.to_string(), "0.1");
+//! assert_eq!(t.ts_ns, 1_709_281_800_500_000_000);
+//! ```
+
+use chrono::DateTime;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::record::DeadLetterReason;
+
+/// The fields of a tick that passed the parse checks (malformed, missing_field, invalid_value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedTick {
+    /// Venue, as given.
+    pub venue: String,
+    /// Symbol, trimmed and uppercased.
+    pub symbol: String,
+    /// Event time, ns since the Unix epoch.
+    pub ts_ns: i64,
+    /// Price, exactly as written.
+    pub price: Decimal,
+    /// Size, exactly as written.
+    pub size: Decimal,
+    /// Sequence number.
+    pub seq: u64,
+    /// Currency, trimmed and uppercased, when given.
+    pub currency: Option<String>,
+}
+
+/// Why a line failed the parse checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The dead-letter reason.
+    pub reason: DeadLetterReason,
+    /// A message naming the field and the problem.
+    pub message: String,
+}
+
+fn reject(reason: DeadLetterReason, message: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Rejection {
+    reject(DeadLetterReason::InvalidValue, message)
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    venue: Option<&'a RawValue>,
+    #[serde(borrow)]
+    symbol: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    price: Option<&'a RawValue>,
+    #[serde(borrow)]
+    size: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    currency: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct TsOnly<'a> {
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+}
+
+/// JSON type name of a raw value, for messages.
+fn json_type(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't') | Some(b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn string_field(name: &str, raw: &RawValue) -> Result<String, Rejection> {
+    if !raw.get().starts_with('"') {
+        return Err(invalid(format!(
+            "`{name}` must be a string, got {}",
+            json_type(raw)
+        )));
+    }
+    serde_json::from_str::<String>(raw.get())
+        .map_err(|e| invalid(format!("`{name}` is not a valid string: {e}")))
+}
+
+/// Parses `ts`: an RFC 3339 string with offset, or an integer of epoch milliseconds.
+/// Times before the Unix epoch are rejected.
+pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
+    let text = raw.get();
+    let ns = if text.starts_with('"') {
+        let s = serde_json::from_str::<String>(text)
+            .map_err(|e| invalid(format!("`ts` is not a valid string: {e}")))?;
+        let dt = DateTime::parse_from_rfc3339(&s)
+            .map_err(|e| invalid(format!("`ts` {s:?} is not RFC 3339 with an offset: {e}")))?;
+        dt.timestamp_nanos_opt()
+            .ok_or_else(|| invalid(format!("`ts` {s:?} is out of range")))?
+    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !text.is_empty() {
+        let ms = text
+            .parse::<i64>()
+            .map_err(|_| invalid(format!("`ts` {text} is out of range")))?;
+        ms.checked_mul(1_000_000)
+            .ok_or_else(|| invalid(format!("`ts` {text} is out of range")))?
+    } else {
+        return Err(invalid(format!(
+            "`ts` must be an RFC 3339 string or integer epoch milliseconds, got {} {}",
+            json_type(raw),
+            text
+        )));
+    };
+    if ns < 0 {
+        return Err(invalid(format!("`ts` {text} is before the Unix epoch")));
+    }
+    Ok(ns)
+}
+
+/// The event time of a line in ms, if the line is a JSON object with a valid `ts`.
+/// Sources use this to move their watermark without a full parse.
+pub fn event_time_ms(line: &str) -> Option<u64> {
+    let fields: TsOnly = serde_json::from_str(line).ok()?;
+    parse_ts(fields.ts?).ok().map(|ns| (ns / 1_000_000) as u64)
+}
+
+fn is_plain_decimal(s: &str) -> bool {
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let mut parts = body.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    match frac {
+        None => !int.is_empty() && digits(int),
+        Some(f) => (!int.is_empty() || !f.is_empty()) && digits(int) && digits(f),
+    }
+}
+
+/// Parses a decimal from its exact text: a JSON string or number, no binary floating point.
+/// Numbers in exponent form (`1.5e3`) are accepted; anything that would lose digits is rejected.
+pub fn parse_decimal(name: &str, raw: &RawValue) -> Result<Decimal, Rejection> {
+    let text = raw.get();
+    let body: std::borrow::Cow<str> = if text.starts_with('"') {
+        serde_json::from_str::<String>(text)
+            .map_err(|e| invalid(format!("`{name}` is not a valid string: {e}")))?
+            .into()
+    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        text.into()
+    } else {
+        return Err(invalid(format!(
+            "`{name}` must be a decimal string or number, got {}",
+            json_type(raw)
+        )));
+    };
+    let parsed = if is_plain_decimal(&body) {
+        Decimal::from_str_exact(&body).ok()
+    } else if body.contains(['e', 'E']) {
+        Decimal::from_scientific(&body).ok()
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| invalid(format!("`{name}` {body:?} is not an exact decimal")))
+}
+
+/// Parses one raw line against the tick contract. Checks apply in order: `malformed`
+/// (not a JSON object), `missing_field` (naming every absent required field), then
+/// `invalid_value` for the first bad field (a `null` field counts as missing) in the order venue, symbol, ts, price, size, seq,
+/// currency.
+pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(reject(
+            DeadLetterReason::Malformed,
+            "line is not a JSON object",
+        ));
+    }
+    let f: Fields = serde_json::from_str(line).map_err(|e| {
+        reject(
+            DeadLetterReason::Malformed,
+            format!("line is not a JSON object: {e}"),
+        )
+    })?;
+    let required = [
+        ("venue", f.venue),
+        ("symbol", f.symbol),
+        ("ts", f.ts),
+        ("price", f.price),
+        ("size", f.size),
+        ("seq", f.seq),
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        return Err(reject(
+            DeadLetterReason::MissingField,
+            format!("missing required field(s): {}", missing.join(", ")),
+        ));
+    }
+    let (Some(venue), Some(symbol), Some(ts), Some(price), Some(size), Some(seq)) =
+        (f.venue, f.symbol, f.ts, f.price, f.size, f.seq)
+    else {
+        return Err(reject(DeadLetterReason::MissingField, "missing field"));
+    };
+
+    let venue = string_field("venue", venue)?;
+    if venue.trim().is_empty() {
+        return Err(invalid("`venue` must not be empty"));
+    }
+    let symbol = string_field("symbol", symbol)?.trim().to_uppercase();
+    if symbol.is_empty() {
+        return Err(invalid("`symbol` must not be empty"));
+    }
+    let ts_ns = parse_ts(ts)?;
+    let price = parse_decimal("price", price)?;
+    if price <= Decimal::ZERO {
+        return Err(invalid(format!("`price` must be > 0, got {price}")));
+    }
+    let size = parse_decimal("size", size)?;
+    if size < Decimal::ZERO {
+        return Err(invalid(format!("`size` must be >= 0, got {size}")));
+    }
+    let seq_text = seq.get();
+    let seq = if seq_text.bytes().all(|b| b.is_ascii_digit()) {
+        seq_text
+            .parse::<u64>()
+            .map_err(|_| invalid(format!("`seq` {seq_text} is out of range")))?
+    } else if seq_text.starts_with('-') && seq_text[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!("`seq` must be >= 0, got {seq_text}")));
+    } else {
+        return Err(invalid(format!(
+            "`seq` must be an integer >= 0, got {} {seq_text}",
+            json_type(seq)
+        )));
+    };
+    let currency = match f.currency {
+        None => None,
+        Some(raw) => {
+            let c = string_field("currency", raw)?.trim().to_uppercase();
+            if c.is_empty() {
+                return Err(invalid("`currency` must not be empty"));
+            }
+            Some(c)
+        }
+    };
+    Ok(ParsedTick {
+        venue,
+        symbol,
+        ts_ns,
+        price,
+        size,
+        seq,
+        currency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+    use DeadLetterReason::*;
+
+    fn line(fields: &str) -> String {
+        format!("{{{fields}}}")
+    }
+
+    const OK: &str = r#""venue":"XNAS","symbol":"aapl","ts":"2024-01-02T10:00:00Z","price":"187.5","size":"100","seq":1"#;
+
+    fn reason(l: &str) -> DeadLetterReason {
+        parse_tick(l).unwrap_err().reason
+    }
+
+    #[test]
+    fn valid_tick_is_normalized() {
+        let t = parse_tick(&line(OK)).unwrap();
+        assert_eq!(t.venue, "XNAS");
+        assert_eq!(t.symbol, "AAPL");
+        assert_eq!(t.ts_ns, 1_704_189_600_000_000_000);
+        assert_eq!(t.price, Decimal::from_str("187.5").unwrap());
+        assert_eq!(t.seq, 1);
+        assert_eq!(t.currency, None);
+    }
+
+    #[test]
+    fn symbol_is_trimmed_and_uppercased() {
+        let l = OK.replace("\"aapl\"", "\"  msft \\t\"");
+        assert_eq!(parse_tick(&line(&l)).unwrap().symbol, "MSFT");
+    }
+
+    #[test]
+    fn ts_offsets_other_than_z() {
+        let l = OK.replace(
+            "2024-01-02T10:00:00Z",
+            "2024-01-02T11:30:00.123456789+01:30",
+        );
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().ts_ns,
+            1_704_189_600_123_456_789
+        );
+        let l = OK.replace("2024-01-02T10:00:00Z", "2024-01-02T05:00:00-05:00");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().ts_ns,
+            1_704_189_600_000_000_000
+        );
+    }
+
+    #[test]
+    fn ts_epoch_milliseconds() {
+        let l = OK.replace("\"2024-01-02T10:00:00Z\"", "1704189600123");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().ts_ns,
+            1_704_189_600_123_000_000
+        );
+        assert_eq!(event_time_ms(&line(&l)), Some(1_704_189_600_123));
+    }
+
+    #[test]
+    fn bad_ts_is_invalid_value() {
+        for bad in [
+            "\"2024-01-02 10:00:00\"",
+            "\"2024-01-02T10:00:00\"",
+            "\"yesterday\"",
+            "1.5",
+            "-5",
+            "\"1969-12-31T23:59:59Z\"",
+            "true",
+        ] {
+            let l = OK.replace("\"2024-01-02T10:00:00Z\"", bad);
+            assert_eq!(reason(&line(&l)), InvalidValue, "ts = {bad}");
+        }
+    }
+
+    #[test]
+    fn json_number_prices_are_exact() {
+        let l = OK.replace("\"187.5\"", "0.1");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().price,
+            Decimal::from_str("0.1").unwrap()
+        );
+        let l = OK.replace("\"187.5\"", "0.30000000000000004");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().price.to_string(),
+            "0.30000000000000004"
+        );
+        let l = OK.replace("\"187.5\"", "1.5e2");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().price,
+            Decimal::from_str("150").unwrap()
+        );
+    }
+
+    #[test]
+    fn price_and_size_bounds() {
+        for bad in ["0", "\"-1\"", "\"abc\"", "\"1_000\"", "\"\"", "[1]"] {
+            let l = OK.replace("\"187.5\"", bad);
+            assert_eq!(reason(&line(&l)), InvalidValue, "price = {bad}");
+        }
+        let l = OK.replace("\"size\":\"100\"", "\"size\":0");
+        assert_eq!(parse_tick(&line(&l)).unwrap().size, Decimal::ZERO);
+        let l = OK.replace("\"size\":\"100\"", "\"size\":\"-0.5\"");
+        assert_eq!(reason(&line(&l)), InvalidValue);
+    }
+
+    #[test]
+    fn seq_must_be_non_negative_integer() {
+        for bad in ["-1", "1.5", "\"3\"", "{}"] {
+            let l = OK.replace("\"seq\":1", &format!("\"seq\":{bad}"));
+            assert_eq!(reason(&line(&l)), InvalidValue, "seq = {bad}");
+        }
+        let l = OK.replace("\"seq\":1", "\"seq\":0");
+        assert_eq!(parse_tick(&line(&l)).unwrap().seq, 0);
+    }
+
+    #[test]
+    fn empty_strings_are_invalid() {
+        assert_eq!(reason(&line(&OK.replace("\"XNAS\"", "\"\""))), InvalidValue);
+        assert_eq!(
+            reason(&line(&OK.replace("\"aapl\"", "\"  \""))),
+            InvalidValue
+        );
+        assert_eq!(reason(&line(&OK.replace("\"aapl\"", "5"))), InvalidValue);
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for bad in ["", "not json", "[1,2]", "\"str\"", "{\"venue\":", "42"] {
+            assert_eq!(reason(bad), Malformed, "line = {bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_fields_are_all_named_and_precede_invalid_values() {
+        let r = parse_tick(r#"{"venue":"","symbol":"A"}"#).unwrap_err();
+        assert_eq!(r.reason, MissingField);
+        assert!(r.message.contains("ts, price, size, seq"), "{}", r.message);
+    }
+
+    #[test]
+    fn null_counts_as_missing() {
+        let l = OK.replace("\"187.5\"", "null");
+        let r = parse_tick(&line(&l)).unwrap_err();
+        assert_eq!(r.reason, MissingField);
+        assert!(r.message.contains("price"));
+    }
+
+    #[test]
+    fn currency_is_optional_and_normalized() {
+        let l = format!("{OK},\"currency\":\" eur\"");
+        assert_eq!(
+            parse_tick(&line(&l)).unwrap().currency.as_deref(),
+            Some("EUR")
+        );
+        let l = format!("{OK},\"currency\":7");
+        assert_eq!(reason(&line(&l)), InvalidValue);
+    }
+
+    #[test]
+    fn other_fields_are_ignored() {
+        let l = format!("{OK},\"extra\":{{\"nested\":[1,2]}}");
+        assert!(parse_tick(&line(&l)).is_ok());
+    }
+}

@@ -1,0 +1,516 @@
+//! `window`: event-time OHLCV/VWAP bars over tumbling or sliding windows.
+//!
+//! Windows are aligned to the Unix epoch and half-open, `[start, end)`. The caller feeds ticks
+//! with the watermark at which each arrived (`t`, the Timely time) and calls
+//! [`WindowState::advance`] as the watermark moves:
+//! - a window is emitted (revision 0) once the watermark reaches its end;
+//! - a tick arriving with `end <= t < end + allowed_lateness` still counts, and its bar is
+//!   emitted again with `revision + 1`;
+//! - a tick with `end + allowed_lateness <= t` for every window it belongs to is late.
+//!
+//! ```toml
+//! [operators.bars]
+//! type = "window"
+//! input = "enrich"
+//! kind = "tumbling"        # or "sliding", with `slide`
+//! size = "1m"
+//! allowed_lateness = "5s"
+//! ```
+
+use std::sync::Arc;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use tickflow_state::{Table, TableDescriptor};
+
+use crate::record::{Bar, EnrichedTick, Instrument};
+use crate::{duration_ms, OperatorError};
+
+/// Window shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// Back-to-back windows of `size`.
+    #[default]
+    Tumbling,
+    /// Windows of `size` starting every `slide`.
+    Sliding,
+}
+
+/// Configuration of a `window` operator (besides `type` and `input`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// `tumbling` (default) or `sliding`.
+    #[serde(default)]
+    pub kind: WindowKind,
+    /// Window length, e.g. `"1m"`.
+    pub size: String,
+    /// Distance between window starts; required for `sliding`, not allowed for `tumbling`.
+    pub slide: Option<String>,
+    /// How long after a window's end late ticks still update it (default `"0s"`).
+    pub allowed_lateness: Option<String>,
+}
+
+/// The state tables a `window` operator keeps.
+pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
+    name: "windows",
+    description: "open bars keyed by (window end, instrument_id)",
+}];
+
+/// A validated window shape in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Window length.
+    pub size_ms: u64,
+    /// Distance between window starts (equals `size_ms` for tumbling windows).
+    pub slide_ms: u64,
+    /// Allowed lateness after a window's end.
+    pub lateness_ms: u64,
+}
+
+impl WindowSpec {
+    /// Validates a config; every problem is reported, keyed by its config key.
+    pub fn from_config(cfg: &WindowConfig) -> Result<Self, Vec<OperatorError>> {
+        let mut errors = Vec::new();
+        let mut ms = |key: &str, text: Option<&str>, default: u64, positive: bool| match text {
+            None => default,
+            Some(t) => match duration_ms(t) {
+                Ok(0) if positive => {
+                    errors.push(OperatorError::InvalidConfig {
+                        key: key.into(),
+                        message: "must be at least 1ms".into(),
+                    });
+                    default
+                }
+                Ok(v) => v,
+                Err(message) => {
+                    errors.push(OperatorError::InvalidConfig {
+                        key: key.into(),
+                        message,
+                    });
+                    default
+                }
+            },
+        };
+        let size_ms = ms("size", Some(&cfg.size), 1, true);
+        let slide_ms = ms("slide", cfg.slide.as_deref(), size_ms, true);
+        let lateness_ms = ms(
+            "allowed_lateness",
+            cfg.allowed_lateness.as_deref(),
+            0,
+            false,
+        );
+        match (cfg.kind, &cfg.slide) {
+            (WindowKind::Tumbling, Some(_)) => errors.push(OperatorError::InvalidConfig {
+                key: "slide".into(),
+                message: "only sliding windows take `slide`".into(),
+            }),
+            (WindowKind::Sliding, None) => errors.push(OperatorError::InvalidConfig {
+                key: "slide".into(),
+                message: "sliding windows need `slide`".into(),
+            }),
+            (WindowKind::Sliding, Some(_)) if slide_ms > size_ms => {
+                errors.push(OperatorError::InvalidConfig {
+                    key: "slide".into(),
+                    message: "must not be longer than `size`".into(),
+                })
+            }
+            _ => {}
+        }
+        if errors.is_empty() {
+            Ok(WindowSpec {
+                size_ms,
+                slide_ms,
+                lateness_ms,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The windows `(start, end)` containing event time `ts_ms`, earliest first.
+    pub fn windows_of(&self, ts_ms: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let last_start = ts_ms - ts_ms % self.slide_ms;
+        let count = (self.size_ms - 1) / self.slide_ms + 1;
+        (0..count)
+            .rev()
+            .filter_map(move |k| last_start.checked_sub(k * self.slide_ms))
+            .map(move |start| (start, start + self.size_ms))
+            .filter(move |&(_, end)| end > ts_ms)
+    }
+}
+
+/// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
+type TickOrder = (i64, String, u64);
+
+/// One bar being built.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BarAcc {
+    instrument: Arc<Instrument>,
+    start_ms: u64,
+    open: (TickOrder, Decimal),
+    close: (TickOrder, Decimal),
+    high: Decimal,
+    low: Decimal,
+    volume: Decimal,
+    notional: Decimal,
+    trades: u64,
+    /// Revision last emitted, if any.
+    emitted: Option<u32>,
+}
+
+impl BarAcc {
+    fn new(tick: &EnrichedTick, start_ms: u64) -> Self {
+        let t = &tick.tick;
+        let order = (t.ts_ns, t.venue.clone(), t.seq);
+        BarAcc {
+            instrument: Arc::clone(&tick.instrument),
+            start_ms,
+            open: (order.clone(), t.price),
+            close: (order, t.price),
+            high: t.price,
+            low: t.price,
+            volume: Decimal::ZERO,
+            notional: Decimal::ZERO,
+            trades: 0,
+            emitted: None,
+        }
+    }
+
+    fn add(&mut self, tick: &EnrichedTick) {
+        let t = &tick.tick;
+        let before_open = (t.ts_ns, t.venue.as_str(), t.seq)
+            < (self.open.0 .0, self.open.0 .1.as_str(), self.open.0 .2);
+        let after_close = (t.ts_ns, t.venue.as_str(), t.seq)
+            > (self.close.0 .0, self.close.0 .1.as_str(), self.close.0 .2);
+        if before_open {
+            self.open = ((t.ts_ns, t.venue.clone(), t.seq), t.price);
+        }
+        if after_close {
+            self.close = ((t.ts_ns, t.venue.clone(), t.seq), t.price);
+        }
+        if t.price > self.high {
+            self.high = t.price;
+        }
+        if t.price < self.low {
+            self.low = t.price;
+        }
+        // 28 significant digits hold any realistic volume; saturate rather than panic beyond.
+        self.volume = self.volume.checked_add(t.size).unwrap_or(Decimal::MAX);
+        let notional = t.price.checked_mul(t.size).unwrap_or(Decimal::MAX);
+        self.notional = self.notional.checked_add(notional).unwrap_or(Decimal::MAX);
+        self.trades += 1;
+    }
+
+    fn to_bar(&self, end_ms: u64, revision: u32) -> Bar {
+        let vwap = (!self.volume.is_zero()).then(|| {
+            self.notional
+                .checked_div(self.volume)
+                .unwrap_or(Decimal::MAX)
+                .round_dp_with_strategy(8, RoundingStrategy::MidpointNearestEven)
+        });
+        Bar {
+            instrument: Arc::clone(&self.instrument),
+            window_start_ms: self.start_ms,
+            window_end_ms: end_ms,
+            open: self.open.1,
+            high: self.high,
+            low: self.low,
+            close: self.close.1,
+            volume: self.volume,
+            vwap,
+            trades: self.trades,
+            revision,
+        }
+    }
+}
+
+/// The open windows of one `window` operator instance.
+#[derive(Debug, Clone)]
+pub struct WindowState {
+    spec: WindowSpec,
+    windows: Table<(u64, Arc<str>), BarAcc>,
+}
+
+impl WindowState {
+    /// Empty state for a window shape.
+    pub fn new(spec: WindowSpec) -> Self {
+        WindowState {
+            spec,
+            windows: Table::new(false),
+        }
+    }
+
+    /// The window shape.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Number of windows held (emitted ones stay until their lateness has passed).
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Whether no windows are held.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Moves the watermark to `watermark`: emits every not-yet-emitted window whose end is at or
+    /// before it (revision 0, in `(end, instrument_id)` order) and forgets every window whose
+    /// `end + allowed_lateness` is at or before it.
+    pub fn advance(&mut self, watermark: u64, bars: &mut Vec<Bar>) {
+        let lateness = self.spec.lateness_ms;
+        let due: Vec<(u64, Arc<str>)> = self
+            .windows
+            .iter()
+            .take_while(|((end, _), _)| *end <= watermark)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let end = key.0;
+            if end.saturating_add(lateness) <= watermark {
+                if let Some(acc) = self.windows.remove(&key) {
+                    if acc.emitted.is_none() {
+                        bars.push(acc.to_bar(end, 0));
+                    }
+                }
+            } else if let Some(acc) = self.windows.get_mut(&key) {
+                if acc.emitted.is_none() {
+                    acc.emitted = Some(0);
+                    bars.push(acc.to_bar(end, 0));
+                }
+            }
+        }
+    }
+
+    /// Applies a tick that arrived at watermark `t` (call [`WindowState::advance`] with `t`
+    /// first). Bars of already-closed windows it updates are pushed to `bars`; returns the tick
+    /// back if it is late for every window it belongs to.
+    pub fn apply(
+        &mut self,
+        t: u64,
+        tick: EnrichedTick,
+        bars: &mut Vec<Bar>,
+    ) -> Option<EnrichedTick> {
+        let ts = tick.tick.ts_ms();
+        let lateness = self.spec.lateness_ms;
+        let mut counted = false;
+        let windows: Vec<(u64, u64)> = self.spec.windows_of(ts).collect();
+        for (start, end) in windows {
+            if end.saturating_add(lateness) <= t {
+                continue;
+            }
+            counted = true;
+            let key = (end, Arc::clone(&tick.instrument.instrument_id));
+            let acc = self
+                .windows
+                .get_or_insert_with(key, || BarAcc::new(&tick, start));
+            acc.add(&tick);
+            if end <= t {
+                let revision = acc.emitted.map_or(0, |r| r + 1);
+                acc.emitted = Some(revision);
+                bars.push(acc.to_bar(end, revision));
+            }
+        }
+        (!counted).then_some(tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Ordinal, Tick};
+    use std::str::FromStr;
+
+    fn spec(size: &str, slide: Option<&str>, lateness: &str) -> WindowSpec {
+        WindowSpec::from_config(&WindowConfig {
+            kind: if slide.is_some() {
+                WindowKind::Sliding
+            } else {
+                WindowKind::Tumbling
+            },
+            size: size.into(),
+            slide: slide.map(String::from),
+            allowed_lateness: Some(lateness.into()),
+        })
+        .unwrap()
+    }
+
+    fn instrument(id: &str) -> Arc<Instrument> {
+        Arc::new(Instrument {
+            instrument_id: id.into(),
+            symbol: id.into(),
+            attributes: vec![],
+        })
+    }
+
+    fn tick(id: &str, ts_ms: i64, venue: &str, seq: u64, price: &str, size: &str) -> EnrichedTick {
+        EnrichedTick {
+            tick: Tick {
+                venue: venue.into(),
+                symbol: id.into(),
+                ts_ns: ts_ms * 1_000_000,
+                price: Decimal::from_str(price).unwrap(),
+                size: Decimal::from_str(size).unwrap(),
+                seq,
+                ordinal: Ordinal {
+                    source: 0,
+                    line: seq,
+                },
+                raw: String::new(),
+            },
+            instrument: instrument(id),
+        }
+    }
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn tumbling_and_sliding_window_assignment() {
+        let s = spec("1m", None, "0s");
+        assert_eq!(s.windows_of(0).collect::<Vec<_>>(), vec![(0, 60_000)]);
+        assert_eq!(s.windows_of(59_999).collect::<Vec<_>>(), vec![(0, 60_000)]);
+        assert_eq!(
+            s.windows_of(60_000).collect::<Vec<_>>(),
+            vec![(60_000, 120_000)]
+        );
+        let s = spec("1m", Some("20s"), "0s");
+        assert_eq!(
+            s.windows_of(65_000).collect::<Vec<_>>(),
+            vec![(20_000, 80_000), (40_000, 100_000), (60_000, 120_000)]
+        );
+        assert_eq!(s.windows_of(5_000).collect::<Vec<_>>(), vec![(0, 60_000)]);
+    }
+
+    #[test]
+    fn config_errors_name_their_keys() {
+        let bad = WindowConfig {
+            kind: WindowKind::Sliding,
+            size: "1m".into(),
+            slide: Some("2m".into()),
+            allowed_lateness: Some("soon".into()),
+        };
+        let errs = WindowSpec::from_config(&bad).unwrap_err();
+        let keys: Vec<String> = errs
+            .iter()
+            .map(|e| match e {
+                OperatorError::InvalidConfig { key, .. } => key.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(keys, vec!["allowed_lateness", "slide"]);
+        let tumbling_with_slide = WindowConfig {
+            kind: WindowKind::Tumbling,
+            size: "0s".into(),
+            slide: Some("1s".into()),
+            allowed_lateness: None,
+        };
+        assert_eq!(
+            WindowSpec::from_config(&tumbling_with_slide)
+                .unwrap_err()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn ohlcv_vwap_and_order_independent_open_close() {
+        let mut w = WindowState::new(spec("1m", None, "0s"));
+        let mut bars = vec![];
+        // arrival order differs from (ts, venue, seq) order
+        for t in [
+            tick("A", 30_000, "B", 2, "10.5", "2"),
+            tick("A", 10_000, "B", 1, "10", "1"),
+            tick("A", 10_000, "A", 9, "11", "1"),
+            tick("A", 50_000, "A", 3, "9.5", "0"),
+        ] {
+            assert!(w.apply(0, t, &mut bars).is_none());
+        }
+        assert!(bars.is_empty());
+        w.advance(59_999, &mut bars);
+        assert!(
+            bars.is_empty(),
+            "not emitted before the watermark reaches the end"
+        );
+        w.advance(60_000, &mut bars);
+        let b = &bars[0];
+        assert_eq!((b.window_start_ms, b.window_end_ms), (0, 60_000));
+        assert_eq!(
+            b.open,
+            d("11"),
+            "smallest (ts, venue, seq) is (10000, A, 9)"
+        );
+        assert_eq!(b.close, d("9.5"));
+        assert_eq!((b.high, b.low), (d("11"), d("9.5")));
+        assert_eq!(b.volume, d("4"));
+        // (10.5*2 + 10*1 + 11*1 + 9.5*0) / 4 = 42 / 4 = 10.5
+        assert_eq!(b.vwap, Some(d("10.5")));
+        assert_eq!((b.trades, b.revision), (4, 0));
+        assert!(w.is_empty(), "no lateness: forgotten once emitted");
+    }
+
+    #[test]
+    fn vwap_rounds_half_even_and_zero_volume_has_none() {
+        let mut w = WindowState::new(spec("1s", None, "0s"));
+        let mut bars = vec![];
+        w.apply(0, tick("A", 1, "V", 1, "1", "0"), &mut bars);
+        w.apply(0, tick("B", 1, "V", 2, "1", "1"), &mut bars);
+        w.apply(0, tick("B", 2, "V", 3, "2", "2"), &mut bars);
+        w.advance(u64::MAX, &mut bars);
+        assert_eq!(bars[0].vwap, None);
+        assert_eq!(bars[0].volume, Decimal::ZERO);
+        // (1 + 4) / 3 = 1.666666666... -> 1.66666667
+        assert_eq!(bars[1].vwap, Some(d("1.66666667")));
+    }
+
+    #[test]
+    fn allowed_late_ticks_emit_revisions_then_late_ticks_are_returned() {
+        let mut w = WindowState::new(spec("1m", None, "10s"));
+        let mut bars = vec![];
+        w.apply(0, tick("A", 1_000, "V", 1, "10", "1"), &mut bars);
+        w.advance(60_000, &mut bars);
+        assert_eq!(bars.len(), 1);
+        assert_eq!(w.len(), 1, "kept for the allowed lateness");
+        // arrives at watermark 65s, behind the end but within lateness: revision 1
+        assert!(w
+            .apply(65_000, tick("A", 2_000, "V", 2, "12", "1"), &mut bars)
+            .is_none());
+        assert_eq!(bars[1].revision, 1);
+        assert_eq!(bars[1].trades, 2);
+        assert_eq!(bars[1].close, d("12"));
+        // a late tick for a window never seen before: emitted at once as revision 0
+        assert!(w
+            .apply(65_000, tick("B", 2_000, "V", 3, "5", "1"), &mut bars)
+            .is_none());
+        assert_eq!(
+            (&*bars[2].instrument.instrument_id, bars[2].revision),
+            ("B", 0)
+        );
+        w.advance(70_000, &mut bars);
+        assert_eq!(bars.len(), 3, "no re-emission when forgotten");
+        assert!(w.is_empty());
+        // end + lateness <= watermark: late
+        let late = w.apply(70_000, tick("A", 3_000, "V", 4, "1", "1"), &mut bars);
+        assert_eq!(late.map(|t| t.tick.seq), Some(4));
+    }
+
+    #[test]
+    fn sliding_tick_counts_in_still_open_windows() {
+        let mut w = WindowState::new(spec("1m", Some("30s"), "0s"));
+        let mut bars = vec![];
+        // ts 45s belongs to [0,60s) and [30s,90s); at watermark 60s only the second is open
+        assert!(w
+            .apply(60_000, tick("A", 45_000, "V", 1, "1", "1"), &mut bars)
+            .is_none());
+        assert!(bars.is_empty());
+        w.advance(u64::MAX, &mut bars);
+        assert_eq!(bars.len(), 1);
+        assert_eq!(bars[0].window_start_ms, 30_000);
+        let late = w.apply(90_000, tick("A", 45_000, "V", 2, "1", "1"), &mut bars);
+        assert!(late.is_some());
+    }
+}

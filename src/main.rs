@@ -1,0 +1,193 @@
+//! The `tickflow` command: validate, draw, run, generate data for, and benchmark tick graphs.
+
+mod bench;
+mod gen;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tickflow_engine::{compile_file, EngineError, Metrics, RunOptions};
+
+/// tickflow: a streaming dataflow engine for market-data ticks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a graph without running it; lists every error with its TOML path and line.
+    Validate {
+        /// The graph TOML file.
+        graph: PathBuf,
+    },
+    /// Print a graph as Graphviz dot.
+    Graph {
+        /// The graph TOML file.
+        graph: PathBuf,
+    },
+    /// Run a graph; with file sources it ends when all input is read and every window flushed.
+    Run {
+        /// The graph TOML file.
+        graph: PathBuf,
+        /// Worker threads (default: the number of CPU cores).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+        workers: Option<u16>,
+        /// Also write the run summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
+    /// Write synthetic ticks.jsonl and instruments.csv.
+    Gen(gen::GenArgs),
+    /// Measure throughput and peak memory of the example pipeline on generated ticks.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TICKFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints validation errors the way `validate` and `run` both do; returns the exit code.
+fn report_invalid(e: &EngineError) -> Option<ExitCode> {
+    if let EngineError::Invalid(errors) = e {
+        for err in errors {
+            eprintln!("error: {err}");
+        }
+        eprintln!("{} error(s)", errors.len());
+        return Some(ExitCode::from(1));
+    }
+    None
+}
+
+fn compile_or_report(
+    graph: &PathBuf,
+) -> Result<Result<tickflow_engine::Plan, ExitCode>, anyhow::Error> {
+    match compile_file(graph) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(Ok(plan))
+        }
+        Err(e) => match report_invalid(&e) {
+            Some(code) => Ok(Err(code)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { graph } => {
+            let plan = match compile_or_report(&graph)? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            println!(
+                "{}: graph {} v{} is valid: {} source(s), {} operator(s), {} sink(s)",
+                graph.display(),
+                plan.name,
+                plan.version,
+                plan.sources.len(),
+                plan.operators.len(),
+                plan.sinks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { graph } => {
+            let plan = match compile_or_report(&graph)? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            print!("{}", plan.to_dot());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            graph,
+            workers,
+            summary_json,
+        } => {
+            let plan = match compile_or_report(&graph)? {
+                Ok(p) => Arc::new(p),
+                Err(code) => return Ok(code),
+            };
+            let workers = workers
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let metrics = Arc::new(Metrics::for_plan(&plan));
+            let progress = spawn_progress(Arc::clone(&metrics));
+            let result = tickflow_engine::run(plan, &RunOptions { workers }, Arc::clone(&metrics));
+            metrics.finished.store(true, Ordering::Relaxed);
+            if let Some(p) = progress {
+                let _ = p.join();
+            }
+            let mut summary = result?;
+            summary.peak_rss_bytes = bench::peak_rss_bytes();
+            eprintln!("{summary}");
+            if let Some(path) = summary_json {
+                std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen(args) => {
+            gen::generate(&args)?;
+            println!(
+                "wrote {} ticks and {} instruments to {}",
+                args.ticks,
+                args.instruments,
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            bench::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A progress bar over input bytes on a terminal; nothing when stderr is not a terminal.
+fn spawn_progress(metrics: Arc<Metrics>) -> Option<std::thread::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while !metrics.finished.load(Ordering::Relaxed) {
+            bar.set_length(metrics.bytes_total.load(Ordering::Relaxed));
+            bar.set_position(metrics.bytes_read.load(Ordering::Relaxed));
+            bar.set_message(format!("{} ticks", metrics.source_records()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    }))
+}

@@ -1,0 +1,183 @@
+//! [`Table`]: an operator's keyed working set, ordered by key, with change tracking.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Names one table of one operator: the unit a durable backend stores separately
+/// (one column family per operator and table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDescriptor {
+    /// The table's name, unique within its operator (`"windows"`, `"dedup"`).
+    pub name: &'static str,
+    /// What the table holds, for `checkpoints inspect` and docs.
+    pub description: &'static str,
+}
+
+/// One change to a table since the last call to [`Table::take_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<K, V> {
+    /// The key now holds this value.
+    Put(K, V),
+    /// The key was removed.
+    Delete(K),
+}
+
+/// An ordered map that remembers which keys changed, so that a snapshot needs to write
+/// only those. Ordering by key lets operators find expired entries with a range scan
+/// (window state is keyed by window end first).
+///
+/// ```
+/// use tickflow_state::{Change, Table};
+/// let mut t = Table::new(true);
+/// t.insert(3u64, "c");
+/// t.insert(1u64, "a");
+/// assert_eq!(t.pop_first_while(|k, _| *k < 2), vec![(1, "a")]);
+/// let mut changes = t.take_changes();
+/// changes.sort_by_key(|c| match c { Change::Put(k, _) | Change::Delete(k) => *k });
+/// assert_eq!(changes, vec![Change::Delete(1), Change::Put(3, "c")]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Table<K: Ord + Clone, V> {
+    entries: BTreeMap<K, V>,
+    dirty: Option<BTreeSet<K>>,
+}
+
+impl<K: Ord + Clone, V: Clone> Table<K, V> {
+    /// An empty table; with `track_changes` it records changed keys for [`Table::take_changes`].
+    pub fn new(track_changes: bool) -> Self {
+        Table {
+            entries: BTreeMap::new(),
+            dirty: track_changes.then(BTreeSet::new),
+        }
+    }
+
+    fn touch(&mut self, key: &K) {
+        if let Some(dirty) = self.dirty.as_mut() {
+            if !dirty.contains(key) {
+                dirty.insert(key.clone());
+            }
+        }
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The value under `key`, for update; marks the key changed.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if self.entries.contains_key(key) {
+            self.touch(key);
+        }
+        self.entries.get_mut(key)
+    }
+
+    /// The value under `key`, inserted with `make` when absent; marks the key changed.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        self.touch(&key);
+        self.entries.entry(key).or_insert_with(make)
+    }
+
+    /// Sets `key` to `value`; marks the key changed.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.touch(&key);
+        self.entries.insert(key, value)
+    }
+
+    /// Removes `key`; marks the key changed.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let removed = self.entries.remove(key);
+        if removed.is_some() {
+            self.touch(key);
+        }
+        removed
+    }
+
+    /// Removes and returns entries from the smallest key up, while `keep_going` holds.
+    pub fn pop_first_while(&mut self, mut keep_going: impl FnMut(&K, &V) -> bool) -> Vec<(K, V)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.entries.first_entry() {
+            if !keep_going(entry.key(), entry.get()) {
+                break;
+            }
+            let (k, v) = entry.remove_entry();
+            self.touch(&k);
+            out.push((k, v));
+        }
+        out
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter()
+    }
+
+    /// Entries with keys in `range`, in key order.
+    pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.range(range)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The changes since the last call, one per changed key, with the key's current value.
+    /// Empty when the table does not track changes.
+    pub fn take_changes(&mut self) -> Vec<Change<K, V>> {
+        let Some(dirty) = self.dirty.as_mut() else {
+            return Vec::new();
+        };
+        std::mem::take(dirty)
+            .into_iter()
+            .map(|k| match self.entries.get(&k) {
+                Some(v) => Change::Put(k, v.clone()),
+                None => Change::Delete(k),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_puts_updates_and_deletes_once_per_key() {
+        let mut t: Table<(u64, String), u32> = Table::new(true);
+        t.insert((60, "A".into()), 1);
+        *t.get_mut(&(60, "A".into())).unwrap() += 1;
+        *t.get_or_insert_with((120, "B".into()), || 0) += 5;
+        t.insert((180, "C".into()), 9);
+        t.remove(&(180, "C".into()));
+        let changes = t.take_changes();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Put((60, "A".into()), 2),
+                Change::Put((120, "B".into()), 5),
+                Change::Delete((180, "C".into())),
+            ]
+        );
+        assert!(t.take_changes().is_empty());
+        assert_eq!(t.range((100, String::new())..).count(), 1);
+    }
+
+    #[test]
+    fn untracked_table_reports_no_changes() {
+        let mut t = Table::new(false);
+        t.insert(1u8, 1u8);
+        assert!(t.take_changes().is_empty());
+        assert_eq!(t.len(), 1);
+        assert!(!t.is_empty());
+    }
+}
