@@ -1,0 +1,7 @@
+//! tickflow's integration tests: one binary, a module per area. Every test drives the real
+//! `tickflow` executable on real files, as a user would.
+
+mod common;
+mod oracle;
+mod pipeline;
+mod validation;
