@@ -78,6 +78,12 @@ impl Section {
     }
 }
 
+/// An input as written: the name and the line it is on.
+type RawInput = (String, Option<usize>);
+
+/// A node whose inputs are not resolved yet: the plan, its raw inputs, its header line.
+type Pending<T> = (T, Vec<RawInput>, Option<usize>);
+
 /// One `[section.name]` table before validation.
 struct RawNode<'d> {
     section: Section,
@@ -156,8 +162,7 @@ impl Compiler<'_> {
         }
         let header = self.graph_section(root);
         let nodes = self.collect_nodes(root, &values);
-        let plan = self.build_plan(header, nodes);
-        plan
+        self.build_plan(header, nodes)
     }
 
     fn graph_section(&mut self, root: &Table) -> GraphHeader {
@@ -444,8 +449,7 @@ impl Compiler<'_> {
 
     fn build_plan(&mut self, header: GraphHeader, nodes: Vec<RawNode>) -> Option<Plan> {
         let mut sources = Vec::new();
-        let mut operators: Vec<(OperatorPlan, Vec<(String, Option<usize>)>, Option<usize>)> =
-            Vec::new();
+        let mut operators: Vec<Pending<OperatorPlan>> = Vec::new();
         let mut sinks = Vec::new();
         let mut outputs: HashMap<String, Vec<(&'static str, RecordKind)>> = HashMap::new();
         let mut op_inputs: HashMap<String, RecordKind> = HashMap::new();
@@ -781,10 +785,7 @@ impl Compiler<'_> {
     }
 
     /// Orders operators so each comes after the operators it reads; reports cycles.
-    fn topological(
-        &mut self,
-        operators: Vec<(OperatorPlan, Vec<(String, Option<usize>)>, Option<usize>)>,
-    ) -> Vec<OperatorPlan> {
+    fn topological(&mut self, operators: Vec<Pending<OperatorPlan>>) -> Vec<OperatorPlan> {
         let names: BTreeSet<String> = operators.iter().map(|(o, _, _)| o.name.clone()).collect();
         let mut remaining: Vec<(OperatorPlan, Option<usize>)> =
             operators.into_iter().map(|(o, _, l)| (o, l)).collect();

@@ -436,3 +436,37 @@ mod tests {
         assert!(parse_tick(&line(&l)).is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any line at all yields a tick or a dead-letter reason; the parser never panics.
+        #[test]
+        fn never_panics(line in ".{0,200}") {
+            let _ = parse_tick(&line);
+            let _ = event_time_ms(&line);
+        }
+
+        /// Prices written as JSON numbers or strings are taken digit for digit.
+        #[test]
+        fn decimal_text_is_exact(int in 0u64..1_000_000_000, frac in "[0-9]{0,12}", quoted in any::<bool>()) {
+            let text = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            let json = if quoted { format!("\"{text}\"") } else { text.clone() };
+            let raw: Box<RawValue> = serde_json::from_str(&json).unwrap();
+            let parsed = parse_decimal("price", &raw).unwrap();
+            prop_assert_eq!(parsed.to_string(), text);
+        }
+
+        /// Epoch milliseconds and the same instant as RFC 3339 give the same event time.
+        #[test]
+        fn epoch_ms_and_rfc3339_agree(ms in 0i64..4_102_444_800_000) {
+            let as_int: Box<RawValue> = serde_json::from_str(&ms.to_string()).unwrap();
+            let text = chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+            let as_str: Box<RawValue> = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            prop_assert_eq!(parse_ts(&as_int).unwrap(), parse_ts(&as_str).unwrap());
+        }
+    }
+}
