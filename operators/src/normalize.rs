@@ -13,7 +13,8 @@
 //! dedup_retention = "2m"
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
@@ -158,7 +159,8 @@ pub struct Deduper {
     retention_ms: u64,
     venue_ids: HashMap<String, u32>,
     seen: Table<(u32, u64), u64>,
-    expiries: BTreeMap<u64, Vec<(u32, u64)>>,
+    /// `(expiry, venue id, seq)`, soonest first.
+    expiries: BinaryHeap<Reverse<(u64, u32, u64)>>,
 }
 
 impl Deduper {
@@ -168,7 +170,7 @@ impl Deduper {
             retention_ms,
             venue_ids: HashMap::new(),
             seen: Table::new(false),
-            expiries: BTreeMap::new(),
+            expiries: BinaryHeap::new(),
         }
     }
 
@@ -189,19 +191,18 @@ impl Deduper {
         }
         let expiry = tick.ts_ms().saturating_add(self.retention_ms);
         self.seen.insert(key, expiry);
-        self.expiries.entry(expiry).or_default().push(key);
+        self.expiries.push(Reverse((expiry, key.0, key.1)));
         true
     }
 
     /// Forgets keys whose expiry is at or before `watermark`.
     pub fn advance(&mut self, watermark: u64) {
-        while let Some(entry) = self.expiries.first_entry() {
-            if *entry.key() > watermark {
+        while let Some(Reverse((expiry, venue, seq))) = self.expiries.peek().copied() {
+            if expiry > watermark {
                 break;
             }
-            for key in entry.remove() {
-                self.seen.remove(&key);
-            }
+            self.expiries.pop();
+            self.seen.remove(&(venue, seq));
         }
     }
 

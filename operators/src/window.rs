@@ -297,8 +297,8 @@ impl WindowState {
         let ts = tick.tick.ts_ms();
         let lateness = self.spec.lateness_ms;
         let mut counted = false;
-        let windows: Vec<(u64, u64)> = self.spec.windows_of(ts).collect();
-        for (start, end) in windows {
+        let spec = self.spec;
+        for (start, end) in spec.windows_of(ts) {
             if end.saturating_add(lateness) <= t {
                 continue;
             }
