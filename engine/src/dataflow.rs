@@ -23,7 +23,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concatenate, InputCapability};
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
 use tickflow_connectors::file::{FileSink, LineReader, StdoutSink};
@@ -40,6 +40,10 @@ use crate::plan::{OperatorKind, OutputRef, Plan, SinkKind, SourceKind};
 
 /// Lines a source reads before it moves its watermark.
 pub const BATCH: usize = 1_000;
+
+/// Batches (with distinct watermarks) a source may have in flight before the sinks have
+/// completed them: the flow control that keeps memory flat when one worker reads for all.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// The first error a worker hit; the run reports it when the dataflow ends.
 pub type Failure = Arc<Mutex<Option<String>>>;
@@ -135,8 +139,10 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
         scope,
         map: HashMap::new(),
     };
+    // Completion at the sinks, which sources use to hold back.
+    let probe = ProbeHandle::new();
     for (id, src) in plan.sources.iter().enumerate() {
-        let stream = file_source(scope, plan, id, metrics, failure);
+        let stream = file_source(scope, plan, id, metrics, failure, probe.clone());
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
     let node = |role: &str, name: &str| {
@@ -235,13 +241,15 @@ fn counters(c: &Counters) -> Option<&NodeMetrics> {
 }
 
 /// Reads one file on one worker (source `id` on worker `id % peers`), emitting lines at the
-/// watermark and moving it after each batch.
+/// watermark and moving it after each batch. It pauses while the sinks (`probe`) have not
+/// completed the batch sent [`MAX_BATCHES_IN_FLIGHT`] watermarks ago.
 fn file_source<'s>(
     scope: Scope<'s, u64>,
     plan: &Plan,
     id: usize,
     metrics: &Arc<Metrics>,
     failure: &Failure,
+    probe: ProbeHandle<u64>,
 ) -> S<'s, RawLine> {
     let src = &plan.sources[id];
     let SourceKind::File { path } = &src.kind;
@@ -270,10 +278,21 @@ fn file_source<'s>(
             }
         }
         let mut batch = Vec::with_capacity(BATCH);
+        // Watermarks of recent batches, oldest first.
+        let mut in_flight: std::collections::VecDeque<u64> = Default::default();
         move |output| {
             let Some((reader, cap, max_ts)) = state.as_mut() else {
                 return;
             };
+            while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
+                in_flight.pop_front();
+            }
+            if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
+                && in_flight.front().is_some_and(|t| t < cap.time())
+            {
+                activator.activate_after(std::time::Duration::from_micros(200));
+                return;
+            }
             batch.clear();
             let before = reader.offset();
             let more = match reader.read_batch(BATCH, &mut batch) {
@@ -308,6 +327,7 @@ fn file_source<'s>(
             if let Some(ts) = *max_ts {
                 let watermark = ts.saturating_sub(ooo);
                 if watermark > *cap.time() {
+                    in_flight.push_back(*cap.time());
                     cap.downgrade(&watermark);
                 }
             }
