@@ -434,17 +434,25 @@ impl Compiler<'_> {
         }
     }
 
-    fn existing_file(&mut self, node: &RawNode, key: &str, path: &str, what: &str) -> PathBuf {
+    /// The path, if it names an existing file; otherwise reports the key and returns `None`.
+    fn existing_file(
+        &mut self,
+        node: &RawNode,
+        key: &str,
+        path: &str,
+        what: &str,
+    ) -> Option<PathBuf> {
         let p = PathBuf::from(path);
-        if !p.is_file() {
-            let line = self.key_line(node.table, key);
-            self.error(
-                format!("{}.{key}", node.path()),
-                line,
-                format!("{what} {path} does not exist or is not a file"),
-            );
+        if p.is_file() {
+            return Some(p);
         }
-        p
+        let line = self.key_line(node.table, key);
+        self.error(
+            format!("{}.{key}", node.path()),
+            line,
+            format!("{what} {path} does not exist or is not a file"),
+        );
+        None
     }
 
     fn build_plan(&mut self, header: GraphHeader, nodes: Vec<RawNode>) -> Option<Plan> {
@@ -500,6 +508,10 @@ impl Compiler<'_> {
                             cfg.max_out_of_orderness.as_deref(),
                             header.max_out_of_orderness_ms,
                         );
+                        // Both keys are checked before giving up, so both errors are reported.
+                        let Some(path) = path else {
+                            continue;
+                        };
                         sources.push(SourcePlan {
                             name: node.name.clone(),
                             kind: SourceKind::File { path },
@@ -578,15 +590,14 @@ impl Compiler<'_> {
                             let Some(cfg) = self.config::<EnrichConfig>(node) else {
                                 continue;
                             };
-                            let path = self.existing_file(
+                            let Some(path) = self.existing_file(
                                 node,
                                 "reference",
                                 &cfg.reference,
                                 "reference file",
-                            );
-                            if !path.is_file() {
+                            ) else {
                                 continue;
-                            }
+                            };
                             let table = match reference::read_csv(&path) {
                                 Ok(t) => t,
                                 Err(e) => {

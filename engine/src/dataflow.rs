@@ -145,13 +145,7 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
         let stream = file_source(scope, plan, id, metrics, failure, probe.clone());
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
-    let node = |role: &str, name: &str| {
-        let idx = metrics
-            .nodes
-            .iter()
-            .position(|n| n.role == role && n.name == name);
-        (Arc::clone(metrics), idx)
-    };
+    let node = |role: &str, name: &str| (Arc::clone(metrics), metrics.index_of(role, name));
     for op in &plan.operators {
         let counters = node("operator", &op.name);
         match &op.kind {
@@ -258,10 +252,7 @@ fn file_source<'s>(
     let ooo = src.max_out_of_orderness_ms;
     let metrics = Arc::clone(metrics);
     let failure = Arc::clone(failure);
-    let node_idx = metrics
-        .nodes
-        .iter()
-        .position(|n| n.role == "source" && n.name == src.name);
+    let node_idx = metrics.index_of("source", &src.name);
     source(scope, &format!("Source({})", src.name), move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut state = None;

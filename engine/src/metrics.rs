@@ -94,9 +94,16 @@ impl Metrics {
         }
     }
 
+    /// The index in [`Metrics::nodes`] of the node `name` with `role`.
+    pub fn index_of(&self, role: &str, name: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.role == role && n.name == name)
+    }
+
     /// The counters of the node `name` with `role`.
     pub fn node(&self, role: &str, name: &str) -> Option<&NodeMetrics> {
-        self.nodes.iter().find(|n| n.role == role && n.name == name)
+        self.index_of(role, name).and_then(|i| self.nodes.get(i))
     }
 
     /// Counts one dead letter.
