@@ -1,6 +1,7 @@
 //! The `tickflow` command: validate, draw, run, generate data for, and benchmark tick graphs.
 
 mod bench;
+mod checkpoints;
 mod gen;
 
 use std::path::PathBuf;
@@ -19,6 +20,28 @@ use tickflow_engine::{compile_file, EngineError, Metrics, RunOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsCommand {
+    /// Every commit marker, newest first, with its event time and state size.
+    List {
+        /// The data directory.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One checkpoint: source positions, sink lengths, per-table state sizes.
+    Inspect {
+        /// The data directory.
+        dir: PathBuf,
+        /// Checkpoint id (event time in ms, as `list` shows it) or `latest`.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +66,18 @@ enum Command {
         /// Also write the run summary as JSON to this file.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Keep state and checkpoints here, and resume from the newest complete checkpoint
+        /// found here. Without it nothing is checkpointed.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Discard the state and checkpoints in --data-dir and start from the beginning.
+        #[arg(long, requires = "data_dir")]
+        fresh: bool,
+    },
+    /// List or inspect the checkpoints of a data directory.
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
     },
     /// Write synthetic ticks.jsonl and instruments.csv.
     Gen(gen::GenArgs),
@@ -127,6 +162,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             graph,
             workers,
             summary_json,
+            data_dir,
+            fresh,
         } => {
             let plan = match compile_or_report(&graph)? {
                 Ok(p) => Arc::new(p),
@@ -137,7 +174,12 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let metrics = Arc::new(Metrics::for_plan(&plan));
             let progress = spawn_progress(Arc::clone(&metrics));
-            let result = tickflow_engine::run(plan, &RunOptions { workers }, Arc::clone(&metrics));
+            let options = RunOptions {
+                workers,
+                data_dir,
+                fresh,
+            };
+            let result = tickflow_engine::run(plan, &options, Arc::clone(&metrics));
             metrics.finished.store(true, Ordering::Relaxed);
             if let Some(p) = progress {
                 let _ = p.join();
@@ -148,6 +190,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(path) = summary_json {
                 std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoints { command } => {
+            match command {
+                CheckpointsCommand::List { dir, json } => checkpoints::list(&dir, json)?,
+                CheckpointsCommand::Inspect { dir, id, json } => {
+                    checkpoints::inspect(&dir, &id, json)?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -56,6 +56,10 @@ pub fn registry() -> &'static [ConnectorType] {
 pub trait LineSink: Send {
     /// Writes one line (a terminator is added).
     fn write_line(&mut self, line: &str) -> Result<(), ConnectorError>;
-    /// Makes everything written so far durable (flushes buffers).
+    /// Hands everything written so far to the operating system (flushes buffers).
     fn flush(&mut self) -> Result<(), ConnectorError>;
+    /// Makes everything written so far durable (flush and fsync) and returns the output's
+    /// length in bytes, the position a restart truncates back to (0 where output cannot be
+    /// truncated, such as stdout).
+    fn sync(&mut self) -> Result<u64, ConnectorError>;
 }

@@ -20,6 +20,7 @@ use tickflow_operators::normalize::{NormalizeConfig, Normalizer};
 use tickflow_operators::window::{WindowConfig, WindowSpec};
 use tickflow_operators::{duration_ms, OperatorError, RecordKind};
 
+use crate::checkpoint::CheckpointConfig;
 use crate::plan::*;
 use crate::{EngineError, ValidationError};
 
@@ -151,18 +152,59 @@ impl Compiler<'_> {
         };
         let root = doc.as_table();
         for (key, _) in root.iter() {
-            if !["graph", "sources", "operators", "sinks"].contains(&key) {
+            if !["graph", "checkpoint", "sources", "operators", "sinks"].contains(&key) {
                 let line = self.key_line(root, key);
                 self.error(
                     key,
                     line,
-                    "unknown table; expected `graph`, `sources`, `operators` or `sinks`",
+                    "unknown table; expected `graph`, `checkpoint`, `sources`, `operators` or `sinks`",
                 );
             }
         }
         let header = self.graph_section(root);
+        let checkpoint = self.checkpoint_section(root);
         let nodes = self.collect_nodes(root, &values);
-        self.build_plan(header, nodes)
+        let mut identity = values.clone();
+        identity.remove("checkpoint");
+        let plan = self.build_plan(header, nodes)?;
+        Some(Plan {
+            checkpoint,
+            fingerprint: fingerprint(&identity),
+            ..plan
+        })
+    }
+
+    /// `[checkpoint]`: `interval` (event time, default 10s) and `retain` (default 3).
+    fn checkpoint_section(&mut self, root: &Table) -> CheckpointConfig {
+        let mut cfg = CheckpointConfig::default();
+        let Some(item) = root.get("checkpoint") else {
+            return cfg;
+        };
+        let Some(table) = item.as_table_like() else {
+            let line = self.key_line(root, "checkpoint");
+            self.error("checkpoint", line, "must be a table");
+            return cfg;
+        };
+        for (key, value) in table.iter() {
+            let line = self.line_at(span_start(
+                table.get_key_value(key).and_then(|(k, _)| k.span()),
+            ));
+            let path = format!("checkpoint.{key}");
+            match key {
+                "interval" => match value.as_str().map(duration_ms) {
+                    Some(Ok(ms)) if ms >= 1 => cfg.interval_ms = ms,
+                    Some(Ok(_)) => self.error(path, line, "must be at least 1ms"),
+                    Some(Err(msg)) => self.error(path, line, msg),
+                    None => self.error(path, line, "must be a duration string such as \"10s\""),
+                },
+                "retain" => match value.as_integer() {
+                    Some(n) if n >= 1 => cfg.retain = n as usize,
+                    _ => self.error(path, line, "must be an integer >= 1"),
+                },
+                _ => self.error(path, line, "unknown key; expected `interval` or `retain`"),
+            }
+        }
+        cfg
     }
 
     fn graph_section(&mut self, root: &Table) -> GraphHeader {
@@ -792,6 +834,8 @@ impl Compiler<'_> {
             operators,
             sinks: sink_plans,
             warnings: Vec::new(),
+            checkpoint: CheckpointConfig::default(),
+            fingerprint: String::new(),
         })
     }
 
@@ -833,6 +877,13 @@ impl Compiler<'_> {
         }
         ordered
     }
+}
+
+/// SHA-256 (hex) of a graph's TOML values, independent of comments, layout and key order.
+fn fingerprint(values: &toml::Table) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = toml::to_string(values).unwrap_or_default();
+    format!("{:x}", Sha256::digest(canonical.as_bytes()))
 }
 
 struct GraphHeader {

@@ -14,15 +14,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Concatenate, InputCapability};
+use timely::dataflow::operators::{Capability, Concatenate, InputCapability, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
@@ -34,7 +35,12 @@ use tickflow_operators::record::{
 };
 use tickflow_operators::tick::event_time_ms;
 use tickflow_operators::window::WindowState;
+use tickflow_state::{DeltaOp, Durable, Store};
 
+use crate::checkpoint::{
+    Cadence, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SinkPosition, SourcePosition,
+};
+use crate::fault;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::plan::{OperatorKind, OutputRef, Plan, SinkKind, SourceKind};
 
@@ -59,6 +65,170 @@ fn route<H: Hash + ?Sized>(value: &H) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     value.hash(&mut h);
     h.finish()
+}
+
+/// Stored entries of one table, read once before the workers start.
+pub type RestoredTable = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a run with a data directory gives every worker.
+#[derive(Clone)]
+pub struct Durability {
+    /// Operator state.
+    pub store: Arc<Store>,
+    /// Event time between checkpoints.
+    pub interval_ms: u64,
+    /// The checkpoint being resumed from.
+    pub restore: Option<Arc<Manifest>>,
+    /// Stored entries by column family (`operator/table`), as of `restore`.
+    pub restored: Arc<HashMap<String, RestoredTable>>,
+    /// Where parts report their saves.
+    pub reports: crossbeam_channel::Sender<Report>,
+    /// Longest time a worker spent taking its state back, µs.
+    pub restore_us: Arc<AtomicU64>,
+}
+
+impl Durability {
+    fn restored_at(&self) -> u64 {
+        self.restore.as_ref().map_or(0, |m| m.id)
+    }
+}
+
+/// One part's side of checkpointing: its cadence and where it reports.
+struct Part {
+    ctx: Durability,
+    id: PartId,
+    cadence: Cadence,
+}
+
+impl Part {
+    fn new(ctx: &Durability, id: PartId) -> Self {
+        Part {
+            cadence: Cadence::new(ctx.interval_ms, ctx.restored_at()),
+            ctx: ctx.clone(),
+            id,
+        }
+    }
+
+    fn report(&mut self, (label, through): (u64, u64), info: PartInfo, started: Instant) {
+        let report = Report {
+            part: self.id.clone(),
+            label,
+            through,
+            info,
+            write_us: started.elapsed().as_micros() as u64,
+        };
+        // The coordinator outlives the workers; a send can only fail once it has stopped.
+        let _ = self.ctx.reports.send(report);
+        self.cadence.mark(through);
+    }
+
+    /// Records a source's or sink's position in the store, then reports it.
+    fn save_position(
+        &mut self,
+        due: (u64, u64),
+        info: PartInfo,
+        started: Instant,
+    ) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&info).unwrap_or_default();
+        self.ctx
+            .store
+            .put_part(due.0, &self.id.to_string(), &bytes)
+            .map_err(|e| format!("{}: {e}", self.id))?;
+        if matches!(info, PartInfo::Source(_)) {
+            fault::point("after-positions-write");
+        }
+        self.report(due, info, started);
+        Ok(())
+    }
+}
+
+/// A stateful operator instance's part: snapshots its state into the store.
+struct OperatorPart {
+    part: Part,
+    /// `(table, column family)`.
+    tables: Vec<(&'static str, String)>,
+}
+
+impl OperatorPart {
+    fn new(
+        ctx: &Durability,
+        op: &str,
+        worker: usize,
+        tables: &[tickflow_state::TableDescriptor],
+    ) -> Self {
+        OperatorPart {
+            part: Part::new(ctx, PartId::Operator(op.to_string(), worker)),
+            tables: tables
+                .iter()
+                .map(|t| (t.name, format!("{op}/{}", t.name)))
+                .collect(),
+        }
+    }
+
+    /// Takes this instance's share of the stored state back (entries whose routing key this
+    /// worker owns under the operator's exchange).
+    fn restore(&self, state: &mut dyn Durable, index: usize, peers: usize) -> Result<(), String> {
+        let Some(manifest) = self.part.ctx.restore.as_ref() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let owns = |key: &str| (route(key) % peers as u64) as usize == index;
+        for (table, cf) in &self.tables {
+            for (k, v) in self.part.ctx.restored.get(cf).into_iter().flatten() {
+                state
+                    .restore_entry(table, k, v, &owns)
+                    .map_err(|e| format!("restoring {cf}: {e}"))?;
+            }
+        }
+        state.finish_restore(manifest.id);
+        self.part
+            .ctx
+            .restore_us
+            .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Saves the state if reaching time `t` (all input before `t` applied, nothing at or after
+    /// it) passes a checkpoint.
+    fn save(&mut self, t: u64, state: &mut dyn Durable) -> Result<(), String> {
+        let Some(due) = self.part.cadence.due(t) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut ops = Vec::new();
+        state.snapshot(due.0, &mut ops);
+        let ops: Vec<(String, DeltaOp)> = ops
+            .into_iter()
+            .filter_map(|(table, op)| {
+                self.tables
+                    .iter()
+                    .find(|(t, _)| *t == table)
+                    .map(|(_, cf)| (cf.clone(), op))
+            })
+            .collect();
+        fault::point("before-state-write");
+        let bytes_written = if ops.is_empty() {
+            0
+        } else {
+            self.part
+                .ctx
+                .store
+                .write_delta(due.0, &ops)
+                .map_err(|e| format!("{}: {e}", self.part.id))?
+        };
+        fault::point("after-state-write");
+        let info = PartInfo::Operator(OperatorCheckpoint {
+            entries: state.entries(),
+            bytes_written,
+        });
+        self.part.report(due, info, started);
+        Ok(())
+    }
+}
+
+/// The least time of a frontier, `u64::MAX` once it is empty.
+fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
+    frontier.frontier().first().copied().unwrap_or(u64::MAX)
 }
 
 type S<'s, D> = StreamVec<'s, u64, D>;
@@ -133,8 +303,15 @@ impl<'s> Streams<'s> {
     }
 }
 
-/// Builds the whole plan into `scope`.
-pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure: &Failure) {
+/// Builds the whole plan into `scope`; with `durable`, every part takes part in checkpoints
+/// and resumes from the checkpoint being restored.
+pub fn build(
+    scope: Scope<'_, u64>,
+    plan: &Plan,
+    metrics: &Arc<Metrics>,
+    failure: &Failure,
+    durable: Option<&Durability>,
+) {
     let mut streams = Streams {
         scope,
         map: HashMap::new(),
@@ -142,7 +319,8 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
     // Completion at the sinks, which sources use to hold back.
     let probe = ProbeHandle::new();
     for (id, src) in plan.sources.iter().enumerate() {
-        let stream = file_source(scope, plan, id, metrics, failure, probe.clone());
+        let part = durable.map(|d| Part::new(d, PartId::Source(src.name.clone())));
+        let stream = file_source(scope, plan, id, metrics, failure, probe.clone(), part);
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
     let node = |role: &str, name: &str| (Arc::clone(metrics), metrics.index_of(role, name));
@@ -174,7 +352,15 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
                             .inspect_err(|dl| m.dead_letter(dl.reason, 1))
                     },
                 );
-                let ticks = dedup(ticks, *dedup_retention_ms, counters);
+                let part = durable.map(|d| {
+                    OperatorPart::new(
+                        d,
+                        &op.name,
+                        scope.index(),
+                        tickflow_operators::normalize::TABLES,
+                    )
+                });
+                let ticks = dedup(ticks, *dedup_retention_ms, counters, part, failure);
                 streams.insert(&op.name, "out", AnyStream::Tick(ticks));
                 streams.insert(&op.name, "dead_letter", AnyStream::DeadLetter(dead));
             }
@@ -202,7 +388,19 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
                     );
                     continue;
                 };
-                let (bars, late) = window(input, WindowState::new(*spec), counters);
+                let part = durable.map(|d| {
+                    OperatorPart::new(
+                        d,
+                        &op.name,
+                        scope.index(),
+                        tickflow_operators::window::TABLES,
+                    )
+                });
+                let state = match part {
+                    Some(_) => WindowState::durable(*spec),
+                    None => WindowState::new(*spec),
+                };
+                let (bars, late) = window(input, state, counters, part, failure);
                 streams.insert(&op.name, "out", AnyStream::Bar(bars));
                 streams.insert(&op.name, "late", AnyStream::Enriched(late));
             }
@@ -217,12 +415,16 @@ pub fn build(scope: Scope<'_, u64>, plan: &Plan, metrics: &Arc<Metrics>, failure
             _ => Some(scope.concatenate(lines)),
         };
         if let Some(lines) = lines {
+            let part = durable
+                .filter(|_| scope.index() == 0)
+                .map(|d| Part::new(d, PartId::Sink(sink.name.clone())));
             write_sink(
-                lines,
+                lines.probe_with(&probe),
                 sink.kind.clone(),
                 &sink.name,
                 node("sink", &sink.name),
                 failure,
+                part,
             );
         }
     }
@@ -236,7 +438,9 @@ fn counters(c: &Counters) -> Option<&NodeMetrics> {
 
 /// Reads one file on one worker (source `id` on worker `id % peers`), emitting lines at the
 /// watermark and moving it after each batch. It pauses while the sinks (`probe`) have not
-/// completed the batch sent [`MAX_BATCHES_IN_FLIGHT`] watermarks ago.
+/// completed the batch sent [`MAX_BATCHES_IN_FLIGHT`] watermarks ago. With a checkpoint `part`,
+/// it records its position before moving the watermark past a checkpoint time, and resumes
+/// from the position of the checkpoint being restored.
 fn file_source<'s>(
     scope: Scope<'s, u64>,
     plan: &Plan,
@@ -244,91 +448,144 @@ fn file_source<'s>(
     metrics: &Arc<Metrics>,
     failure: &Failure,
     probe: ProbeHandle<u64>,
+    mut part: Option<Part>,
 ) -> S<'s, RawLine> {
     let src = &plan.sources[id];
     let SourceKind::File { path } = &src.kind;
     let reads_here = id % scope.peers() == scope.index();
     let path = path.clone();
+    let name = src.name.clone();
     let ooo = src.max_out_of_orderness_ms;
     let metrics = Arc::clone(metrics);
     let failure = Arc::clone(failure);
     let node_idx = metrics.index_of("source", &src.name);
-    source(scope, &format!("Source({})", src.name), move |cap, info| {
-        let activator = scope.activator_for(info.address);
-        let mut state = None;
-        if reads_here {
-            match LineReader::open(&path) {
-                Ok(reader) => {
-                    metrics
-                        .bytes_total
-                        .fetch_add(reader.len(), Ordering::Relaxed);
-                    activator.activate();
-                    state = Some((reader, cap, None::<u64>));
-                }
-                Err(e) => fail(&failure, e.to_string()),
-            }
-        }
-        let mut batch = Vec::with_capacity(BATCH);
-        // Watermarks of recent batches, oldest first.
-        let mut in_flight: std::collections::VecDeque<u64> = Default::default();
-        move |output| {
-            let Some((reader, cap, max_ts)) = state.as_mut() else {
-                return;
-            };
-            while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
-                in_flight.pop_front();
-            }
-            if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
-                && in_flight.front().is_some_and(|t| t < cap.time())
-            {
-                activator.activate_after(std::time::Duration::from_micros(200));
-                return;
-            }
-            batch.clear();
-            let before = reader.offset();
-            let more = match reader.read_batch(BATCH, &mut batch) {
-                Ok(more) => more,
-                Err(e) => {
-                    fail(&failure, e.to_string());
-                    false
-                }
-            };
-            let n_lines = batch.len() as u64;
-            {
-                let mut session = output.session(&*cap);
-                for (line, text) in batch.drain(..) {
-                    if let Some(ts) = event_time_ms(&text) {
-                        *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
+    source(
+        scope,
+        &format!("Source({})", src.name),
+        move |mut cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut state = None;
+            if reads_here {
+                let restored = part
+                    .as_ref()
+                    .and_then(|p| p.ctx.restore.as_ref())
+                    .map(|m| m.sources.get(&name).copied().ok_or(m.id));
+                let opened = LineReader::open(&path).map_err(|e| e.to_string());
+                match (opened, restored) {
+                    (Err(e), _) => fail(&failure, e),
+                    (Ok(_), Some(Err(ckpt))) => fail(
+                        &failure,
+                        format!("checkpoint {ckpt} has no position for source {name}"),
+                    ),
+                    (Ok(mut reader), restored) => {
+                        let mut max_ts = None;
+                        let mut exhausted = false;
+                        if let Some(Ok(pos)) = restored {
+                            max_ts = pos.max_ts_ms;
+                            exhausted = pos.watermark_ms == u64::MAX;
+                            if let Err(e) = reader.seek(pos.offset, pos.line) {
+                                fail(&failure, e.to_string());
+                                exhausted = true;
+                            }
+                            if !exhausted {
+                                cap.downgrade(&pos.watermark_ms);
+                            }
+                            // The restored position also holds for checkpoints up to the watermark.
+                            if let Some(p) = part.as_mut() {
+                                if let Some(due) = p.cadence.due(pos.watermark_ms) {
+                                    p.report(due, PartInfo::Source(pos), Instant::now());
+                                }
+                            }
+                        }
+                        metrics
+                            .bytes_total
+                            .fetch_add(reader.len() - reader.offset(), Ordering::Relaxed);
+                        if !exhausted {
+                            activator.activate();
+                            state = Some((reader, cap, max_ts));
+                        }
                     }
-                    session.give(RawLine {
-                        ordinal: Ordinal {
-                            source: id as u32,
-                            line,
-                        },
-                        text,
-                    });
                 }
             }
-            metrics
-                .bytes_read
-                .fetch_add(reader.offset() - before, Ordering::Relaxed);
-            if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
-                node.add_out(0, n_lines);
-            }
-            if let Some(ts) = *max_ts {
-                let watermark = ts.saturating_sub(ooo);
-                if watermark > *cap.time() {
-                    in_flight.push_back(*cap.time());
-                    cap.downgrade(&watermark);
+            let mut batch = Vec::with_capacity(BATCH);
+            // Watermarks of recent batches, oldest first.
+            let mut in_flight: std::collections::VecDeque<u64> = Default::default();
+            move |output| {
+                let Some((reader, cap, max_ts)) = state.as_mut() else {
+                    return;
+                };
+                while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
+                    in_flight.pop_front();
+                }
+                if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
+                    && in_flight.front().is_some_and(|t| t < cap.time())
+                {
+                    activator.activate_after(std::time::Duration::from_micros(200));
+                    return;
+                }
+                batch.clear();
+                let before = reader.offset();
+                let more = match reader.read_batch(BATCH, &mut batch) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        fail(&failure, e.to_string());
+                        false
+                    }
+                };
+                let n_lines = batch.len() as u64;
+                {
+                    let mut session = output.session(&*cap);
+                    for (line, text) in batch.drain(..) {
+                        if let Some(ts) = event_time_ms(&text) {
+                            *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
+                        }
+                        session.give(RawLine {
+                            ordinal: Ordinal {
+                                source: id as u32,
+                                line,
+                            },
+                            text,
+                        });
+                    }
+                }
+                metrics
+                    .bytes_read
+                    .fetch_add(reader.offset() - before, Ordering::Relaxed);
+                if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
+                    node.add_out(0, n_lines);
+                }
+                let watermark = max_ts.map(|ts| ts.saturating_sub(ooo));
+                let next = match (more, watermark) {
+                    (false, _) => Some(u64::MAX),
+                    (true, Some(w)) if w > *cap.time() => Some(w),
+                    _ => None,
+                };
+                if let (Some(next), Some(p)) = (next, part.as_mut()) {
+                    if let Some(due) = p.cadence.due(next) {
+                        let pos = SourcePosition {
+                            offset: reader.offset(),
+                            line: reader.line(),
+                            max_ts_ms: *max_ts,
+                            watermark_ms: next,
+                        };
+                        if let Err(e) = p.save_position(due, PartInfo::Source(pos), Instant::now())
+                        {
+                            fail(&failure, e);
+                        }
+                    }
+                }
+                if more {
+                    if let Some(w) = next {
+                        in_flight.push_back(*cap.time());
+                        cap.downgrade(&w);
+                    }
+                    activator.activate();
+                } else {
+                    state = None;
                 }
             }
-            if more {
-                activator.activate();
-            } else {
-                state = None;
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Stashes records by time and hands each time's records back once the frontier has passed it.
@@ -436,18 +693,38 @@ where
 }
 
 /// Drops ticks whose `(venue, seq)` was already seen, first in (time, input position) order.
-fn dedup<'s>(input: S<'s, Tick>, retention_ms: u64, counters_: Counters) -> S<'s, Tick> {
-    let mut deduper = Deduper::new(retention_ms);
+fn dedup<'s>(
+    input: S<'s, Tick>,
+    retention_ms: u64,
+    counters_: Counters,
+    mut part: Option<OperatorPart>,
+    failure: &Failure,
+) -> S<'s, Tick> {
+    let mut deduper = match part {
+        Some(_) => Deduper::durable(retention_ms),
+        None => Deduper::new(retention_ms),
+    };
     let mut stash = TimeStash::new();
+    let failure = Arc::clone(failure);
+    let (index, peers) = (input.scope().index(), input.scope().peers());
     input.unary_frontier(
         Exchange::new(|t: &Tick| route(&t.venue)),
         "Dedup",
         move |_cap, _info| {
+            if let Some(Err(e)) = part.as_ref().map(|p| p.restore(&mut deduper, index, peers)) {
+                fail(&failure, e);
+            }
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| stash.stash(&cap, 1, data));
                 let mut kept = 0;
                 let mut dups = 0;
+                let mut save = |t: u64, deduper: &mut Deduper| {
+                    if let Some(Err(e)) = part.as_mut().map(|p| p.save(t, deduper)) {
+                        fail(&failure, e);
+                    }
+                };
                 while let Some((time, caps, mut ticks)) = stash.pop_ready(frontier) {
+                    save(time, &mut deduper);
                     deduper.advance(time);
                     ticks.sort_by_key(|t| t.ordinal);
                     let Some(cap) = caps.first() else { continue };
@@ -461,6 +738,7 @@ fn dedup<'s>(input: S<'s, Tick>, retention_ms: u64, counters_: Counters) -> S<'s
                         }
                     }
                 }
+                save(frontier_time(frontier), &mut deduper);
                 if let Some(c) = counters(&counters_) {
                     counters_.0.duplicates.fetch_add(dups, Ordering::Relaxed);
                     c.add_out(0, kept);
@@ -475,7 +753,11 @@ fn window<'s>(
     input: S<'s, EnrichedTick>,
     mut state: WindowState,
     counters_: Counters,
+    mut part: Option<OperatorPart>,
+    failure: &Failure,
 ) -> (S<'s, Bar>, S<'s, EnrichedTick>) {
+    let failure = Arc::clone(failure);
+    let (index, peers) = (input.scope().index(), input.scope().peers());
     let mut builder = OperatorBuilder::new("Window".to_string(), input.scope());
     let mut input = builder.new_input(
         input,
@@ -489,10 +771,23 @@ fn window<'s>(
         _,
         timely::container::CapacityContainerBuilder<Vec<EnrichedTick>>,
     >::from(late_out);
-    builder.build(move |_caps| {
+    builder.build(move |caps| {
         let mut stash = TimeStash::new();
         // Capabilities at the end of every window not yet emitted.
         let mut end_caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
+        if let Some(p) = part.as_ref() {
+            match p.restore(&mut state, index, peers) {
+                Ok(()) => {
+                    if let Some(cap) = caps.first() {
+                        for end in state.pending_ends() {
+                            end_caps.insert(end, cap.delayed(&end));
+                        }
+                    }
+                }
+                Err(e) => fail(&failure, e),
+            }
+        }
+        drop(caps);
         let mut bars_buf = Vec::new();
         move |frontiers| {
             let frontier = &frontiers[0];
@@ -519,7 +814,13 @@ fn window<'s>(
                     *end_caps = keep;
                 };
 
+            let mut save = |t: u64, state: &mut WindowState| {
+                if let Some(Err(e)) = part.as_mut().map(|p| p.save(t, state)) {
+                    fail(&failure, e);
+                }
+            };
             while let Some((time, caps, mut ticks)) = stash.pop_ready(frontier) {
+                save(time, &mut state);
                 state.advance(time, &mut bars_buf);
                 n_bars += bars_buf.len() as u64;
                 emit_closed(&mut bars_buf, &mut end_caps, &mut bars_handle, time);
@@ -549,7 +850,8 @@ fn window<'s>(
                     .session(late_cap)
                     .give_iterator(late_ticks.into_iter());
             }
-            let upto = frontier.frontier().first().copied().unwrap_or(u64::MAX);
+            let upto = frontier_time(frontier);
+            save(upto, &mut state);
             state.advance(upto, &mut bars_buf);
             n_bars += bars_buf.len() as u64;
             emit_closed(&mut bars_buf, &mut end_caps, &mut bars_handle, upto);
@@ -565,27 +867,53 @@ fn window<'s>(
 }
 
 /// Gathers lines on worker 0 and writes each time's lines, sorted, once the frontier passes it.
+/// With a checkpoint `part`, it fsyncs and records the output length before writing the first
+/// line at or after a checkpoint time, and on restore truncates the output back to the length
+/// the restored checkpoint recorded.
 fn write_sink(
     lines: S<'_, String>,
     kind: SinkKind,
     name: &str,
     counters_: Counters,
     failure: &Failure,
+    mut part: Option<Part>,
 ) {
     let failure = Arc::clone(failure);
     let is_writer = lines.scope().index() == 0;
     let name = name.to_string();
     let mut writer: Option<Box<dyn LineSink>> = None;
+    let restored = part
+        .as_ref()
+        .and_then(|p| p.ctx.restore.as_ref())
+        .map(|m| m.sinks.get(&name).copied().ok_or(m.id));
+    let mut lines_written = 0u64;
     if is_writer {
-        writer = match &kind {
-            SinkKind::File { path } => match FileSink::create(path) {
+        writer = match (&kind, restored) {
+            (_, Some(Err(ckpt))) => {
+                fail(
+                    &failure,
+                    format!("checkpoint {ckpt} has no position for sink {name}"),
+                );
+                None
+            }
+            (SinkKind::File { path }, Some(Ok(pos))) => {
+                lines_written = pos.lines;
+                match FileSink::open_at(path, pos.bytes) {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(e) => {
+                        fail(&failure, format!("sink {name}: {e}"));
+                        None
+                    }
+                }
+            }
+            (SinkKind::File { path }, None) => match FileSink::create(path) {
                 Ok(s) => Some(Box::new(s)),
                 Err(e) => {
                     fail(&failure, format!("sink {name}: {e}"));
                     None
                 }
             },
-            SinkKind::Stdout => Some(Box::new(StdoutSink::new())),
+            (SinkKind::Stdout, _) => Some(Box::new(StdoutSink::new())),
         };
     }
     let mut stash: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -599,14 +927,33 @@ fn write_sink(
                     stash.entry(*time).or_default().append(data);
                 }
             });
+            let mut save = |t: u64, writer: &mut Option<Box<dyn LineSink>>, lines: u64| {
+                let (Some(p), Some(w)) = (part.as_mut(), writer.as_mut()) else {
+                    return;
+                };
+                let Some(due) = p.cadence.due(t) else {
+                    return;
+                };
+                let started = Instant::now();
+                let saved = w.sync().map_err(|e| e.to_string()).and_then(|bytes| {
+                    let pos = SinkPosition { bytes, lines };
+                    p.save_position(due, PartInfo::Sink(pos), started)
+                });
+                if let Err(e) = saved {
+                    fail(&failure, format!("sink {name}: {e}"));
+                    *writer = None;
+                }
+            };
             let mut written = 0;
             while let Some(entry) = stash.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
+                save(*entry.key(), &mut writer, lines_written);
                 let mut batch = entry.remove();
                 batch.sort_unstable();
                 written += batch.len() as u64;
+                lines_written += batch.len() as u64;
                 if let Some(w) = writer.as_mut() {
                     for line in &batch {
                         if let Err(e) = w.write_line(line) {
@@ -617,6 +964,7 @@ fn write_sink(
                     }
                 }
             }
+            save(frontier_time(frontier), &mut writer, lines_written);
             if let Some(c) = counters(&counters_) {
                 c.add_in(written);
             }

@@ -45,6 +45,9 @@ pub enum EngineError {
     /// A connector failed while the graph ran.
     #[error("while running: {0}")]
     Connector(String),
+    /// Checkpoint storage or recovery failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The dataflow could not start or a worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),

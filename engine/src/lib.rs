@@ -5,11 +5,14 @@
 //! - [`plan`]: the validated plan and its Graphviz rendering.
 //! - [`dataflow`]: builds a plan into Timely operators (timely times are event-time watermarks).
 //! - [`run`]: executes a plan on N workers and returns a [`Summary`].
+//! - [`checkpoint`]: consistent checkpoints, commit markers and the data directory.
 //! - [`metrics`]: counters shared by all workers, read for the summary and progress.
 
+pub mod checkpoint;
 pub mod compile;
 pub mod dataflow;
 mod error;
+pub mod fault;
 pub mod metrics;
 pub mod plan;
 pub mod run;

@@ -9,6 +9,7 @@ use tickflow_operators::normalize::Normalizer;
 use tickflow_operators::window::WindowSpec;
 use tickflow_operators::RecordKind;
 
+use crate::checkpoint::CheckpointConfig;
 use crate::ValidationError;
 
 /// A reference to one named output of a node: `normalize` (its default output `out`) or
@@ -128,6 +129,10 @@ pub struct Plan {
     pub sinks: Vec<SinkPlan>,
     /// Problems that do not stop the graph (an output nobody reads).
     pub warnings: Vec<ValidationError>,
+    /// `[checkpoint]` settings (used when the run has a data directory).
+    pub checkpoint: CheckpointConfig,
+    /// SHA-256 of the graph definition without `[checkpoint]`: what a data directory is tied to.
+    pub fingerprint: String,
 }
 
 impl Plan {

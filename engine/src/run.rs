@@ -1,22 +1,28 @@
 //! Runs a plan on N worker threads and summarizes what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
-use crate::dataflow::{self, Failure};
+use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
+use crate::dataflow::{self, Durability, Failure};
 use crate::{EngineError, Metrics, Plan};
 
 /// How to run a plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Worker threads in this process (at least 1).
     pub workers: usize,
+    /// Where state and checkpoints live; without one, nothing is checkpointed.
+    pub data_dir: Option<PathBuf>,
+    /// Discard the state in `data_dir` and start over.
+    pub fresh: bool,
 }
 
 /// Counts for one node.
@@ -58,6 +64,15 @@ pub struct Summary {
     /// Peak resident memory of the process, where the platform reports it.
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
+    /// The checkpoint this run resumed from (its event time in ms).
+    #[serde(default)]
+    pub restored_from: Option<u64>,
+    /// Time to take the restored state back: reading the store plus the slowest worker.
+    #[serde(default)]
+    pub restore_ms: Option<f64>,
+    /// Checkpoints committed by this run.
+    #[serde(default)]
+    pub checkpoints: CheckpointStats,
 }
 
 impl Summary {
@@ -96,6 +111,9 @@ impl Summary {
                 0.0
             },
             peak_rss_bytes: None,
+            restored_from: None,
+            restore_ms: None,
+            checkpoints: CheckpointStats::default(),
         }
     }
 }
@@ -142,12 +160,32 @@ impl fmt::Display for Summary {
         if let Some(rss) = self.peak_rss_bytes {
             write!(f, ", peak RSS {:.1} MiB", rss as f64 / (1024.0 * 1024.0))?;
         }
+        if let (Some(id), Some(ms)) = (self.restored_from, self.restore_ms) {
+            write!(
+                f,
+                "\n  resumed from checkpoint {id} ({}), state restored in {ms:.1} ms",
+                crate::checkpoint::final_label(id)
+            )?;
+        }
+        let c = &self.checkpoints;
+        if c.committed > 0 {
+            let mut align = c.align_ms.clone();
+            align.sort_by(f64::total_cmp);
+            write!(
+                f,
+                "\n  checkpoints committed: {} (median {:.1} ms from first save to commit)",
+                c.committed,
+                align[align.len() / 2]
+            )?;
+        }
         Ok(())
     }
 }
 
 /// Runs `plan` to completion on `options.workers` threads, updating `metrics` as it goes.
-/// With file sources the run ends when every input is read and every window flushed.
+/// With file sources the run ends when every input is read and every window flushed. With a
+/// data directory, it resumes from the newest complete checkpoint there and checkpoints as it
+/// goes.
 pub fn run(
     plan: Arc<Plan>,
     options: &RunOptions,
@@ -156,23 +194,103 @@ pub fn run(
     let workers = options.workers.max(1);
     let failure: Failure = Arc::new(Mutex::new(None));
     let start = Instant::now();
+    let mut restored_from = None;
+    let mut restore_read = None;
+    let mut coordinator = None;
+    let durability = match &options.data_dir {
+        None => None,
+        Some(path) => {
+            let dir = Arc::new(DataDir::open(path, &plan, options.fresh)?);
+            let manifest = dir.prepare_restore()?;
+            let read_started = Instant::now();
+            let mut restored = HashMap::new();
+            if let Some(m) = &manifest {
+                for (_, cf, _) in state_tables(&plan) {
+                    let mut entries = Vec::new();
+                    dir.store
+                        .load(&cf, m.id, |k, v| {
+                            entries.push((k.to_vec(), v.to_vec()));
+                            Ok(())
+                        })
+                        .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                    restored.insert(cf, entries);
+                }
+                restored_from = Some(m.id);
+                restore_read = Some(read_started.elapsed());
+                tracing::info!("resuming from checkpoint {} ({})", m.id, m.time_label());
+            }
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let expected = expected_parts(&plan, workers);
+            let c = Coordinator::new(
+                Arc::clone(&dir),
+                expected,
+                workers,
+                manifest.as_ref().map_or(0, |m| m.id),
+            );
+            coordinator = Some(
+                std::thread::Builder::new()
+                    .name("checkpoint-coordinator".into())
+                    .spawn(move || c.run(rx))
+                    .map_err(|e| EngineError::Checkpoint(e.to_string()))?,
+            );
+            Some(Durability {
+                store: Arc::clone(&dir.store),
+                interval_ms: plan.checkpoint.interval_ms,
+                restore: manifest.map(Arc::new),
+                restored: Arc::new(restored),
+                reports: tx,
+                restore_us: Arc::new(AtomicU64::new(0)),
+            })
+        }
+    };
+    let restore_us = durability.as_ref().map(|d| Arc::clone(&d.restore_us));
     let guards = {
         let plan = Arc::clone(&plan);
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
         timely::execute(timely::Config::process(workers), move |worker| {
-            worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, &plan, &metrics, &failure));
+            worker.dataflow::<u64, _, _>(|scope| {
+                dataflow::build(scope, &plan, &metrics, &failure, durability.as_ref())
+            });
         })
         .map_err(EngineError::Dataflow)?
     };
     let results = guards.join();
     let elapsed = start.elapsed().as_secs_f64();
     metrics.finished.store(true, Ordering::Relaxed);
+    let checkpoints = match coordinator {
+        Some(handle) => handle
+            .join()
+            .map_err(|_| EngineError::Checkpoint("the checkpoint coordinator panicked".into()))??,
+        None => CheckpointStats::default(),
+    };
     for r in results {
         r.map_err(EngineError::Dataflow)?;
     }
     if let Some(message) = failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(EngineError::Connector(message));
     }
-    Ok(Summary::from_metrics(&plan, workers, &metrics, elapsed))
+    let mut summary = Summary::from_metrics(&plan, workers, &metrics, elapsed);
+    summary.restored_from = restored_from;
+    summary.restore_ms = restore_read.map(|read| {
+        let workers_us = restore_us.map_or(0, |u| u.load(Ordering::Relaxed));
+        read.as_secs_f64() * 1000.0 + workers_us as f64 / 1000.0
+    });
+    summary.checkpoints = checkpoints;
+    Ok(summary)
+}
+
+/// Every part a checkpoint of `plan` on `workers` workers needs a save from.
+fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
+    let mut parts: Vec<PartId> = plan
+        .sources
+        .iter()
+        .map(|s| PartId::Source(s.name.clone()))
+        .collect();
+    parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
+    let stateful: BTreeSet<String> = state_tables(plan).into_iter().map(|t| t.0).collect();
+    for op in stateful {
+        parts.extend((0..workers).map(|w| PartId::Operator(op.clone(), w)));
+    }
+    parts
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
-use tickflow_state::{Table, TableDescriptor};
+use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, TableDescriptor};
 
 use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
 use crate::tick::parse_tick;
@@ -149,18 +149,30 @@ impl Normalizer {
     }
 }
 
+/// Width of the expiry buckets dedup keys are stored in: expired buckets leave storage with
+/// one range delete.
+pub const DEDUP_BUCKET_MS: u64 = 10_000;
+
 /// Remembers `(venue, seq)` keys for `retention` of event time and reports repeats.
 ///
 /// Feed it ticks in a deterministic order and call [`Deduper::advance`] with the watermark
 /// before each batch: a key seen at event time `ts` is forgotten once the watermark reaches
 /// `ts + retention`.
+///
+/// Stored (see [`Durable`]) as table `dedup`: key `expiry bucket ‖ checkpoint ‖ venue`, value the
+/// `(seq, expiry)` pairs first seen in that checkpoint's interval. A snapshot writes only the
+/// keys added since the previous one, and drops every bucket that has fully expired with one
+/// range delete.
 #[derive(Debug, Clone)]
 pub struct Deduper {
     retention_ms: u64,
     venue_ids: HashMap<String, u32>,
-    seen: Table<(u32, u64), u64>,
+    venues: Vec<String>,
+    seen: HashMap<(u32, u64), u64>,
     /// `(expiry, venue id, seq)`, soonest first.
     expiries: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    /// Keys added since the last snapshot, when snapshots are taken.
+    added: Option<Vec<(u32, u64, u64)>>,
 }
 
 impl Deduper {
@@ -169,8 +181,18 @@ impl Deduper {
         Deduper {
             retention_ms,
             venue_ids: HashMap::new(),
-            seen: Table::new(false),
+            venues: Vec::new(),
+            seen: HashMap::new(),
             expiries: BinaryHeap::new(),
+            added: None,
+        }
+    }
+
+    /// A deduper that also records what it adds, for [`Durable::snapshot`].
+    pub fn durable(retention_ms: u64) -> Self {
+        Deduper {
+            added: Some(Vec::new()),
+            ..Deduper::new(retention_ms)
         }
     }
 
@@ -178,20 +200,28 @@ impl Deduper {
         if let Some(id) = self.venue_ids.get(venue) {
             return *id;
         }
-        let id = self.venue_ids.len() as u32;
+        let id = self.venues.len() as u32;
         self.venue_ids.insert(venue.to_string(), id);
+        self.venues.push(venue.to_string());
         id
+    }
+
+    fn remember(&mut self, venue: u32, seq: u64, expiry: u64) {
+        self.seen.insert((venue, seq), expiry);
+        self.expiries.push(Reverse((expiry, venue, seq)));
     }
 
     /// Whether this tick is the first with its `(venue, seq)`; remembers it if so.
     pub fn first_seen(&mut self, tick: &Tick) -> bool {
-        let key = (self.venue_id(&tick.venue), tick.seq);
-        if self.seen.contains_key(&key) {
+        let venue = self.venue_id(&tick.venue);
+        if self.seen.contains_key(&(venue, tick.seq)) {
             return false;
         }
         let expiry = tick.ts_ms().saturating_add(self.retention_ms);
-        self.seen.insert(key, expiry);
-        self.expiries.push(Reverse((expiry, key.0, key.1)));
+        self.remember(venue, tick.seq, expiry);
+        if let Some(added) = self.added.as_mut() {
+            added.push((venue, tick.seq, expiry));
+        }
         true
     }
 
@@ -202,7 +232,10 @@ impl Deduper {
                 break;
             }
             self.expiries.pop();
-            self.seen.remove(&(venue, seq));
+            // A restored key can be in the heap twice (seen, expired, seen again).
+            if self.seen.get(&(venue, seq)) == Some(&expiry) {
+                self.seen.remove(&(venue, seq));
+            }
         }
     }
 
@@ -214,6 +247,75 @@ impl Deduper {
     /// Whether no keys are remembered.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
+    }
+}
+
+impl Durable for Deduper {
+    fn snapshot(&mut self, label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
+        let Some(added) = self.added.as_mut() else {
+            return;
+        };
+        // Every key of a bucket below `label`'s has expired at any checkpoint >= label.
+        out.push((
+            "dedup",
+            DeltaOp::DeleteBelow {
+                key: (label / DEDUP_BUCKET_MS).to_be_bytes().to_vec(),
+            },
+        ));
+        let mut groups: BTreeMap<(u64, u32), Vec<(u64, u64)>> = BTreeMap::new();
+        for (venue, seq, expiry) in added.drain(..) {
+            if expiry >= label {
+                groups
+                    .entry((expiry / DEDUP_BUCKET_MS, venue))
+                    .or_default()
+                    .push((seq, expiry));
+            }
+        }
+        for ((bucket, venue), pairs) in groups {
+            let mut key = Vec::with_capacity(16 + self.venues[venue as usize].len());
+            key.extend_from_slice(&bucket.to_be_bytes());
+            key.extend_from_slice(&label.to_be_bytes());
+            key.extend_from_slice(self.venues[venue as usize].as_bytes());
+            // Encoding a Vec of integers cannot fail.
+            if let Ok(value) = codec::encode(&pairs) {
+                out.push(("dedup", DeltaOp::Put { key, value }));
+            }
+        }
+    }
+
+    fn restore_entry(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<(), StateError> {
+        if table != "dedup" {
+            return Err(StateError::Corrupt(format!(
+                "normalize has no table `{table}`"
+            )));
+        }
+        let (_bucket, rest) = split_u64(key)?;
+        let (_label, venue) = split_u64(rest)?;
+        let venue = std::str::from_utf8(venue)
+            .map_err(|_| StateError::Corrupt("dedup venue is not UTF-8".into()))?;
+        if !owns(venue) {
+            return Ok(());
+        }
+        let pairs: Vec<(u64, u64)> = codec::decode(value)?;
+        let venue = self.venue_id(venue);
+        for (seq, expiry) in pairs {
+            self.remember(venue, seq, expiry);
+        }
+        Ok(())
+    }
+
+    fn finish_restore(&mut self, as_of: u64) {
+        self.advance(as_of.saturating_sub(1));
+    }
+
+    fn entries(&self) -> u64 {
+        self.seen.len() as u64
     }
 }
 

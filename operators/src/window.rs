@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use tickflow_state::{Table, TableDescriptor};
+use tickflow_state::{
+    codec, split_u64, Change, DeltaOp, Durable, StateError, Table, TableDescriptor,
+};
 
 use crate::record::{Bar, EnrichedTick, Instrument};
 use crate::{duration_ms, OperatorError};
@@ -242,6 +244,26 @@ impl WindowState {
         }
     }
 
+    /// Empty state that records its changes, for [`Durable::snapshot`].
+    pub fn durable(spec: WindowSpec) -> Self {
+        WindowState {
+            spec,
+            windows: Table::new(true),
+        }
+    }
+
+    /// Ends of the windows not yet emitted, earliest first.
+    pub fn pending_ends(&self) -> Vec<u64> {
+        let mut ends: Vec<u64> = self
+            .windows
+            .iter()
+            .filter(|(_, acc)| acc.emitted.is_none())
+            .map(|((end, _), _)| *end)
+            .collect();
+        ends.dedup();
+        ends
+    }
+
     /// The window shape.
     pub fn spec(&self) -> &WindowSpec {
         &self.spec
@@ -315,6 +337,71 @@ impl WindowState {
             }
         }
         (!counted).then_some(tick)
+    }
+}
+
+/// Stored as table `windows`: key `window end ‖ instrument_id` (so windows are found by end
+/// with a range scan), value the bar being built. A snapshot writes the windows changed since the
+/// previous one and deletes the ones forgotten.
+impl Durable for WindowState {
+    fn snapshot(&mut self, _label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
+        let key = |(end, id): &(u64, Arc<str>)| {
+            let mut k = Vec::with_capacity(8 + id.len());
+            k.extend_from_slice(&end.to_be_bytes());
+            k.extend_from_slice(id.as_bytes());
+            k
+        };
+        for change in self.windows.take_changes() {
+            match change {
+                Change::Put(k, acc) => {
+                    // Bars hold decimals, strings and integers: encoding cannot fail.
+                    if let Ok(value) = codec::encode(&acc) {
+                        out.push((
+                            "windows",
+                            DeltaOp::Put {
+                                key: key(&k),
+                                value,
+                            },
+                        ));
+                    }
+                }
+                Change::Delete(k) => out.push(("windows", DeltaOp::Delete { key: key(&k) })),
+            }
+        }
+    }
+
+    fn restore_entry(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<(), StateError> {
+        if table != "windows" {
+            return Err(StateError::Corrupt(format!(
+                "window has no table `{table}`"
+            )));
+        }
+        let (end, id) = split_u64(key)?;
+        let id = std::str::from_utf8(id)
+            .map_err(|_| StateError::Corrupt("window instrument_id is not UTF-8".into()))?;
+        if !owns(id) {
+            return Ok(());
+        }
+        let acc: BarAcc = codec::decode(value)?;
+        self.windows.insert((end, Arc::from(id)), acc);
+        Ok(())
+    }
+
+    fn finish_restore(&mut self, as_of: u64) {
+        // Storage holds what was just loaded; what the catch-up below changes is written by
+        // the next snapshot. Windows that closed before the checkpoint were emitted before it.
+        self.windows.forget_changes();
+        self.advance(as_of.saturating_sub(1), &mut Vec::new());
+    }
+
+    fn entries(&self) -> u64 {
+        self.windows.len() as u64
     }
 }
 

@@ -1,6 +1,8 @@
 //! The state crate's error type.
 
-/// Errors raised while encoding or decoding operator state.
+use std::path::PathBuf;
+
+/// Errors raised while storing, encoding or decoding operator state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The stored bytes carry a format version this build does not understand.
@@ -14,4 +16,15 @@ pub enum StateError {
     /// The stored bytes are empty, truncated or otherwise not a valid encoding.
     #[error("corrupt state value: {0}")]
     Corrupt(String),
+    /// RocksDB refused an operation.
+    #[error("state store {0}")]
+    Db(String),
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
 }

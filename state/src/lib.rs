@@ -1,15 +1,18 @@
 //! Operator state for tickflow.
 //!
-//! This crate owns how operator state is kept and encoded. Operators never see a storage engine:
-//! they keep their working set in a [`Table`], an ordered in-memory map that can record which
-//! keys changed since the last snapshot, and they declare their tables by name
-//! ([`TableDescriptor`]). Values cross a storage boundary only through [`codec`], a versioned
-//! encoding (a format-version byte followed by bincode 1.3), so a durable backend can be added
-//! behind this interface without touching operator logic.
+//! Operators keep their working set in memory ([`Table`], an ordered map that records which
+//! keys changed) and never see the storage engine: at a checkpoint they hand their changes as
+//! [`DeltaOp`]s through the [`Durable`] trait, with values in a versioned encoding ([`codec`]:
+//! a format-version byte, then bincode 1.3). [`Store`] keeps those changes in RocksDB, one column
+//! family per (operator, table), and reads a table back as of any retained checkpoint.
 
 pub mod codec;
+mod delta;
 mod error;
+mod store;
 mod table;
 
+pub use delta::{split_u64, DeltaOp, Durable};
 pub use error::StateError;
+pub use store::{Store, TableStats, META_CF, PARTS_CF};
 pub use table::{Change, Table, TableDescriptor};

@@ -131,6 +131,13 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         self.entries.is_empty()
     }
 
+    /// Forgets which keys changed (after loading entries that storage already holds).
+    pub fn forget_changes(&mut self) {
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.clear();
+        }
+    }
+
     /// The changes since the last call, one per changed key, with the key's current value.
     /// Empty when the table does not track changes.
     pub fn take_changes(&mut self) -> Vec<Change<K, V>> {

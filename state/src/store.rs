@@ -1,0 +1,418 @@
+//! [`Store`]: operator state and checkpoint records in RocksDB.
+//!
+//! One column family per (operator, table), named `operator/table`, plus `parts` (what sources
+//! and sinks recorded at each checkpoint) and `meta`. Inside a table's column family:
+//!
+//! - `0x00 ‖ key` is the **base**: the table as of the base checkpoint (the oldest one kept);
+//! - `0x01 ‖ label ‖ op ‖ key` are **deltas**: the changes each snapshot wrote, `label` being
+//!   the first checkpoint time the snapshot covers (big-endian, so deltas sort by checkpoint).
+//!   `op` 0 is a range delete (`DeleteBelow`, applied first), `op` 1 a put or delete.
+//!
+//! Reading the table as of checkpoint `T` is base ⊕ every delta with `label <= T`, in order.
+//! When a checkpoint leaves the retention window, [`Store::fold_through`] merges its deltas into
+//! the base in one atomic batch; deltas past the checkpoint a restart resumes from are dropped
+//! by [`Store::discard_after`]. Snapshot writes are not synced one by one: [`Store::sync`] syncs
+//! the write-ahead log once, before a checkpoint's commit marker is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::delta::{split_u64, DeltaOp};
+use crate::StateError;
+
+/// Column family with the store's own records.
+pub const META_CF: &str = "meta";
+/// Column family with per-checkpoint records of sources and sinks.
+pub const PARTS_CF: &str = "parts";
+const RESERVED: [&str; 3] = ["default", META_CF, PARTS_CF];
+
+const BASE: u8 = 0;
+const DELTA: u8 = 1;
+const OP_RANGE: u8 = 0;
+const OP_KEY: u8 = 1;
+const TAG_DELETE: u8 = 0;
+const TAG_PUT: u8 = 1;
+const BASE_VERSION_KEY: &[u8] = b"base_version";
+
+/// Operator state and checkpoint records in one RocksDB database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Entry count and bytes of one table as of a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+fn db_err(path: &Path, e: rocksdb::Error) -> StateError {
+    let text = e.to_string();
+    if text.contains("lock") {
+        StateError::Db(format!(
+            "{}: in use by another tickflow process ({text})",
+            path.display()
+        ))
+    } else {
+        StateError::Db(format!("{}: {text}", path.display()))
+    }
+}
+
+fn delta_prefix(label: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(DELTA);
+    k.extend_from_slice(&label.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` with a column family for each of `tables`
+    /// (`operator/table`); column families already on disk are opened too.
+    pub fn open(path: &Path, tables: &[String]) -> Result<Store, StateError> {
+        std::fs::create_dir_all(path).map_err(|e| StateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_total_wal_size(64 << 20);
+        let mut names: BTreeSet<String> = RESERVED.iter().map(|s| s.to_string()).collect();
+        names.extend(tables.iter().cloned());
+        if let Ok(existing) = DB::list_cf(&Options::default(), path) {
+            names.extend(existing);
+        }
+        let cfs = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| db_err(path, e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store for reading while a run may hold it open for writing.
+    pub fn open_read_only(path: &Path) -> Result<Store, StateError> {
+        let names = DB::list_cf(&Options::default(), path).map_err(|e| db_err(path, e))?;
+        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false)
+            .map_err(|e| db_err(path, e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The tables (`operator/table`) this store holds.
+    pub fn tables(&self) -> Result<Vec<String>, StateError> {
+        let names = DB::list_cf(&Options::default(), &self.path).map_err(|e| self.err(e))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| !RESERVED.contains(&n.as_str()))
+            .collect())
+    }
+
+    fn err(&self, e: rocksdb::Error) -> StateError {
+        db_err(&self.path, e)
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StateError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::Db(format!("{}: no table `{name}`", self.path.display())))
+    }
+
+    /// Every `(key, value)` of `cf` with `from <= key < to`, in key order.
+    fn scan(
+        &self,
+        cf: &ColumnFamily,
+        from: &[u8],
+        to: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(to.to_vec());
+        for item in self
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::From(from, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one snapshot's changes for checkpoint `label` in one atomic batch (not synced;
+    /// see [`Store::sync`]). Returns the bytes written.
+    pub fn write_delta(&self, label: u64, ops: &[(String, DeltaOp)]) -> Result<u64, StateError> {
+        let mut batch = WriteBatch::default();
+        let mut bytes = 0u64;
+        let prefix = delta_prefix(label);
+        for (table, op) in ops {
+            let cf = self.cf(table)?;
+            let mut key = prefix.clone();
+            let mut value = Vec::new();
+            match op {
+                DeltaOp::DeleteBelow { key: bound } => {
+                    key.push(OP_RANGE);
+                    value.extend_from_slice(bound);
+                }
+                DeltaOp::Put { key: k, value: v } => {
+                    key.push(OP_KEY);
+                    key.extend_from_slice(k);
+                    value.push(TAG_PUT);
+                    value.extend_from_slice(v);
+                }
+                DeltaOp::Delete { key: k } => {
+                    key.push(OP_KEY);
+                    key.extend_from_slice(k);
+                    value.push(TAG_DELETE);
+                }
+            }
+            bytes += (key.len() + value.len()) as u64;
+            batch.put_cf(cf, key, value);
+        }
+        self.db.write(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
+    /// Records what part `part` (a source or sink) made durable for checkpoint `label`.
+    pub fn put_part(&self, label: u64, part: &str, value: &[u8]) -> Result<(), StateError> {
+        let mut key = label.to_be_bytes().to_vec();
+        key.extend_from_slice(part.as_bytes());
+        self.db
+            .put_cf(self.cf(PARTS_CF)?, key, value)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Syncs the write-ahead log: every write made so far is durable when this returns.
+    pub fn sync(&self) -> Result<(), StateError> {
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    /// The checkpoint the base holds (0 before any fold).
+    pub fn base_version(&self) -> Result<u64, StateError> {
+        match self
+            .db
+            .get_cf(self.cf(META_CF)?, BASE_VERSION_KEY)
+            .map_err(|e| self.err(e))?
+        {
+            None => Ok(0),
+            Some(v) => Ok(split_u64(&v)?.0),
+        }
+    }
+
+    /// Calls `f` with every entry of `table` as of checkpoint `as_of` (base ⊕ deltas up to it),
+    /// in key order.
+    pub fn load(
+        &self,
+        table: &str,
+        as_of: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let cf = self.cf(table)?;
+        let mut map: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        self.scan(cf, &[BASE], &[DELTA], |k, v| {
+            map.insert(k[1..].to_vec(), v.to_vec());
+            Ok(())
+        })?;
+        let end = delta_prefix(as_of.saturating_add(1));
+        let end = if as_of == u64::MAX {
+            vec![DELTA + 1]
+        } else {
+            end
+        };
+        self.scan(cf, &[DELTA], &end, |k, v| {
+            let (_, rest) = split_u64(&k[1..])?;
+            let (&op, key) = rest
+                .split_first()
+                .ok_or_else(|| StateError::Corrupt("delta key without op".into()))?;
+            match (op, v.split_first()) {
+                (OP_RANGE, _) => map = map.split_off(v),
+                (OP_KEY, Some((&TAG_PUT, value))) => {
+                    map.insert(key.to_vec(), value.to_vec());
+                }
+                (OP_KEY, Some((&TAG_DELETE, _))) => {
+                    map.remove(key);
+                }
+                _ => return Err(StateError::Corrupt(format!("bad delta entry in {table}"))),
+            }
+            Ok(())
+        })?;
+        for (k, v) in &map {
+            f(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// Entries and bytes of `table` as of checkpoint `as_of`.
+    pub fn stats(&self, table: &str, as_of: u64) -> Result<TableStats, StateError> {
+        let mut s = TableStats::default();
+        self.load(table, as_of, |k, v| {
+            s.entries += 1;
+            s.bytes += (k.len() + v.len()) as u64;
+            Ok(())
+        })?;
+        Ok(s)
+    }
+
+    /// Merges every delta with `label <= version` into the base and makes `version` the base
+    /// version, in one synced batch; part records up to `version` are dropped with them.
+    pub fn fold_through(&self, version: u64) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let end = delta_prefix(version.saturating_add(1));
+        for table in self.tables()? {
+            let cf = self.cf(&table)?;
+            self.scan(cf, &[DELTA], &end, |k, v| {
+                let (_, rest) = split_u64(&k[1..])?;
+                let (&op, key) = rest
+                    .split_first()
+                    .ok_or_else(|| StateError::Corrupt("delta key without op".into()))?;
+                let base_key = |key: &[u8]| {
+                    let mut b = Vec::with_capacity(key.len() + 1);
+                    b.push(BASE);
+                    b.extend_from_slice(key);
+                    b
+                };
+                match (op, v.split_first()) {
+                    (OP_RANGE, _) => batch.delete_range_cf(cf, vec![BASE], base_key(v)),
+                    (OP_KEY, Some((&TAG_PUT, value))) => batch.put_cf(cf, base_key(key), value),
+                    (OP_KEY, Some((&TAG_DELETE, _))) => batch.delete_cf(cf, base_key(key)),
+                    _ => return Err(StateError::Corrupt(format!("bad delta entry in {table}"))),
+                }
+                Ok(())
+            })?;
+            batch.delete_range_cf(cf, vec![DELTA], end.clone());
+        }
+        batch.delete_range_cf(
+            self.cf(PARTS_CF)?,
+            vec![],
+            version.saturating_add(1).to_be_bytes().to_vec(),
+        );
+        batch.put_cf(self.cf(META_CF)?, BASE_VERSION_KEY, version.to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
+    /// Drops every delta and part record after checkpoint `version` (left by a checkpoint that
+    /// never committed). Returns the checkpoint labels dropped.
+    pub fn discard_after(&self, version: u64) -> Result<Vec<u64>, StateError> {
+        let mut labels = BTreeSet::new();
+        let Some(from_label) = version.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let from = delta_prefix(from_label);
+        let mut batch = WriteBatch::default();
+        for table in self.tables()? {
+            let cf = self.cf(&table)?;
+            self.scan(cf, &from, &[DELTA + 1], |k, _| {
+                labels.insert(split_u64(&k[1..])?.0);
+                Ok(())
+            })?;
+            batch.delete_range_cf(cf, from.clone(), vec![DELTA + 1]);
+        }
+        let parts = self.cf(PARTS_CF)?;
+        self.scan(parts, &from_label.to_be_bytes(), &[0xff; 9], |k, _| {
+            labels.insert(split_u64(k)?.0);
+            Ok(())
+        })?;
+        batch.delete_range_cf(parts, from_label.to_be_bytes().to_vec(), vec![0xff; 9]);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))?;
+        Ok(labels.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &[u8], v: &[u8]) -> (String, DeltaOp) {
+        (
+            "op/t".into(),
+            DeltaOp::Put {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            },
+        )
+    }
+
+    fn all(store: &Store, as_of: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        store
+            .load("op/t", as_of, |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn deltas_fold_into_the_base_and_reads_see_each_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &["op/t".into()]).unwrap();
+        store
+            .write_delta(10, &[put(b"a", b"1"), put(b"b", b"1"), put(b"c", b"1")])
+            .unwrap();
+        store
+            .write_delta(
+                20,
+                &[
+                    ("op/t".into(), DeltaOp::DeleteBelow { key: b"b".to_vec() }),
+                    put(b"a", b"2"),
+                    ("op/t".into(), DeltaOp::Delete { key: b"c".to_vec() }),
+                ],
+            )
+            .unwrap();
+        store.write_delta(30, &[put(b"d", b"3")]).unwrap();
+        let v = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        assert_eq!(all(&store, 10), vec![v("a", "1"), v("b", "1"), v("c", "1")]);
+        // The range delete runs before the same snapshot's puts.
+        assert_eq!(all(&store, 20), vec![v("a", "2"), v("b", "1")]);
+        assert_eq!(all(&store, 30), vec![v("a", "2"), v("b", "1"), v("d", "3")]);
+        store.fold_through(20).unwrap();
+        assert_eq!(store.base_version().unwrap(), 20);
+        assert_eq!(all(&store, 20), vec![v("a", "2"), v("b", "1")]);
+        assert_eq!(all(&store, 30), vec![v("a", "2"), v("b", "1"), v("d", "3")]);
+        assert_eq!(store.stats("op/t", 30).unwrap().entries, 3);
+        assert_eq!(store.discard_after(20).unwrap(), vec![30]);
+        assert_eq!(all(&store, u64::MAX), vec![v("a", "2"), v("b", "1")]);
+        drop(store);
+        // Reopened, read-only: the same.
+        let ro = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(ro.tables().unwrap(), vec!["op/t".to_string()]);
+        assert_eq!(all(&ro, 99), vec![v("a", "2"), v("b", "1")]);
+    }
+
+    #[test]
+    fn part_records_are_dropped_after_the_resumed_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &[]).unwrap();
+        store.put_part(10, "source/ticks", b"x").unwrap();
+        store.put_part(20, "source/ticks", b"y").unwrap();
+        assert_eq!(store.discard_after(10).unwrap(), vec![20]);
+        store.sync().unwrap();
+        assert!(
+            Store::open(dir.path(), &[]).is_err(),
+            "second writer is refused"
+        );
+    }
+}

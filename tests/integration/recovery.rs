@@ -1,0 +1,419 @@
+//! Durable state and exactly-once recovery: kill -9, injected faults around the checkpoint
+//! commit, damaged commit markers, rescaling, data directories of other graphs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
+
+/// A generated data set, the example-shaped graph over it, and the outputs of a clean run
+/// without a data directory (the reference every recovery must equal).
+struct Case {
+    root: tempfile::TempDir,
+    graph: PathBuf,
+    reference: Vec<Vec<u8>>,
+}
+
+impl Case {
+    /// `ticks` generated ticks (2% bad lines, `rate` per second of event time) under a graph
+    /// checkpointing every `interval`.
+    fn new(ticks: u64, rate: u64, interval: &str) -> Case {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let rate = rate.to_string();
+        gen(
+            &data,
+            ticks,
+            200,
+            11,
+            &["--bad-ratio", "0.02", "--rate", &rate],
+        );
+        let out = root.path().join("out");
+        let win = Win {
+            lateness: "30s",
+            ..TUMBLING
+        };
+        let graph = write_graph(root.path(), &data, &out, win);
+        let mut text = std::fs::read_to_string(&graph).unwrap();
+        text.push_str(&format!(
+            "\n[checkpoint]\ninterval = \"{interval}\"\nretain = 3\n"
+        ));
+        std::fs::write(&graph, text).unwrap();
+        let clean = tickflow()
+            .arg("run")
+            .arg(&graph)
+            .args(["--workers", "2"])
+            .output()
+            .unwrap();
+        assert!(clean.status.success(), "clean run: {}", stderr(&clean));
+        let mut case = Case {
+            root,
+            graph,
+            reference: Vec::new(),
+        };
+        case.reference = case.outputs();
+        case
+    }
+
+    fn out(&self) -> PathBuf {
+        self.root.path().join("out")
+    }
+
+    fn outputs(&self) -> Vec<Vec<u8>> {
+        OUTPUTS
+            .iter()
+            .map(|f| std::fs::read(self.out().join(f)).unwrap())
+            .collect()
+    }
+
+    fn run(&self, data_dir: &Path, workers: usize, extra: &[&str]) -> Command {
+        let mut c = tickflow();
+        c.arg("run")
+            .arg(&self.graph)
+            .args(["--workers", &workers.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
+        c
+    }
+
+    /// Runs to completion with a summary; returns the summary and stderr.
+    fn finish(&self, data_dir: &Path, workers: usize) -> (serde_json::Value, String) {
+        let summary = self.root.path().join("summary.json");
+        let o = self
+            .run(data_dir, workers, &["--summary-json"])
+            .arg(&summary)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "run failed: {}", stderr(&o));
+        let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        (s, stderr(&o))
+    }
+
+    /// Nothing lost, nothing doubled: each output equals the clean run's line for line after
+    /// sorting, and (the stronger promise) byte for byte.
+    fn assert_outputs_equal_reference(&self, what: &str) {
+        for (i, name) in OUTPUTS.iter().enumerate() {
+            let got = sorted_lines(&self.out().join(name));
+            let want: Vec<String> = {
+                let mut l: Vec<String> = String::from_utf8_lossy(&self.reference[i])
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                l.sort();
+                l
+            };
+            assert_eq!(got.len(), want.len(), "{what}: {name} line count");
+            assert!(got == want, "{what}: {name} differs from the clean run");
+            assert!(
+                std::fs::read(self.out().join(name)).unwrap() == self.reference[i],
+                "{what}: {name} is not byte-identical to the clean run"
+            );
+        }
+    }
+}
+
+/// Commit markers of a data directory, newest first: `(id, ok)`.
+fn checkpoints(data_dir: &Path) -> Vec<(u64, bool)> {
+    let o = run_cli(&[
+        "checkpoints",
+        "list",
+        "--json",
+        &data_dir.display().to_string(),
+    ]);
+    assert!(o.status.success(), "list: {}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["manifest"]["id"].as_u64().unwrap_or(0),
+                r["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn crashed(o: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    o.status.signal().is_some()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_doubles_nothing() {
+    let case = Case::new(500_000, 1_000, "10s");
+    let data_dir = case.root.path().join("dd");
+    let seed: u64 = std::env::var("TICKFLOW_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill -9 test seed (TICKFLOW_TEST_SEED): {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut newest = Vec::new();
+    let mut attempts = 0;
+    while kills < 6 {
+        attempts += 1;
+        assert!(attempts < 40, "could not kill the run 6 times");
+        let mut child = case.run(&data_dir, 2, &[]).spawn().unwrap();
+        let delay = Duration::from_millis(rng.gen_range(150..1200));
+        let started = Instant::now();
+        let mut exited = false;
+        while started.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if exited {
+            // It finished before the kill: start over so every kill hits a running process.
+            std::fs::remove_dir_all(&data_dir).unwrap();
+            continue;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        newest.push(checkpoints(&data_dir).first().map(|c| c.0));
+    }
+    let (summary, _) = case.finish(&data_dir, 2);
+    eprintln!("newest checkpoint after each kill: {newest:?}");
+    let resumed: std::collections::BTreeSet<u64> = newest.iter().flatten().copied().collect();
+    assert!(
+        resumed.len() >= 2,
+        "the kills should land after different checkpoints: {newest:?}"
+    );
+    assert!(summary["restored_from"].as_u64().is_some());
+    case.assert_outputs_equal_reference("after 6 kills");
+}
+
+#[test]
+fn injected_faults_around_the_commit_resume_from_the_newest_complete_checkpoint() {
+    let case = Case::new(60_000, 1_000, "2s");
+    // Hits per checkpoint: 2 operators x 2 workers state writes, 1 source position, 1 marker.
+    let faults = [
+        ("before-state-write", 41),
+        ("after-state-write", 43),
+        ("after-positions-write", 11),
+        ("before-marker", 9),
+        ("after-marker", 10),
+    ];
+    for (point, hit) in faults {
+        let data_dir = case.root.path().join(format!("dd-{point}"));
+        let o = case
+            .run(&data_dir, 2, &[])
+            .env("TICKFLOW_FAULT", format!("{point}:{hit}"))
+            .output()
+            .unwrap();
+        assert!(
+            crashed(&o),
+            "{point}: expected an abort, got {:?}",
+            o.status
+        );
+        assert!(stderr(&o).contains(&format!("injected fault at {point}")));
+        let before = checkpoints(&data_dir);
+        let newest = before
+            .first()
+            .expect("a checkpoint committed before the fault");
+        assert!(newest.1);
+        let (summary, _) = case.finish(&data_dir, 2);
+        assert_eq!(
+            summary["restored_from"].as_u64(),
+            Some(newest.0),
+            "{point}: resumes from the newest complete checkpoint"
+        );
+        case.assert_outputs_equal_reference(point);
+    }
+}
+
+#[test]
+fn truncated_or_bit_flipped_checkpoints_are_skipped_with_a_warning() {
+    let case = Case::new(60_000, 1_000, "2s");
+    for damage in ["truncate", "flip"] {
+        let data_dir = case.root.path().join(format!("dd-{damage}"));
+        let o = case
+            .run(&data_dir, 2, &[])
+            .env("TICKFLOW_FAULT", "after-marker:12")
+            .output()
+            .unwrap();
+        assert!(crashed(&o));
+        let list = checkpoints(&data_dir);
+        assert!(list.len() >= 2, "{list:?}");
+        let newest = data_dir
+            .join("checkpoints")
+            .join(format!("{:020}.ckpt", list[0].0));
+        let mut bytes = std::fs::read(&newest).unwrap();
+        match damage {
+            "truncate" => bytes.truncate(bytes.len() * 2 / 3),
+            _ => bytes[40] ^= 0x08,
+        }
+        std::fs::write(&newest, &bytes).unwrap();
+        let after = checkpoints(&data_dir);
+        assert!(!after[0].1, "{damage}: the damaged marker is detected");
+        let (summary, err) = case.finish(&data_dir, 2);
+        assert!(
+            err.contains("skipping checkpoint") && err.contains(&format!("{:020}", list[0].0)),
+            "{damage}: warning names the checkpoint: {err}"
+        );
+        assert_eq!(summary["restored_from"].as_u64(), Some(list[1].0));
+        case.assert_outputs_equal_reference(damage);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_of_2_workers_restores_on_1_and_on_3() {
+    let case = Case::new(60_000, 1_000, "2s");
+    let data_dir = case.root.path().join("dd");
+    let o = case
+        .run(&data_dir, 2, &[])
+        .env("TICKFLOW_FAULT", "before-marker:14")
+        .output()
+        .unwrap();
+    assert!(crashed(&o));
+    let id = checkpoints(&data_dir)[0].0;
+    let saved_dir = case.root.path().join("dd-saved");
+    let saved_out = case.root.path().join("out-saved");
+    copy_dir(&data_dir, &saved_dir);
+    copy_dir(&case.out(), &saved_out);
+    for workers in [1, 3] {
+        let dir = case.root.path().join(format!("dd-{workers}"));
+        copy_dir(&saved_dir, &dir);
+        std::fs::remove_dir_all(case.out()).unwrap();
+        copy_dir(&saved_out, &case.out());
+        let (summary, _) = case.finish(&dir, workers);
+        assert_eq!(summary["restored_from"].as_u64(), Some(id));
+        assert_eq!(summary["workers"].as_u64(), Some(workers as u64));
+        case.assert_outputs_equal_reference(&format!("restored on {workers} worker(s)"));
+    }
+}
+
+#[test]
+fn another_graph_is_refused_and_fresh_starts_over() {
+    let case = Case::new(20_000, 1_000, "2s");
+    let data_dir = case.root.path().join("dd");
+    let (first, _) = case.finish(&data_dir, 2);
+    assert!(first["checkpoints"]["committed"].as_u64().unwrap() > 3);
+    // Running the finished graph again resumes from its final checkpoint: nothing new.
+    let (again, _) = case.finish(&data_dir, 2);
+    assert!(again["restored_from"].as_u64().is_some());
+    assert_eq!(again["input_records"].as_u64(), Some(0));
+    case.assert_outputs_equal_reference("rerun after completion");
+
+    // A different window size is a different graph.
+    let text = std::fs::read_to_string(&case.graph).unwrap();
+    std::fs::write(&case.graph, text.replace("size = \"1m\"", "size = \"30s\"")).unwrap();
+    let o = case.run(&data_dir, 2, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("holds the state of graph `test-bars` v1") && err.contains("--fresh"),
+        "{err}"
+    );
+    // Only [checkpoint] changed: the same graph.
+    std::fs::write(
+        &case.graph,
+        text.replace("interval = \"2s\"", "interval = \"3s\""),
+    )
+    .unwrap();
+    let o = case.run(&data_dir, 2, &[]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(&case.graph, text.replace("size = \"1m\"", "size = \"30s\"")).unwrap();
+    let (fresh, _) = case.finish_with(&data_dir, &["--fresh"]);
+    assert!(fresh["restored_from"].is_null());
+    assert_eq!(fresh["input_records"].as_u64(), Some(20_000));
+    let bars = std::fs::read(case.out().join("bars.jsonl")).unwrap();
+    let clean = tickflow().arg("run").arg(&case.graph).output().unwrap();
+    assert!(clean.status.success());
+    assert!(std::fs::read(case.out().join("bars.jsonl")).unwrap() == bars);
+}
+
+impl Case {
+    fn finish_with(&self, data_dir: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+        let summary = self.root.path().join("summary-with.json");
+        let mut args = extra.to_vec();
+        args.push("--summary-json");
+        let o = self.run(data_dir, 2, &args).arg(&summary).output().unwrap();
+        assert!(o.status.success(), "run failed: {}", stderr(&o));
+        let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        (s, stderr(&o))
+    }
+}
+
+#[test]
+fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
+    let case = Case::new(60_000, 200, "5s");
+    let data_dir = case.root.path().join("dd");
+    let o = case
+        .run(&data_dir, 2, &[])
+        .env("TICKFLOW_FAULT", "before-marker:45")
+        .output()
+        .unwrap();
+    assert!(crashed(&o));
+    let list = checkpoints(&data_dir);
+    assert_eq!(
+        list.len(),
+        3,
+        "checkpoint.retain = 3 markers kept: {list:?}"
+    );
+    let dir = data_dir.display().to_string();
+    let o = run_cli(&["checkpoints", "inspect", "--json", &dir, "latest"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &v["manifest"];
+    assert_eq!(m["id"].as_u64(), Some(list[0].0));
+    let offset = m["sources"]["ticks"]["offset"].as_u64().unwrap();
+    let line = m["sources"]["ticks"]["line"].as_u64().unwrap();
+    assert!(offset > 0 && line > 0);
+    assert!(m["sinks"]["bars"]["bytes"].as_u64().unwrap() > 0);
+    // What is stored equals what was in memory at the checkpoint.
+    assert_eq!(
+        v["tables"]["bars/windows"]["entries"].as_u64(),
+        m["operators"]["bars"]["entries"].as_u64()
+    );
+    // Closed windows leave: 200 instruments, 1m windows kept 30s after their end, so at most
+    // two windows per instrument are held, although many more were built by this point.
+    let windows = m["operators"]["bars"]["entries"].as_u64().unwrap();
+    assert!(windows <= 400, "{windows} windows held");
+    let bars_so_far = m["sinks"]["bars"]["lines"].as_u64().unwrap();
+    assert!(bars_so_far > 2 * windows, "{bars_so_far} bars written");
+    // Expired dedup keys leave: the default retention is 1m30s of event time, at 200 ticks/s
+    // about 18,000 keys, while far more lines have been read by this point.
+    let keys = m["operators"]["normalize"]["entries"].as_u64().unwrap();
+    assert!(
+        keys < 20_000 && line > 2 * keys,
+        "{keys} dedup keys held at line {line}"
+    );
+
+    let o = run_cli(&["checkpoints", "inspect", &dir, &list[1].0.to_string()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        text.contains(&format!("checkpoint {}", list[1].0)),
+        "{text}"
+    );
+    assert!(text.contains("bars/windows"), "{text}");
+    let o = run_cli(&["checkpoints", "inspect", &dir, "12345"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no usable checkpoint 12345"));
+}
