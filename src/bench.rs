@@ -30,6 +30,14 @@ pub struct BenchArgs {
     /// Folder for generated data and outputs (default: a temporary folder, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure every worker count with checkpoints at this event-time interval (e.g.
+    /// `10s`) into a data directory, against checkpoints off.
+    #[arg(long)]
+    pub checkpoint_interval: Option<String>,
+    /// Instead of throughput: measure restoring this many open windows (one 1h window per
+    /// instrument), as the median of `runs` restores.
+    #[arg(long)]
+    pub restore_windows: Option<u32>,
 }
 
 /// The example pipeline over generated data in `dir`, writing to `dir/out`.
@@ -96,6 +104,104 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Runs `tickflow run` as a child process; returns its summary, or `None` if it was stopped by
+/// an injected fault.
+fn run_child(
+    graph: &Path,
+    workers: u16,
+    summary_path: &Path,
+    data_dir: Option<&Path>,
+    fault: Option<&str>,
+) -> anyhow::Result<Option<Summary>> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("run")
+        .arg(graph)
+        .args(["--workers", &workers.to_string()])
+        .arg("--summary-json")
+        .arg(summary_path)
+        .stderr(Stdio::null());
+    if let Some(d) = data_dir {
+        cmd.arg("--data-dir").arg(d);
+    }
+    if let Some(f) = fault {
+        cmd.env("TICKFLOW_FAULT", f);
+    }
+    let status = cmd.status().context("starting tickflow run")?;
+    if !status.success() {
+        if fault.is_some() {
+            return Ok(None);
+        }
+        bail!("tickflow run failed with {status}");
+    }
+    Ok(Some(serde_json::from_str(&std::fs::read_to_string(
+        summary_path,
+    )?)?))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Restore time of `windows` open windows: a run is stopped (injected fault) after a
+/// checkpoint holding one open 1h window per instrument, then restored `runs` times from a copy.
+fn restore_bench(args: &BenchArgs, dir: &Path, windows: u32) -> anyhow::Result<()> {
+    let graph = dir.join("bench.toml");
+    let text = example_graph(dir).replace("size = \"1m\"", "size = \"1h\"")
+        + "\n[checkpoint]\ninterval = \"10s\"\n";
+    std::fs::write(&graph, text)?;
+    let state = dir.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    // 1,000 s of event time, about 100 checkpoints: stop before the 90th commit.
+    run_child(
+        &graph,
+        2,
+        &dir.join("s.json"),
+        Some(&state),
+        Some("before-marker:90"),
+    )?;
+    let saved_state = dir.join("state-saved");
+    let saved_out = dir.join("out-saved");
+    let _ = std::fs::remove_dir_all(&saved_state);
+    let _ = std::fs::remove_dir_all(&saved_out);
+    copy_dir(&state, &saved_state)?;
+    copy_dir(&dir.join("out"), &saved_out)?;
+    println!("| restore | windows in checkpoint | restore ms | whole resumed run s |");
+    println!("|---|---|---|---|");
+    let mut times = Vec::new();
+    for i in 0..args.runs.max(1) {
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+        copy_dir(&saved_state, &state)?;
+        copy_dir(&saved_out, &dir.join("out"))?;
+        let s = run_child(&graph, 2, &dir.join("r.json"), Some(&state), None)?
+            .context("restored run")?;
+        let ms = s.restore_ms.context("the run did not restore")?;
+        let list = tickflow_engine::checkpoint::list_markers(&saved_state)?;
+        let held = list
+            .iter()
+            .filter_map(|m| m.manifest.as_ref().ok())
+            .find(|m| Some(m.id) == s.restored_from)
+            .and_then(|m| m.operators.get("bars"))
+            .map_or(0, |o| o.entries);
+        println!("| {} | {held} | {ms:.1} | {:.2} |", i + 1, s.elapsed_secs);
+        times.push(ms);
+    }
+    println!(
+        "median restore of {windows} instruments' windows: {:.1} ms",
+        median(&mut times)
+    );
+    Ok(())
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
@@ -126,7 +232,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     generate(&GenArgs {
         ticks: args.ticks,
-        instruments: args.instruments,
+        instruments: args.restore_windows.unwrap_or(args.instruments),
         seed: 42,
         out: dir.clone(),
         bad_ratio: 0.01,
@@ -136,44 +242,75 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         jitter_ms: 800,
         start_ms: 1_709_303_400_000,
     })?;
+    if let Some(windows) = args.restore_windows {
+        return restore_bench(args, &dir, windows);
+    }
     let graph = dir.join("bench.toml");
     std::fs::write(&graph, example_graph(&dir))?;
-    let exe = std::env::current_exe()?;
+    let ckpt_graph = dir.join("bench-ckpt.toml");
+    if let Some(interval) = &args.checkpoint_interval {
+        std::fs::write(
+            &ckpt_graph,
+            example_graph(&dir) + &format!("\n[checkpoint]\ninterval = \"{interval}\"\n"),
+        )?;
+    }
+    let modes: Vec<bool> = match args.checkpoint_interval {
+        Some(_) => vec![false, true],
+        None => vec![false],
+    };
     let mut medians = Vec::new();
-    println!("| workers | median ticks/s | min | max | peak RSS (MiB, max) | runs |");
-    println!("|---|---|---|---|---|---|");
+    println!("| workers | checkpoints | median ticks/s | min | max | peak RSS (MiB, max) | checkpoints committed | median commit ms (first save to marker) | median longest save ms | runs |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &w in &args.workers {
-        let mut rates = Vec::new();
-        let mut rss: u64 = 0;
-        for i in 0..args.runs.max(1) {
-            let summary_path = dir.join(format!("summary-{w}-{i}.json"));
-            let status = Command::new(&exe)
-                .arg("run")
-                .arg(&graph)
-                .args(["--workers", &w.to_string()])
-                .arg("--summary-json")
-                .arg(&summary_path)
-                .stderr(Stdio::null())
-                .status()
-                .context("starting tickflow run")?;
-            if !status.success() {
-                bail!("tickflow run failed with {status}");
+        let mut off_median = None;
+        for &ckpt in &modes {
+            let mut rates = Vec::new();
+            let mut rss: u64 = 0;
+            let (mut committed, mut align, mut write) = (0, Vec::new(), Vec::new());
+            for i in 0..args.runs.max(1) {
+                let summary_path = dir.join(format!("summary-{w}-{i}.json"));
+                let state = dir.join(format!("state-{w}-{i}"));
+                let _ = std::fs::remove_dir_all(&state);
+                let summary = if ckpt {
+                    run_child(&ckpt_graph, w, &summary_path, Some(&state), None)?
+                } else {
+                    run_child(&graph, w, &summary_path, None, None)?
+                }
+                .context("run")?;
+                let _ = std::fs::remove_dir_all(&state);
+                rates.push(summary.ticks_per_sec);
+                rss = rss.max(summary.peak_rss_bytes.unwrap_or(0));
+                committed = summary.checkpoints.committed;
+                align.extend(summary.checkpoints.align_ms);
+                write.extend(summary.checkpoints.write_ms);
             }
-            let summary: Summary = serde_json::from_str(&std::fs::read_to_string(&summary_path)?)?;
-            rates.push(summary.ticks_per_sec);
-            rss = rss.max(summary.peak_rss_bytes.unwrap_or(0));
+            let (min, max) = (
+                rates.iter().copied().fold(f64::INFINITY, f64::min),
+                rates.iter().copied().fold(0.0, f64::max),
+            );
+            let med = median(&mut rates);
+            let label = match (ckpt, &args.checkpoint_interval) {
+                (true, Some(i)) => format!("every {i}"),
+                _ => "off".to_string(),
+            };
+            println!(
+                "| {w} | {label} | {med:.0} | {min:.0} | {max:.0} | {:.1} | {committed} | {:.1} | {:.1} | {} |",
+                rss as f64 / (1024.0 * 1024.0),
+                median(&mut align),
+                median(&mut write),
+                args.runs.max(1)
+            );
+            match off_median {
+                None => {
+                    off_median = Some(med);
+                    medians.push((w, med));
+                }
+                Some(off) => println!(
+                    "checkpoints on / off with {w} worker(s): {:.3} (median ticks/s)",
+                    med / off
+                ),
+            }
         }
-        let (min, max) = (
-            rates.iter().copied().fold(f64::INFINITY, f64::min),
-            rates.iter().copied().fold(0.0, f64::max),
-        );
-        let med = median(&mut rates);
-        medians.push((w, med));
-        println!(
-            "| {w} | {med:.0} | {min:.0} | {max:.0} | {:.1} | {} |",
-            rss as f64 / (1024.0 * 1024.0),
-            args.runs.max(1)
-        );
     }
     if let (Some((w0, base)), true) = (medians.first(), medians.len() > 1) {
         for (w, m) in &medians[1..] {

@@ -58,8 +58,9 @@ pub trait LineSink: Send {
     fn write_line(&mut self, line: &str) -> Result<(), ConnectorError>;
     /// Hands everything written so far to the operating system (flushes buffers).
     fn flush(&mut self) -> Result<(), ConnectorError>;
-    /// Makes everything written so far durable (flush and fsync) and returns the output's
+    /// Hands everything written so far to the operating system and returns the output's
     /// length in bytes, the position a restart truncates back to (0 where output cannot be
-    /// truncated, such as stdout).
-    fn sync(&mut self) -> Result<u64, ConnectorError>;
+    /// truncated, such as stdout). With `fsync` the output is also made durable; without, the
+    /// caller syncs the file later (the checkpoint coordinator does, before committing).
+    fn sync(&mut self, fsync: bool) -> Result<u64, ConnectorError>;
 }

@@ -40,6 +40,8 @@ use crate::EngineError;
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
 /// Default `checkpoint.retain`.
 pub const DEFAULT_RETAIN: usize = 3;
+/// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
+pub const FOLD_EVERY: u64 = 8;
 /// Manifest format written by this build.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -479,12 +481,18 @@ impl DataDir {
         Ok(chosen)
     }
 
-    /// Writes the commit marker for `m`, then applies retention: keeps the newest
-    /// `retain` markers, folds older state into the base and deletes older markers.
-    pub fn commit(&self, m: &Manifest) -> Result<(), EngineError> {
+    /// Writes the commit marker for `m` once the state log and the sink files are synced,
+    /// then applies retention: keeps the newest `retain` markers and deletes older ones; once it
+    /// is [`FOLD_EVERY`] intervals behind, state older than the oldest kept marker is folded into the base.
+    pub fn commit(&self, m: &Manifest, sink_files: &[PathBuf]) -> Result<(), EngineError> {
         self.store
             .sync()
             .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        for path in sink_files {
+            File::open(path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| io(path, e))?;
+        }
         crate::fault::point("before-marker");
         let path = self.path.join("checkpoints").join(manifest_name(m.id));
         write_atomic(&path, &encode_manifest(m))?;
@@ -497,7 +505,10 @@ impl DataDir {
                 .store
                 .base_version()
                 .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-            if oldest_kept.id > base {
+            // Deltas of deleted markers stay readable (a restore reads base + every delta up to
+            // its checkpoint), so folding can wait and batch many checkpoints into one pass.
+            let batch = FOLD_EVERY.saturating_mul(self.config.interval_ms);
+            if oldest_kept.id > base && oldest_kept.id - base >= batch {
                 self.store
                     .fold_through(oldest_kept.id)
                     .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
@@ -534,6 +545,7 @@ pub struct CheckpointStats {
 /// Collects part reports and commits checkpoints every part has passed.
 pub struct Coordinator {
     dir: Arc<DataDir>,
+    sink_files: Vec<PathBuf>,
     expected: Vec<PartId>,
     workers: usize,
     committed: u64,
@@ -542,10 +554,18 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator waiting for `expected` parts; `restored` is the checkpoint resumed from.
-    pub fn new(dir: Arc<DataDir>, expected: Vec<PartId>, workers: usize, restored: u64) -> Self {
+    /// A coordinator waiting for `expected` parts; `restored` is the checkpoint resumed from;
+    /// `sink_files` are fsync'd before every commit.
+    pub fn new(
+        dir: Arc<DataDir>,
+        expected: Vec<PartId>,
+        sink_files: Vec<PathBuf>,
+        workers: usize,
+        restored: u64,
+    ) -> Self {
         Coordinator {
             dir,
+            sink_files,
             expected,
             workers,
             committed: restored,
@@ -560,15 +580,17 @@ impl Coordinator {
         reports: crossbeam_channel::Receiver<Report>,
     ) -> Result<CheckpointStats, EngineError> {
         let mut result = Ok(());
-        for report in reports {
-            if result.is_err() {
-                continue;
+        while let Ok(first) = reports.recv() {
+            // Take every report already waiting, then commit only the newest checkpoint.
+            for report in std::iter::once(first).chain(reports.try_iter()) {
+                self.reports
+                    .entry(report.part.clone())
+                    .or_default()
+                    .push((report, Instant::now()));
             }
-            self.reports
-                .entry(report.part.clone())
-                .or_default()
-                .push((report, Instant::now()));
-            result = self.try_commit();
+            if result.is_ok() {
+                result = self.try_commit();
+            }
         }
         result.map(|_| self.stats)
     }
@@ -631,7 +653,7 @@ impl Coordinator {
             }
         }
         m.align_ms = first.map_or(0.0, |f| f.elapsed().as_secs_f64() * 1000.0);
-        self.dir.commit(&m)?;
+        self.dir.commit(&m, &self.sink_files)?;
         self.committed = id;
         self.stats.committed += 1;
         self.stats.last_id = Some(id);

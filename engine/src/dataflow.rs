@@ -213,7 +213,7 @@ impl OperatorPart {
             self.part
                 .ctx
                 .store
-                .write_delta(due.0, &ops)
+                .write_delta(due.0, &self.part.id.to_string(), &ops)
                 .map_err(|e| format!("{}: {e}", self.part.id))?
         };
         fault::point("after-state-write");
@@ -867,8 +867,8 @@ fn window<'s>(
 }
 
 /// Gathers lines on worker 0 and writes each time's lines, sorted, once the frontier passes it.
-/// With a checkpoint `part`, it fsyncs and records the output length before writing the first
-/// line at or after a checkpoint time, and on restore truncates the output back to the length
+/// With a checkpoint `part`, it flushes and records the output length before writing the first
+/// line at or after a checkpoint time (the coordinator fsyncs the file before committing), and on restore truncates the output back to the length
 /// the restored checkpoint recorded.
 fn write_sink(
     lines: S<'_, String>,
@@ -935,7 +935,8 @@ fn write_sink(
                     return;
                 };
                 let started = Instant::now();
-                let saved = w.sync().map_err(|e| e.to_string()).and_then(|bytes| {
+                // Flushed here; the coordinator fsyncs the file before committing.
+                let saved = w.sync(false).map_err(|e| e.to_string()).and_then(|bytes| {
                     let pos = SinkPosition { bytes, lines };
                     p.save_position(due, PartInfo::Sink(pos), started)
                 });

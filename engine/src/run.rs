@@ -12,6 +12,7 @@ use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
 use crate::dataflow::{self, Durability, Failure};
+use crate::plan::SinkKind;
 use crate::{EngineError, Metrics, Plan};
 
 /// How to run a plan.
@@ -221,9 +222,18 @@ pub fn run(
             }
             let (tx, rx) = crossbeam_channel::unbounded();
             let expected = expected_parts(&plan, workers);
+            let sink_files = plan
+                .sinks
+                .iter()
+                .filter_map(|s| match &s.kind {
+                    SinkKind::File { path } => Some(path.clone()),
+                    SinkKind::Stdout => None,
+                })
+                .collect();
             let c = Coordinator::new(
                 Arc::clone(&dir),
                 expected,
+                sink_files,
                 workers,
                 manifest.as_ref().map_or(0, |m| m.id),
             );

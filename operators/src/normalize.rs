@@ -429,4 +429,58 @@ mod tests {
             "forgotten once the watermark reaches ts + retention"
         );
     }
+
+    #[test]
+    fn dedup_snapshots_restore_keys_split_by_venue_and_drop_expired_buckets() {
+        let n = normalizer();
+        let tick = |venue: &str, seq: u64, ts: u64| {
+            let mut t = n.normalize(raw(&format!("{T}}}"))).unwrap();
+            t.venue = venue.into();
+            t.seq = seq;
+            t.ts_ns = ts as i64 * 1_000_000;
+            t
+        };
+        let mut d = Deduper::durable(30_000);
+        let mut model = std::collections::BTreeMap::new();
+        let mut save = |d: &mut Deduper, label| {
+            let mut ops = vec![];
+            d.snapshot(label, &mut ops);
+            for (_, op) in ops {
+                match op {
+                    DeltaOp::DeleteBelow { key } => model = model.split_off(&key),
+                    DeltaOp::Put { key, value } => {
+                        model.insert(key, value);
+                    }
+                    DeltaOp::Delete { key } => {
+                        model.remove(&key);
+                    }
+                }
+            }
+            model.clone()
+        };
+        assert!(d.first_seen(&tick("V", 1, 1_000)));
+        assert!(d.first_seen(&tick("W", 1, 2_000)));
+        save(&mut d, 10_000);
+        assert!(d.first_seen(&tick("V", 2, 45_000)));
+        d.advance(40_000); // the first two expire at 31s and 32s
+        let stored = save(&mut d, 50_000);
+        assert_eq!(stored.len(), 1, "the expired bucket left storage");
+
+        let mut v = Deduper::durable(30_000);
+        let mut w = Deduper::durable(30_000);
+        for (k, val) in &stored {
+            v.restore_entry("dedup", k, val, &|venue| venue == "V")
+                .unwrap();
+            w.restore_entry("dedup", k, val, &|venue| venue == "W")
+                .unwrap();
+        }
+        v.finish_restore(50_000);
+        w.finish_restore(50_000);
+        assert_eq!((v.entries(), w.entries()), (1, 0));
+        assert!(!v.first_seen(&tick("V", 2, 45_000)), "restored key");
+        assert!(
+            v.first_seen(&tick("V", 1, 46_000)),
+            "expired key is new again"
+        );
+    }
 }

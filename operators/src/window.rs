@@ -55,10 +55,16 @@ pub struct WindowConfig {
 }
 
 /// The state tables a `window` operator keeps.
-pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
-    name: "windows",
-    description: "open bars keyed by (window end, instrument_id)",
-}];
+pub const TABLES: &[TableDescriptor] = &[
+    TableDescriptor {
+        name: "instruments",
+        description: "reference rows of the instruments bars were built for, by instrument_id",
+    },
+    TableDescriptor {
+        name: "windows",
+        description: "open bars keyed by (window end, instrument_id)",
+    },
+];
 
 /// A validated window shape in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,9 +152,19 @@ impl WindowSpec {
 /// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
 type TickOrder = (i64, String, u64);
 
+fn unknown_instrument() -> Arc<Instrument> {
+    Arc::new(Instrument {
+        instrument_id: Arc::from(""),
+        symbol: String::new(),
+        attributes: Vec::new(),
+    })
+}
+
 /// One bar being built.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BarAcc {
+    /// Stored once per instrument in table `instruments`, not with every window.
+    #[serde(skip, default = "unknown_instrument")]
     instrument: Arc<Instrument>,
     start_ms: u64,
     open: (TickOrder, Decimal),
@@ -233,6 +249,8 @@ impl BarAcc {
 pub struct WindowState {
     spec: WindowSpec,
     windows: Table<(u64, Arc<str>), BarAcc>,
+    /// Instruments whose reference row is in storage (or being restored), by id.
+    stored_instruments: std::collections::HashMap<Arc<str>, Arc<Instrument>>,
 }
 
 impl WindowState {
@@ -241,6 +259,7 @@ impl WindowState {
         WindowState {
             spec,
             windows: Table::new(false),
+            stored_instruments: Default::default(),
         }
     }
 
@@ -249,6 +268,7 @@ impl WindowState {
         WindowState {
             spec,
             windows: Table::new(true),
+            stored_instruments: Default::default(),
         }
     }
 
@@ -341,8 +361,9 @@ impl WindowState {
 }
 
 /// Stored as table `windows`: key `window end ‖ instrument_id` (so windows are found by end
-/// with a range scan), value the bar being built. A snapshot writes the windows changed since the
-/// previous one and deletes the ones forgotten.
+/// with a range scan), value the bar being built; and table `instruments`: each instrument's
+/// reference row once, by id. A snapshot writes the windows changed since the previous one and
+/// deletes the ones forgotten.
 impl Durable for WindowState {
     fn snapshot(&mut self, _label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
         let key = |(end, id): &(u64, Arc<str>)| {
@@ -354,6 +375,19 @@ impl Durable for WindowState {
         for change in self.windows.take_changes() {
             match change {
                 Change::Put(k, acc) => {
+                    if !self.stored_instruments.contains_key(&k.1) {
+                        if let Ok(value) = codec::encode(&*acc.instrument) {
+                            out.push((
+                                "instruments",
+                                DeltaOp::Put {
+                                    key: k.1.as_bytes().to_vec(),
+                                    value,
+                                },
+                            ));
+                        }
+                        self.stored_instruments
+                            .insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
+                    }
                     // Bars hold decimals, strings and integers: encoding cannot fail.
                     if let Ok(value) = codec::encode(&acc) {
                         out.push((
@@ -377,20 +411,43 @@ impl Durable for WindowState {
         value: &[u8],
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<(), StateError> {
-        if table != "windows" {
-            return Err(StateError::Corrupt(format!(
+        let utf8 = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| StateError::Corrupt("instrument_id is not UTF-8".into()))
+        };
+        match table {
+            // Restored before `windows` (table order).
+            "instruments" => {
+                let id = utf8(key)?;
+                if owns(&id) {
+                    let instrument: Instrument = codec::decode(value)?;
+                    self.stored_instruments
+                        .insert(Arc::from(id.as_str()), Arc::new(instrument));
+                }
+                Ok(())
+            }
+            "windows" => {
+                let (end, id) = split_u64(key)?;
+                let id = utf8(id)?;
+                if !owns(&id) {
+                    return Ok(());
+                }
+                let mut acc: BarAcc = codec::decode(value)?;
+                let Some((id, instrument)) = self.stored_instruments.get_key_value(id.as_str())
+                else {
+                    return Err(StateError::Corrupt(format!(
+                        "window of instrument {id} without its reference row"
+                    )));
+                };
+                acc.instrument = Arc::clone(instrument);
+                self.windows.insert((end, Arc::clone(id)), acc);
+                Ok(())
+            }
+            _ => Err(StateError::Corrupt(format!(
                 "window has no table `{table}`"
-            )));
+            ))),
         }
-        let (end, id) = split_u64(key)?;
-        let id = std::str::from_utf8(id)
-            .map_err(|_| StateError::Corrupt("window instrument_id is not UTF-8".into()))?;
-        if !owns(id) {
-            return Ok(());
-        }
-        let acc: BarAcc = codec::decode(value)?;
-        self.windows.insert((end, Arc::from(id)), acc);
-        Ok(())
     }
 
     fn finish_restore(&mut self, as_of: u64) {
@@ -599,5 +656,72 @@ mod tests {
         assert_eq!(bars[0].window_start_ms, 30_000);
         let late = w.apply(90_000, tick("A", 45_000, "V", 2, "1", "1"), &mut bars);
         assert!(late.is_some());
+    }
+
+    type Model =
+        std::collections::BTreeMap<&'static str, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>;
+
+    /// What storage holds after applying snapshot ops, as the store does.
+    fn store(model: &mut Model, ops: Vec<(&'static str, DeltaOp)>) {
+        for (table, op) in ops {
+            let t = model.entry(table).or_default();
+            match op {
+                DeltaOp::DeleteBelow { key } => *t = t.split_off(&key),
+                DeltaOp::Put { key, value } => {
+                    t.insert(key, value);
+                }
+                DeltaOp::Delete { key } => {
+                    t.remove(&key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn snapshots_restore_the_same_windows_split_by_owner() {
+        let s = spec("1m", None, "10s");
+        let mut w = WindowState::durable(s);
+        let mut bars = vec![];
+        let mut model = Model::new();
+        w.apply(1_000, tick("A", 1_000, "V", 1, "10", "1"), &mut bars);
+        w.apply(1_000, tick("B", 2_000, "V", 2, "20", "2"), &mut bars);
+        let mut ops = vec![];
+        w.snapshot(10_000, &mut ops);
+        assert_eq!(ops.len(), 4, "two windows and two instruments");
+        store(&mut model, ops);
+        w.apply(61_000, tick("A", 61_000, "V", 3, "11", "1"), &mut bars);
+        w.advance(75_000, &mut bars); // [0,60s) of A and B emitted and forgotten
+        let mut ops = vec![];
+        w.snapshot(80_000, &mut ops);
+        assert!(ops
+            .iter()
+            .any(|(_, op)| matches!(op, DeltaOp::Delete { .. })));
+        assert!(
+            ops.iter().all(|(t, _)| *t == "windows"),
+            "instruments are stored once"
+        );
+        store(&mut model, ops);
+        assert_eq!(model["windows"].len(), 1, "forgotten windows leave storage");
+
+        // Restored on two workers, each takes its own instruments only.
+        let mut a = WindowState::durable(s);
+        let mut b = WindowState::durable(s);
+        for table in TABLES {
+            for (k, v) in &model[table.name] {
+                a.restore_entry(table.name, k, v, &|id| id == "A").unwrap();
+                b.restore_entry(table.name, k, v, &|id| id == "B").unwrap();
+            }
+        }
+        a.finish_restore(80_000);
+        b.finish_restore(80_000);
+        assert_eq!((a.entries(), b.entries()), (1, 0));
+        // The restored window continues exactly like the original.
+        let (mut x, mut y) = (vec![], vec![]);
+        w.apply(90_000, tick("A", 62_000, "W", 4, "9", "1"), &mut x);
+        a.apply(90_000, tick("A", 62_000, "W", 4, "9", "1"), &mut y);
+        w.advance(130_000, &mut x);
+        a.advance(130_000, &mut y);
+        assert_eq!(format!("{x:?}"), format!("{y:?}"));
+        assert!(a.restore_entry("dedup", b"", b"", &|_| true).is_err());
     }
 }

@@ -4,11 +4,13 @@
 //! and sinks recorded at each checkpoint) and `meta`. Inside a table's column family:
 //!
 //! - `0x00 ‖ key` is the **base**: the table as of the base checkpoint (the oldest one kept);
-//! - `0x01 ‖ label ‖ op ‖ key` are **deltas**: the changes each snapshot wrote, `label` being
-//!   the first checkpoint time the snapshot covers (big-endian, so deltas sort by checkpoint).
-//!   `op` 0 is a range delete (`DeleteBelow`, applied first), `op` 1 a put or delete.
+//! - `0x01 ‖ label ‖ writer` are **deltas**: the changes one snapshot of one writer (an operator
+//!   instance) made, as one value, `label` being the first checkpoint time the snapshot covers
+//!   (big-endian, so deltas sort by checkpoint). One RocksDB entry per snapshot keeps the
+//!   per-checkpoint cost flat however many keys changed.
 //!
-//! Reading the table as of checkpoint `T` is base ⊕ every delta with `label <= T`, in order.
+//! Reading the table as of checkpoint `T` is base ⊕ every delta with `label <= T`, in order
+//! (within one label: range deletes first, then puts and deletes).
 //! When a checkpoint leaves the retention window, [`Store::fold_through`] merges its deltas into
 //! the base in one atomic batch; deltas past the checkpoint a restart resumes from are dropped
 //! by [`Store::discard_after`]. Snapshot writes are not synced one by one: [`Store::sync`] syncs
@@ -34,9 +36,8 @@ const RESERVED: [&str; 3] = ["default", META_CF, PARTS_CF];
 const BASE: u8 = 0;
 const DELTA: u8 = 1;
 const OP_RANGE: u8 = 0;
-const OP_KEY: u8 = 1;
-const TAG_DELETE: u8 = 0;
-const TAG_PUT: u8 = 1;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
 const BASE_VERSION_KEY: &[u8] = b"base_version";
 
 /// Operator state and checkpoint records in one RocksDB database.
@@ -92,14 +93,25 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
         opts.set_max_total_wal_size(64 << 20);
+        // Snapshots are small and frequent: modest memtables keep memory flat.
+        opts.set_write_buffer_size(8 << 20);
+        opts.set_db_write_buffer_size(32 << 20);
+        // Snapshots only append; reads happen at restore and fold. A vector memtable makes an
+        // insert an append (sorted once, when flushed or read) instead of a skiplist search.
+        opts.set_allow_concurrent_memtable_write(false);
         let mut names: BTreeSet<String> = RESERVED.iter().map(|s| s.to_string()).collect();
         names.extend(tables.iter().cloned());
         if let Ok(existing) = DB::list_cf(&Options::default(), path) {
             names.extend(existing);
         }
-        let cfs = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = names.iter().map(|n| {
+            let mut cf = Options::default();
+            cf.set_write_buffer_size(8 << 20);
+            cf.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+            // Values are small and short-lived: compression would cost more than it saves.
+            cf.set_compression_type(rocksdb::DBCompressionType::None);
+            ColumnFamilyDescriptor::new(n, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| db_err(path, e))?;
         Ok(Store {
             db,
@@ -157,38 +169,63 @@ impl Store {
         Ok(())
     }
 
-    /// Writes one snapshot's changes for checkpoint `label` in one atomic batch (not synced;
-    /// see [`Store::sync`]). Returns the bytes written.
-    pub fn write_delta(&self, label: u64, ops: &[(String, DeltaOp)]) -> Result<u64, StateError> {
+    /// Writes one snapshot's changes for checkpoint `label`, made by `writer` (unique among
+    /// the snapshots of one checkpoint), in one atomic batch (not synced; see [`Store::sync`]).
+    /// Returns the bytes written.
+    pub fn write_delta(
+        &self,
+        label: u64,
+        writer: &str,
+        ops: &[(String, DeltaOp)],
+    ) -> Result<u64, StateError> {
+        let mut blobs: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for (table, op) in ops {
+            encode_op(blobs.entry(table.as_str()).or_default(), op);
+        }
         let mut batch = WriteBatch::default();
         let mut bytes = 0u64;
-        let prefix = delta_prefix(label);
-        for (table, op) in ops {
-            let cf = self.cf(table)?;
-            let mut key = prefix.clone();
-            let mut value = Vec::new();
-            match op {
-                DeltaOp::DeleteBelow { key: bound } => {
-                    key.push(OP_RANGE);
-                    value.extend_from_slice(bound);
-                }
-                DeltaOp::Put { key: k, value: v } => {
-                    key.push(OP_KEY);
-                    key.extend_from_slice(k);
-                    value.push(TAG_PUT);
-                    value.extend_from_slice(v);
-                }
-                DeltaOp::Delete { key: k } => {
-                    key.push(OP_KEY);
-                    key.extend_from_slice(k);
-                    value.push(TAG_DELETE);
-                }
-            }
-            bytes += (key.len() + value.len()) as u64;
-            batch.put_cf(cf, key, value);
+        let mut key = delta_prefix(label);
+        key.extend_from_slice(writer.as_bytes());
+        for (table, blob) in &blobs {
+            bytes += (key.len() + blob.len()) as u64;
+            batch.put_cf(self.cf(table)?, &key, blob);
         }
         self.db.write(batch).map_err(|e| self.err(e))?;
         Ok(bytes)
+    }
+
+    /// Every delta of `cf` with `from <= label < to`, label by label: `f(label, ops)` with the
+    /// range deletes of all writers first.
+    fn deltas(
+        &self,
+        cf: &ColumnFamily,
+        from: &[u8],
+        to: &[u8],
+        mut f: impl FnMut(u64, Vec<DeltaOp>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut current: Option<(u64, Vec<DeltaOp>, Vec<DeltaOp>)> = None;
+        self.scan(cf, from, to, |k, v| {
+            let (label, _writer) = split_u64(&k[1..])?;
+            if current.as_ref().is_some_and(|c| c.0 != label) {
+                if let Some((l, mut ranges, keys)) = current.take() {
+                    ranges.extend(keys);
+                    f(l, ranges)?;
+                }
+            }
+            let entry = current.get_or_insert_with(|| (label, Vec::new(), Vec::new()));
+            for op in decode_ops(v)? {
+                match op {
+                    DeltaOp::DeleteBelow { .. } => entry.1.push(op),
+                    _ => entry.2.push(op),
+                }
+            }
+            Ok(())
+        })?;
+        if let Some((l, mut ranges, keys)) = current {
+            ranges.extend(keys);
+            f(l, ranges)?;
+        }
+        Ok(())
     }
 
     /// Records what part `part` (a source or sink) made durable for checkpoint `label`.
@@ -231,26 +268,21 @@ impl Store {
             map.insert(k[1..].to_vec(), v.to_vec());
             Ok(())
         })?;
-        let end = delta_prefix(as_of.saturating_add(1));
-        let end = if as_of == u64::MAX {
-            vec![DELTA + 1]
-        } else {
-            end
+        let end = match as_of.checked_add(1) {
+            Some(next) => delta_prefix(next),
+            None => vec![DELTA + 1],
         };
-        self.scan(cf, &[DELTA], &end, |k, v| {
-            let (_, rest) = split_u64(&k[1..])?;
-            let (&op, key) = rest
-                .split_first()
-                .ok_or_else(|| StateError::Corrupt("delta key without op".into()))?;
-            match (op, v.split_first()) {
-                (OP_RANGE, _) => map = map.split_off(v),
-                (OP_KEY, Some((&TAG_PUT, value))) => {
-                    map.insert(key.to_vec(), value.to_vec());
+        self.deltas(cf, &[DELTA], &end, |_, ops| {
+            for op in ops {
+                match op {
+                    DeltaOp::DeleteBelow { key } => map = map.split_off(&key),
+                    DeltaOp::Put { key, value } => {
+                        map.insert(key, value);
+                    }
+                    DeltaOp::Delete { key } => {
+                        map.remove(&key);
+                    }
                 }
-                (OP_KEY, Some((&TAG_DELETE, _))) => {
-                    map.remove(key);
-                }
-                _ => return Err(StateError::Corrupt(format!("bad delta entry in {table}"))),
             }
             Ok(())
         })?;
@@ -272,31 +304,51 @@ impl Store {
     }
 
     /// Merges every delta with `label <= version` into the base and makes `version` the base
-    /// version, in one synced batch; part records up to `version` are dropped with them.
+    /// version, in one atomic batch (durable with the next [`Store::sync`]; losing it in a
+    /// crash loses nothing, the deltas stay); part records up to `version` are dropped with
+    /// them.
     pub fn fold_through(&self, version: u64) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         let end = delta_prefix(version.saturating_add(1));
+        let base_key = |key: &[u8]| {
+            let mut b = Vec::with_capacity(key.len() + 1);
+            b.push(BASE);
+            b.extend_from_slice(key);
+            b
+        };
         for table in self.tables()? {
             let cf = self.cf(&table)?;
-            self.scan(cf, &[DELTA], &end, |k, v| {
-                let (_, rest) = split_u64(&k[1..])?;
-                let (&op, key) = rest
-                    .split_first()
-                    .ok_or_else(|| StateError::Corrupt("delta key without op".into()))?;
-                let base_key = |key: &[u8]| {
-                    let mut b = Vec::with_capacity(key.len() + 1);
-                    b.push(BASE);
-                    b.extend_from_slice(key);
-                    b
-                };
-                match (op, v.split_first()) {
-                    (OP_RANGE, _) => batch.delete_range_cf(cf, vec![BASE], base_key(v)),
-                    (OP_KEY, Some((&TAG_PUT, value))) => batch.put_cf(cf, base_key(key), value),
-                    (OP_KEY, Some((&TAG_DELETE, _))) => batch.delete_cf(cf, base_key(key)),
-                    _ => return Err(StateError::Corrupt(format!("bad delta entry in {table}"))),
+            // Merge the deltas first, so a key updated at many checkpoints is written once.
+            let mut cut: Option<Vec<u8>> = None;
+            let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            self.deltas(cf, &[DELTA], &end, |_, ops| {
+                for op in ops {
+                    match op {
+                        DeltaOp::DeleteBelow { key } => {
+                            overlay = overlay.split_off(&key);
+                            if cut.as_deref().is_none_or(|c| c < key.as_slice()) {
+                                cut = Some(key);
+                            }
+                        }
+                        DeltaOp::Put { key, value } => {
+                            overlay.insert(key, Some(value));
+                        }
+                        DeltaOp::Delete { key } => {
+                            overlay.insert(key, None);
+                        }
+                    }
                 }
                 Ok(())
             })?;
+            if let Some(cut) = cut {
+                batch.delete_range_cf(cf, vec![BASE], base_key(&cut));
+            }
+            for (key, value) in overlay {
+                match value {
+                    Some(v) => batch.put_cf(cf, base_key(&key), v),
+                    None => batch.delete_cf(cf, base_key(&key)),
+                }
+            }
             batch.delete_range_cf(cf, vec![DELTA], end.clone());
         }
         batch.delete_range_cf(
@@ -305,9 +357,7 @@ impl Store {
             version.saturating_add(1).to_be_bytes().to_vec(),
         );
         batch.put_cf(self.cf(META_CF)?, BASE_VERSION_KEY, version.to_be_bytes());
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+        self.db.write(batch).map_err(|e| self.err(e))
     }
 
     /// Drops every delta and part record after checkpoint `version` (left by a checkpoint that
@@ -340,6 +390,60 @@ impl Store {
     }
 }
 
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Appends one op: `op ‖ len ‖ key ‖ (len ‖ value)`.
+fn encode_op(out: &mut Vec<u8>, op: &DeltaOp) {
+    match op {
+        DeltaOp::DeleteBelow { key } => {
+            out.push(OP_RANGE);
+            put_bytes(out, key);
+        }
+        DeltaOp::Put { key, value } => {
+            out.push(OP_PUT);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        DeltaOp::Delete { key } => {
+            out.push(OP_DELETE);
+            put_bytes(out, key);
+        }
+    }
+}
+
+fn decode_ops(mut bytes: &[u8]) -> Result<Vec<DeltaOp>, StateError> {
+    fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
+        let corrupt = || StateError::Corrupt("truncated delta".into());
+        let len: [u8; 4] = bytes
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?;
+        let len = u32::from_le_bytes(len) as usize;
+        let body = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+        *bytes = &bytes[4 + len..];
+        Ok(body)
+    }
+    let mut ops = Vec::new();
+    while let Some((&op, rest)) = bytes.split_first() {
+        bytes = rest;
+        let key = take(&mut bytes)?.to_vec();
+        ops.push(match op {
+            OP_RANGE => DeltaOp::DeleteBelow { key },
+            OP_PUT => DeltaOp::Put {
+                key,
+                value: take(&mut bytes)?.to_vec(),
+            },
+            OP_DELETE => DeltaOp::Delete { key },
+            other => return Err(StateError::Corrupt(format!("unknown delta op {other}"))),
+        });
+    }
+    Ok(ops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,11 +474,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &["op/t".into()]).unwrap();
         store
-            .write_delta(10, &[put(b"a", b"1"), put(b"b", b"1"), put(b"c", b"1")])
+            .write_delta(
+                10,
+                "w",
+                &[put(b"a", b"1"), put(b"b", b"1"), put(b"c", b"1")],
+            )
             .unwrap();
         store
             .write_delta(
                 20,
+                "w",
                 &[
                     ("op/t".into(), DeltaOp::DeleteBelow { key: b"b".to_vec() }),
                     put(b"a", b"2"),
@@ -382,7 +491,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        store.write_delta(30, &[put(b"d", b"3")]).unwrap();
+        store.write_delta(30, "w", &[put(b"d", b"3")]).unwrap();
         let v = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
         assert_eq!(all(&store, 10), vec![v("a", "1"), v("b", "1"), v("c", "1")]);
         // The range delete runs before the same snapshot's puts.

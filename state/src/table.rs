@@ -37,30 +37,25 @@ pub enum Change<K, V> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Table<K: Ord + Clone, V> {
-    entries: BTreeMap<K, V>,
-    dirty: Option<BTreeSet<K>>,
+    /// Each value with whether it changed since the last [`Table::take_changes`].
+    entries: BTreeMap<K, (V, bool)>,
+    /// Keys that became dirty (in order) and keys removed, when tracking.
+    changed: Option<(Vec<K>, Vec<K>)>,
 }
 
 impl<K: Ord + Clone, V: Clone> Table<K, V> {
     /// An empty table; with `track_changes` it records changed keys for [`Table::take_changes`].
+    /// Tracking costs one flag check per update: a key is listed once per snapshot interval.
     pub fn new(track_changes: bool) -> Self {
         Table {
             entries: BTreeMap::new(),
-            dirty: track_changes.then(BTreeSet::new),
-        }
-    }
-
-    fn touch(&mut self, key: &K) {
-        if let Some(dirty) = self.dirty.as_mut() {
-            if !dirty.contains(key) {
-                dirty.insert(key.clone());
-            }
+            changed: track_changes.then(Default::default),
         }
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.entries.get(key)
+        self.entries.get(key).map(|(v, _)| v)
     }
 
     /// Whether `key` is present.
@@ -70,42 +65,69 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// The value under `key`, for update; marks the key changed.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        if self.entries.contains_key(key) {
-            self.touch(key);
+        let (value, dirty) = self.entries.get_mut(key)?;
+        if let (false, Some((keys, _))) = (*dirty, self.changed.as_mut()) {
+            *dirty = true;
+            keys.push(key.clone());
         }
-        self.entries.get_mut(key)
+        Some(value)
     }
 
     /// The value under `key`, inserted with `make` when absent; marks the key changed.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        self.touch(&key);
-        self.entries.entry(key).or_insert_with(make)
+        use std::collections::btree_map::Entry;
+        let tracking = self.changed.is_some();
+        match self.entries.entry(key) {
+            Entry::Occupied(e) => {
+                let (k, slot) = (e.key().clone(), e.into_mut());
+                if tracking && !slot.1 {
+                    slot.1 = true;
+                    if let Some((keys, _)) = self.changed.as_mut() {
+                        keys.push(k);
+                    }
+                }
+                &mut slot.0
+            }
+            Entry::Vacant(e) => {
+                if let Some((keys, _)) = self.changed.as_mut() {
+                    keys.push(e.key().clone());
+                }
+                &mut e.insert((make(), tracking)).0
+            }
+        }
     }
 
     /// Sets `key` to `value`; marks the key changed.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.touch(&key);
-        self.entries.insert(key, value)
+        let tracking = self.changed.is_some();
+        let old = self.entries.insert(key.clone(), (value, tracking));
+        if let (Some((keys, _)), false) = (self.changed.as_mut(), old.as_ref().is_some_and(|o| o.1))
+        {
+            keys.push(key);
+        }
+        old.map(|(v, _)| v)
     }
 
     /// Removes `key`; marks the key changed.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let removed = self.entries.remove(key);
-        if removed.is_some() {
-            self.touch(key);
+        let (value, _) = self.entries.remove(key)?;
+        if let Some((_, removed)) = self.changed.as_mut() {
+            removed.push(key.clone());
         }
-        removed
+        Some(value)
     }
 
     /// Removes and returns entries from the smallest key up, while `keep_going` holds.
     pub fn pop_first_while(&mut self, mut keep_going: impl FnMut(&K, &V) -> bool) -> Vec<(K, V)> {
         let mut out = Vec::new();
         while let Some(entry) = self.entries.first_entry() {
-            if !keep_going(entry.key(), entry.get()) {
+            if !keep_going(entry.key(), &entry.get().0) {
                 break;
             }
-            let (k, v) = entry.remove_entry();
-            self.touch(&k);
+            let (k, (v, _)) = entry.remove_entry();
+            if let Some((_, removed)) = self.changed.as_mut() {
+                removed.push(k.clone());
+            }
             out.push((k, v));
         }
         out
@@ -113,12 +135,12 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// Entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.entries.iter()
+        self.entries.iter().map(|(k, (v, _))| (k, v))
     }
 
     /// Entries with keys in `range`, in key order.
     pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
-        self.entries.range(range)
+        self.entries.range(range).map(|(k, (v, _))| (k, v))
     }
 
     /// Number of entries.
@@ -133,21 +155,29 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// Forgets which keys changed (after loading entries that storage already holds).
     pub fn forget_changes(&mut self) {
-        if let Some(dirty) = self.dirty.as_mut() {
-            dirty.clear();
+        if self.changed.is_some() {
+            for (_, dirty) in self.entries.values_mut() {
+                *dirty = false;
+            }
+            self.changed = Some(Default::default());
         }
     }
 
-    /// The changes since the last call, one per changed key, with the key's current value.
-    /// Empty when the table does not track changes.
+    /// The changes since the last call, one per changed key, with the key's current value,
+    /// in key order. Empty when the table does not track changes.
     pub fn take_changes(&mut self) -> Vec<Change<K, V>> {
-        let Some(dirty) = self.dirty.as_mut() else {
+        let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
             return Vec::new();
         };
-        std::mem::take(dirty)
+        let mut touched: BTreeSet<K> = removed.into_iter().collect();
+        touched.extend(keys);
+        touched
             .into_iter()
-            .map(|k| match self.entries.get(&k) {
-                Some(v) => Change::Put(k, v.clone()),
+            .map(|k| match self.entries.get_mut(&k) {
+                Some((v, dirty)) => {
+                    *dirty = false;
+                    Change::Put(k, v.clone())
+                }
                 None => Change::Delete(k),
             })
             .collect()
