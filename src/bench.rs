@@ -227,7 +227,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!(
         "generating {} ticks, {} instruments in {}",
         args.ticks,
-        args.instruments,
+        args.restore_windows.unwrap_or(args.instruments),
         dir.display()
     );
     generate(&GenArgs {

@@ -28,7 +28,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tickflow_state::Store;
@@ -38,6 +38,8 @@ use crate::EngineError;
 
 /// Default `checkpoint.interval`, in ms of event time.
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+/// Default `checkpoint.min_pause`, wall-clock ms.
+pub const DEFAULT_MIN_PAUSE_MS: u64 = 50;
 /// Default `checkpoint.retain`.
 pub const DEFAULT_RETAIN: usize = 3;
 /// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
@@ -52,6 +54,9 @@ pub struct CheckpointConfig {
     pub interval_ms: u64,
     /// Complete checkpoints kept.
     pub retain: usize,
+    /// Least wall-clock time between two commit markers: when checkpoints complete faster
+    /// (replaying a backlog), only the newest complete one gets a marker.
+    pub min_pause_ms: u64,
 }
 
 impl Default for CheckpointConfig {
@@ -59,6 +64,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             interval_ms: DEFAULT_INTERVAL_MS,
             retain: DEFAULT_RETAIN,
+            min_pause_ms: DEFAULT_MIN_PAUSE_MS,
         }
     }
 }
@@ -540,6 +546,9 @@ pub struct CheckpointStats {
     pub align_ms: Vec<f64>,
     /// Longest part save of each, ms.
     pub write_ms: Vec<f64>,
+    /// Time all parts spent saving, summed over every save, ms.
+    #[serde(default)]
+    pub save_ms_total: f64,
 }
 
 /// Collects part reports and commits checkpoints every part has passed.
@@ -580,16 +589,33 @@ impl Coordinator {
         reports: crossbeam_channel::Receiver<Report>,
     ) -> Result<CheckpointStats, EngineError> {
         let mut result = Ok(());
-        while let Ok(first) = reports.recv() {
+        let pause = std::time::Duration::from_millis(self.dir.config.min_pause_ms);
+        let mut last_commit: Option<Instant> = None;
+        loop {
+            let wait = last_commit.map_or(pause, |t| pause.saturating_sub(t.elapsed()));
+            let (first, open) = match reports.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(r) => (Some(r), true),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => (None, true),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => (None, false),
+            };
             // Take every report already waiting, then commit only the newest checkpoint.
-            for report in std::iter::once(first).chain(reports.try_iter()) {
+            for report in first.into_iter().chain(reports.try_iter()) {
+                self.stats.save_ms_total += report.write_us as f64 / 1000.0;
                 self.reports
                     .entry(report.part.clone())
                     .or_default()
                     .push((report, Instant::now()));
             }
-            if result.is_ok() {
+            let due = !open || last_commit.is_none_or(|t| t.elapsed() >= pause);
+            if result.is_ok() && due {
+                let before = self.committed;
                 result = self.try_commit();
+                if self.committed != before {
+                    last_commit = Some(Instant::now());
+                }
+            }
+            if !open {
+                break;
             }
         }
         result.map(|_| self.stats)

@@ -174,7 +174,8 @@ impl Compiler<'_> {
         })
     }
 
-    /// `[checkpoint]`: `interval` (event time, default 10s) and `retain` (default 3).
+    /// `[checkpoint]`: `interval` (event time, default 10s), `retain` (default 3) and
+    /// `min_pause` (wall clock between commit markers, default 50ms).
     fn checkpoint_section(&mut self, root: &Table) -> CheckpointConfig {
         let mut cfg = CheckpointConfig::default();
         let Some(item) = root.get("checkpoint") else {
@@ -201,7 +202,16 @@ impl Compiler<'_> {
                     Some(n) if n >= 1 => cfg.retain = n as usize,
                     _ => self.error(path, line, "must be an integer >= 1"),
                 },
-                _ => self.error(path, line, "unknown key; expected `interval` or `retain`"),
+                "min_pause" => match value.as_str().map(duration_ms) {
+                    Some(Ok(ms)) => cfg.min_pause_ms = ms,
+                    Some(Err(msg)) => self.error(path, line, msg),
+                    None => self.error(path, line, "must be a duration string such as \"50ms\""),
+                },
+                _ => self.error(
+                    path,
+                    line,
+                    "unknown key; expected `interval`, `retain` or `min_pause`",
+                ),
             }
         }
         cfg

@@ -152,19 +152,24 @@ impl WindowSpec {
 /// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
 type TickOrder = (i64, String, u64);
 
-fn unknown_instrument() -> Arc<Instrument> {
-    Arc::new(Instrument {
-        instrument_id: Arc::from(""),
-        symbol: String::new(),
-        attributes: Vec::new(),
-    })
+/// A bar being built as stored: decimals in their 16-byte binary form, the instrument apart
+/// (table `instruments`, once per instrument).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredBar<O> {
+    start_ms: u64,
+    open: (O, [u8; 16]),
+    close: (O, [u8; 16]),
+    high: [u8; 16],
+    low: [u8; 16],
+    volume: [u8; 16],
+    notional: [u8; 16],
+    trades: u64,
+    emitted: Option<u32>,
 }
 
 /// One bar being built.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct BarAcc {
-    /// Stored once per instrument in table `instruments`, not with every window.
-    #[serde(skip, default = "unknown_instrument")]
     instrument: Arc<Instrument>,
     start_ms: u64,
     open: (TickOrder, Decimal),
@@ -179,6 +184,35 @@ pub struct BarAcc {
 }
 
 impl BarAcc {
+    fn stored(&self) -> StoredBar<&TickOrder> {
+        StoredBar {
+            start_ms: self.start_ms,
+            open: (&self.open.0, self.open.1.serialize()),
+            close: (&self.close.0, self.close.1.serialize()),
+            high: self.high.serialize(),
+            low: self.low.serialize(),
+            volume: self.volume.serialize(),
+            notional: self.notional.serialize(),
+            trades: self.trades,
+            emitted: self.emitted,
+        }
+    }
+
+    fn from_stored(s: StoredBar<TickOrder>, instrument: Arc<Instrument>) -> Self {
+        BarAcc {
+            instrument,
+            start_ms: s.start_ms,
+            open: (s.open.0, Decimal::deserialize(s.open.1)),
+            close: (s.close.0, Decimal::deserialize(s.close.1)),
+            high: Decimal::deserialize(s.high),
+            low: Decimal::deserialize(s.low),
+            volume: Decimal::deserialize(s.volume),
+            notional: Decimal::deserialize(s.notional),
+            trades: s.trades,
+            emitted: s.emitted,
+        }
+    }
+
     fn new(tick: &EnrichedTick, start_ms: u64) -> Self {
         let t = &tick.tick;
         let order = (t.ts_ns, t.venue.clone(), t.seq);
@@ -389,7 +423,7 @@ impl Durable for WindowState {
                             .insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
                     }
                     // Bars hold decimals, strings and integers: encoding cannot fail.
-                    if let Ok(value) = codec::encode(&acc) {
+                    if let Ok(value) = codec::encode(&acc.stored()) {
                         out.push((
                             "windows",
                             DeltaOp::Put {
@@ -433,14 +467,14 @@ impl Durable for WindowState {
                 if !owns(&id) {
                     return Ok(());
                 }
-                let mut acc: BarAcc = codec::decode(value)?;
+                let stored: StoredBar<TickOrder> = codec::decode(value)?;
                 let Some((id, instrument)) = self.stored_instruments.get_key_value(id.as_str())
                 else {
                     return Err(StateError::Corrupt(format!(
                         "window of instrument {id} without its reference row"
                     )));
                 };
-                acc.instrument = Arc::clone(instrument);
+                let acc = BarAcc::from_stored(stored, Arc::clone(instrument));
                 self.windows.insert((end, Arc::clone(id)), acc);
                 Ok(())
             }

@@ -41,7 +41,7 @@ impl Case {
         let graph = write_graph(root.path(), &data, &out, win);
         let mut text = std::fs::read_to_string(&graph).unwrap();
         text.push_str(&format!(
-            "\n[checkpoint]\ninterval = \"{interval}\"\nretain = 3\n"
+            "\n[checkpoint]\ninterval = \"{interval}\"\nretain = 3\nmin_pause = \"0ms\"\n"
         ));
         std::fs::write(&graph, text).unwrap();
         let clean = tickflow()
