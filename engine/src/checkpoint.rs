@@ -330,14 +330,15 @@ pub struct MarkerFile {
     pub manifest: Result<Manifest, String>,
 }
 
-/// The stateful tables of a plan: `(operator name, CF name, table name)`.
+/// The state tables of a plan: `(operator name, CF name, table name)`. Enrich's reference table
+/// is written once per data directory; the others at every checkpoint.
 pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
     let mut out = Vec::new();
     for op in &plan.operators {
         let tables: &[tickflow_state::TableDescriptor] = match op.kind {
             OperatorKind::Normalize { .. } => tickflow_operators::normalize::TABLES,
             OperatorKind::Window { .. } => tickflow_operators::window::TABLES,
-            OperatorKind::Enrich { .. } => &[],
+            OperatorKind::Enrich { .. } => tickflow_operators::enrich::TABLES,
         };
         for t in tables {
             out.push((op.name.clone(), format!("{}/{}", op.name, t.name), t.name));

@@ -12,8 +12,9 @@ use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
 use crate::dataflow::{self, Durability, Failure};
-use crate::plan::SinkKind;
+use crate::plan::{OperatorKind, SinkKind};
 use crate::{EngineError, Metrics, Plan};
+use tickflow_operators::enrich::ReferenceData;
 
 /// How to run a plan.
 #[derive(Debug, Clone, Default)]
@@ -188,7 +189,7 @@ impl fmt::Display for Summary {
 /// data directory, it resumes from the newest complete checkpoint there and checkpoints as it
 /// goes.
 pub fn run(
-    plan: Arc<Plan>,
+    mut plan: Arc<Plan>,
     options: &RunOptions,
     metrics: Arc<Metrics>,
 ) -> Result<Summary, EngineError> {
@@ -203,10 +204,11 @@ pub fn run(
         Some(path) => {
             let dir = Arc::new(DataDir::open(path, &plan, options.fresh)?);
             let manifest = dir.prepare_restore()?;
+            plan = Arc::new(pin_reference_data(&plan, &dir)?);
             let read_started = Instant::now();
             let mut restored = HashMap::new();
             if let Some(m) = &manifest {
-                for (_, cf, _) in state_tables(&plan) {
+                for (_, cf, _) in checkpointed_tables(&plan) {
                     let mut entries = Vec::new();
                     dir.store
                         .load(&cf, m.id, |k, v| {
@@ -290,6 +292,59 @@ pub fn run(
     Ok(summary)
 }
 
+/// The tables saved at every checkpoint (not enrich's reference, written once).
+fn checkpointed_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
+    let once: BTreeSet<&str> = plan
+        .operators
+        .iter()
+        .filter(|o| matches!(o.kind, OperatorKind::Enrich { .. }))
+        .map(|o| o.name.as_str())
+        .collect();
+    state_tables(plan)
+        .into_iter()
+        .filter(|t| !once.contains(t.0.as_str()))
+        .collect()
+}
+
+/// Enrich operators join with the reference data stored when the data directory was created
+/// (stored now if this run creates it), so a resumed run joins exactly as the run it continues.
+fn pin_reference_data(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
+    let mut plan = plan.clone();
+    for op in &mut plan.operators {
+        let OperatorKind::Enrich { reference } = &mut op.kind else {
+            continue;
+        };
+        let cf = format!("{}/reference", op.name);
+        let mut stored = Vec::new();
+        dir.store
+            .load(&cf, u64::MAX, |k, v| {
+                stored.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        if stored.is_empty() {
+            dir.store
+                .put_base(&cf, &reference.to_entries())
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            continue;
+        }
+        let pinned =
+            ReferenceData::from_entries(stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                .map_err(|e| EngineError::Checkpoint(format!("{cf}: {e}")))?;
+        if pinned != **reference {
+            eprintln!(
+                "warning: operator {}: the reference data file changed since data dir {} was \
+                 created; the stored copy ({} instruments) is used (--fresh takes the new file)",
+                op.name,
+                dir.path.display(),
+                pinned.len()
+            );
+        }
+        *reference = Arc::new(pinned);
+    }
+    Ok(plan)
+}
+
 /// Every part a checkpoint of `plan` on `workers` workers needs a save from.
 fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
     let mut parts: Vec<PartId> = plan
@@ -298,7 +353,7 @@ fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
         .map(|s| PartId::Source(s.name.clone()))
         .collect();
     parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
-    let stateful: BTreeSet<String> = state_tables(plan).into_iter().map(|t| t.0).collect();
+    let stateful: BTreeSet<String> = checkpointed_tables(plan).into_iter().map(|t| t.0).collect();
     for op in stateful {
         parts.extend((0..workers).map(|w| PartId::Operator(op.clone(), w)));
     }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::record::{DeadLetter, DeadLetterReason, EnrichedTick, Instrument, Tick};
 use crate::OperatorError;
+use tickflow_state::{codec, StateError, TableDescriptor};
 
 /// Configuration of an `enrich` operator (besides `type` and `input`).
 #[derive(Debug, Clone, Deserialize)]
@@ -24,8 +25,15 @@ pub struct EnrichConfig {
     pub reference: String,
 }
 
+/// The state tables an `enrich` operator keeps: the reference data a data directory was
+/// created with, so a resumed run joins with the same instruments as the run it continues.
+pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
+    name: "reference",
+    description: "instruments by normalized symbol, as loaded when the data dir was created",
+}];
+
 /// Instruments by normalized symbol.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReferenceData {
     by_symbol: HashMap<String, Arc<Instrument>>,
 }
@@ -91,6 +99,32 @@ impl ReferenceData {
         } else {
             Err(errors)
         }
+    }
+
+    /// The instruments as stored entries: key the symbol, value the encoded instrument, in
+    /// symbol order.
+    pub fn to_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = self
+            .by_symbol
+            .iter()
+            .filter_map(|(sym, i)| Some((sym.as_bytes().to_vec(), codec::encode(&**i).ok()?)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Reference data from entries written by [`ReferenceData::to_entries`].
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<Self, StateError> {
+        let mut by_symbol = HashMap::new();
+        for (k, v) in entries {
+            let symbol = std::str::from_utf8(k)
+                .map_err(|_| StateError::Corrupt("reference symbol is not UTF-8".into()))?;
+            let instrument: Instrument = codec::decode(v)?;
+            by_symbol.insert(symbol.to_string(), Arc::new(instrument));
+        }
+        Ok(ReferenceData { by_symbol })
     }
 
     /// Number of instruments.

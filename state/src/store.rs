@@ -228,6 +228,23 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the base of `table` with `entries`, synced: for tables written once, when a
+    /// data directory is created.
+    pub fn put_base(&self, table: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        let cf = self.cf(table)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, vec![BASE], vec![DELTA]);
+        for (k, v) in entries {
+            let mut key = Vec::with_capacity(k.len() + 1);
+            key.push(BASE);
+            key.extend_from_slice(k);
+            batch.put_cf(cf, key, v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
     /// Records what part `part` (a source or sink) made durable for checkpoint `label`.
     pub fn put_part(&self, label: u64, part: &str, value: &[u8]) -> Result<(), StateError> {
         let mut key = label.to_be_bytes().to_vec();

@@ -417,3 +417,27 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no usable checkpoint 12345"));
 }
+
+#[test]
+fn a_resumed_run_joins_with_the_reference_data_it_started_with() {
+    let case = Case::new(40_000, 1_000, "2s");
+    let data_dir = case.root.path().join("dd");
+    let o = case
+        .run(&data_dir, 2, &[])
+        .env("TICKFLOW_FAULT", "before-marker:6")
+        .output()
+        .unwrap();
+    assert!(crashed(&o));
+    // The reference file loses half its instruments while the job is down.
+    let csv = case.root.path().join("data/instruments.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let kept: Vec<&str> = text.lines().take(100).collect();
+    std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
+    let (summary, err) = case.finish(&data_dir, 2);
+    assert!(summary["restored_from"].as_u64().is_some());
+    assert!(
+        err.contains("the reference data file changed") && err.contains("200 instruments"),
+        "{err}"
+    );
+    case.assert_outputs_equal_reference("reference changed while down");
+}
