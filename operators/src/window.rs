@@ -21,9 +21,7 @@ use std::sync::Arc;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use tickflow_state::{
-    codec, split_u64, Change, DeltaOp, Durable, StateError, Table, TableDescriptor,
-};
+use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, Table, TableDescriptor};
 
 use crate::record::{Bar, EnrichedTick, Instrument};
 use crate::{duration_ms, OperatorError};
@@ -406,36 +404,28 @@ impl Durable for WindowState {
             k.extend_from_slice(id.as_bytes());
             k
         };
-        for change in self.windows.take_changes() {
-            match change {
-                Change::Put(k, acc) => {
-                    if !self.stored_instruments.contains_key(&k.1) {
-                        if let Ok(value) = codec::encode(&*acc.instrument) {
-                            out.push((
-                                "instruments",
-                                DeltaOp::Put {
-                                    key: k.1.as_bytes().to_vec(),
-                                    value,
-                                },
-                            ));
-                        }
-                        self.stored_instruments
-                            .insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
-                    }
-                    // Bars hold decimals, strings and integers: encoding cannot fail.
-                    if let Ok(value) = codec::encode(&acc.stored()) {
+        let stored = &mut self.stored_instruments;
+        self.windows.drain_changes(|k, acc| match acc {
+            Some(acc) => {
+                if !stored.contains_key(&k.1) {
+                    if let Ok(value) = codec::encode(&*acc.instrument) {
                         out.push((
-                            "windows",
+                            "instruments",
                             DeltaOp::Put {
-                                key: key(&k),
+                                key: k.1.as_bytes().to_vec(),
                                 value,
                             },
                         ));
                     }
+                    stored.insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
                 }
-                Change::Delete(k) => out.push(("windows", DeltaOp::Delete { key: key(&k) })),
+                // Bars hold decimals, strings and integers: encoding cannot fail.
+                if let Ok(value) = codec::encode(&acc.stored()) {
+                    out.push(("windows", DeltaOp::Put { key: key(k), value }));
+                }
             }
-        }
+            None => out.push(("windows", DeltaOp::Delete { key: key(k) })),
+        });
     }
 
     fn restore_entry(

@@ -166,21 +166,33 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     /// The changes since the last call, one per changed key, with the key's current value,
     /// in key order. Empty when the table does not track changes.
     pub fn take_changes(&mut self) -> Vec<Change<K, V>> {
+        let mut out = Vec::new();
+        self.drain_changes(|k, v| {
+            out.push(match v {
+                Some(v) => Change::Put(k.clone(), v.clone()),
+                None => Change::Delete(k.clone()),
+            })
+        });
+        out
+    }
+
+    /// Like [`Table::take_changes`], without copying: `f(key, Some(current value))` for each
+    /// changed key, `f(key, None)` for each removed one, in key order.
+    pub fn drain_changes(&mut self, mut f: impl FnMut(&K, Option<&V>)) {
         let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
-            return Vec::new();
+            return;
         };
         let mut touched: BTreeSet<K> = removed.into_iter().collect();
         touched.extend(keys);
-        touched
-            .into_iter()
-            .map(|k| match self.entries.get_mut(&k) {
+        for k in touched {
+            match self.entries.get_mut(&k) {
                 Some((v, dirty)) => {
                     *dirty = false;
-                    Change::Put(k, v.clone())
+                    f(&k, Some(v));
                 }
-                None => Change::Delete(k),
-            })
-            .collect()
+                None => f(&k, None),
+            }
+        }
     }
 }
 
