@@ -5,14 +5,17 @@
 //! [`DeltaOp`]s through the [`Durable`] trait, with values in a versioned encoding ([`codec`]:
 //! a format-version byte, then bincode 1.3). [`Store`] keeps those changes in RocksDB, one column
 //! family per (operator, table), and reads a table back as of any retained checkpoint.
+//! [`EventLog`] is the control plane's append-only, checksummed, fsync'd record of decisions.
 
 pub mod codec;
 mod delta;
 mod error;
+mod eventlog;
 mod store;
 mod table;
 
 pub use delta::{split_u64, DeltaOp, Durable};
 pub use error::StateError;
+pub use eventlog::{EventLog, LogRecord, OpenReport};
 pub use store::{Store, TableStats, META_CF, PARTS_CF};
 pub use table::{Change, Table, TableDescriptor};
