@@ -398,7 +398,10 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
     let windows = m["operators"]["bars"]["entries"].as_u64().unwrap();
     assert!(windows <= 400, "{windows} windows held");
     let bars_so_far = m["sinks"]["bars"]["lines"].as_u64().unwrap();
-    assert!(bars_so_far > windows, "{bars_so_far} bars written, {windows} windows held");
+    assert!(
+        bars_so_far > windows,
+        "{bars_so_far} bars written, {windows} windows held"
+    );
     // Expired dedup keys leave: the default retention is 1m30s of event time, at 200 ticks/s
     // about 18,000 keys, while far more lines have been read by this point.
     let keys = m["operators"]["normalize"]["entries"].as_u64().unwrap();
