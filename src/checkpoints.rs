@@ -65,8 +65,8 @@ pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     };
     let store = Store::open_read_only(&dir.join("state"))?;
     let mut tables: Vec<(String, TableStats)> = Vec::new();
-    for table in store.tables()? {
-        tables.push((table.clone(), store.stats(&table, manifest.id)?));
+    for table in store.tables() {
+        tables.push((table.clone(), store.stats(table, manifest.id)?));
     }
     if json {
         let t: serde_json::Map<String, serde_json::Value> = tables

@@ -888,33 +888,22 @@ fn write_sink(
         .map(|m| m.sinks.get(&name).copied().ok_or(m.id));
     let mut lines_written = 0u64;
     if is_writer {
-        writer = match (&kind, restored) {
+        let opened: Result<Box<dyn LineSink>, String> = match (&kind, restored) {
             (_, Some(Err(ckpt))) => {
-                fail(
-                    &failure,
-                    format!("checkpoint {ckpt} has no position for sink {name}"),
-                );
-                None
+                Err(format!("checkpoint {ckpt} has no position for sink {name}"))
             }
             (SinkKind::File { path }, Some(Ok(pos))) => {
                 lines_written = pos.lines;
-                match FileSink::open_at(path, pos.bytes) {
-                    Ok(s) => Some(Box::new(s)),
-                    Err(e) => {
-                        fail(&failure, format!("sink {name}: {e}"));
-                        None
-                    }
-                }
+                FileSink::open_at(path, pos.bytes)
+                    .map(|s| Box::new(s) as Box<dyn LineSink>)
+                    .map_err(|e| format!("sink {name}: {e}"))
             }
-            (SinkKind::File { path }, None) => match FileSink::create(path) {
-                Ok(s) => Some(Box::new(s)),
-                Err(e) => {
-                    fail(&failure, format!("sink {name}: {e}"));
-                    None
-                }
-            },
-            (SinkKind::Stdout, _) => Some(Box::new(StdoutSink::new())),
+            (SinkKind::File { path }, None) => FileSink::create(path)
+                .map(|s| Box::new(s) as Box<dyn LineSink>)
+                .map_err(|e| format!("sink {name}: {e}")),
+            (SinkKind::Stdout, _) => Ok(Box::new(StdoutSink::new())),
         };
+        writer = opened.map_err(|e| fail(&failure, e)).ok();
     }
     let mut stash: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut flushed = false;

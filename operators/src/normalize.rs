@@ -446,15 +446,7 @@ mod tests {
             let mut ops = vec![];
             d.snapshot(label, &mut ops);
             for (_, op) in ops {
-                match op {
-                    DeltaOp::DeleteBelow { key } => model = model.split_off(&key),
-                    DeltaOp::Put { key, value } => {
-                        model.insert(key, value);
-                    }
-                    DeltaOp::Delete { key } => {
-                        model.remove(&key);
-                    }
-                }
+                op.apply(&mut model);
             }
             model.clone()
         };

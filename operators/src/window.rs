@@ -688,16 +688,7 @@ mod tests {
     /// What storage holds after applying snapshot ops, as the store does.
     fn store(model: &mut Model, ops: Vec<(&'static str, DeltaOp)>) {
         for (table, op) in ops {
-            let t = model.entry(table).or_default();
-            match op {
-                DeltaOp::DeleteBelow { key } => *t = t.split_off(&key),
-                DeltaOp::Put { key, value } => {
-                    t.insert(key, value);
-                }
-                DeltaOp::Delete { key } => {
-                    t.remove(&key);
-                }
-            }
+            op.apply(model.entry(table).or_default());
         }
     }
 

@@ -1,5 +1,7 @@
 //! What a snapshot hands to storage: changes to an operator's tables since the previous one.
 
+use std::collections::BTreeMap;
+
 use crate::StateError;
 
 /// One change to a table, with keys and values already encoded.
@@ -27,6 +29,20 @@ pub enum DeltaOp {
 }
 
 impl DeltaOp {
+    /// Applies this change to a table held as an ordered map of encoded keys and values: what
+    /// reading a table back does with each stored change.
+    pub fn apply(self, table: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+        match self {
+            DeltaOp::DeleteBelow { key } => *table = table.split_off(&key),
+            DeltaOp::Put { key, value } => {
+                table.insert(key, value);
+            }
+            DeltaOp::Delete { key } => {
+                table.remove(&key);
+            }
+        }
+    }
+
     /// Bytes of key and value.
     pub fn size(&self) -> usize {
         match self {

@@ -44,6 +44,8 @@ const BASE_VERSION_KEY: &[u8] = b"base_version";
 pub struct Store {
     db: DB,
     path: PathBuf,
+    /// The table column families (`operator/table`), as opened.
+    tables: Vec<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -70,6 +72,24 @@ fn db_err(path: &Path, e: rocksdb::Error) -> StateError {
         ))
     } else {
         StateError::Db(format!("{}: {text}", path.display()))
+    }
+}
+
+/// The table column families among `names` (every one but the store's own).
+fn table_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut tables: Vec<String> = names
+        .into_iter()
+        .filter(|n| !RESERVED.contains(&n.as_str()))
+        .collect();
+    tables.sort();
+    tables
+}
+
+/// Exclusive end of the deltas with `label <= as_of`.
+fn deltas_end(as_of: u64) -> Vec<u8> {
+    match as_of.checked_add(1) {
+        Some(next) => delta_prefix(next),
+        None => vec![DELTA + 1],
     }
 }
 
@@ -116,27 +136,25 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_path_buf(),
+            tables: table_names(names),
         })
     }
 
     /// Opens an existing store for reading while a run may hold it open for writing.
     pub fn open_read_only(path: &Path) -> Result<Store, StateError> {
         let names = DB::list_cf(&Options::default(), path).map_err(|e| db_err(path, e))?;
-        let db = DB::open_cf_for_read_only(&Options::default(), path, names, false)
+        let db = DB::open_cf_for_read_only(&Options::default(), path, &names, false)
             .map_err(|e| db_err(path, e))?;
         Ok(Store {
             db,
             path: path.to_path_buf(),
+            tables: table_names(names),
         })
     }
 
     /// The tables (`operator/table`) this store holds.
-    pub fn tables(&self) -> Result<Vec<String>, StateError> {
-        let names = DB::list_cf(&Options::default(), &self.path).map_err(|e| self.err(e))?;
-        Ok(names
-            .into_iter()
-            .filter(|n| !RESERVED.contains(&n.as_str()))
-            .collect())
+    pub fn tables(&self) -> &[String] {
+        &self.tables
     }
 
     fn err(&self, e: rocksdb::Error) -> StateError {
@@ -285,22 +303,8 @@ impl Store {
             map.insert(k[1..].to_vec(), v.to_vec());
             Ok(())
         })?;
-        let end = match as_of.checked_add(1) {
-            Some(next) => delta_prefix(next),
-            None => vec![DELTA + 1],
-        };
-        self.deltas(cf, &[DELTA], &end, |_, ops| {
-            for op in ops {
-                match op {
-                    DeltaOp::DeleteBelow { key } => map = map.split_off(&key),
-                    DeltaOp::Put { key, value } => {
-                        map.insert(key, value);
-                    }
-                    DeltaOp::Delete { key } => {
-                        map.remove(&key);
-                    }
-                }
-            }
+        self.deltas(cf, &[DELTA], &deltas_end(as_of), |_, ops| {
+            ops.into_iter().for_each(|op| op.apply(&mut map));
             Ok(())
         })?;
         for (k, v) in &map {
@@ -326,15 +330,15 @@ impl Store {
     /// them.
     pub fn fold_through(&self, version: u64) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
-        let end = delta_prefix(version.saturating_add(1));
+        let end = deltas_end(version);
         let base_key = |key: &[u8]| {
             let mut b = Vec::with_capacity(key.len() + 1);
             b.push(BASE);
             b.extend_from_slice(key);
             b
         };
-        for table in self.tables()? {
-            let cf = self.cf(&table)?;
+        for table in self.tables() {
+            let cf = self.cf(table)?;
             // Merge the deltas first, so a key updated at many checkpoints is written once.
             let mut cut: Option<Vec<u8>> = None;
             let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -386,8 +390,8 @@ impl Store {
         };
         let from = delta_prefix(from_label);
         let mut batch = WriteBatch::default();
-        for table in self.tables()? {
-            let cf = self.cf(&table)?;
+        for table in self.tables() {
+            let cf = self.cf(table)?;
             self.scan(cf, &from, &[DELTA + 1], |k, _| {
                 labels.insert(split_u64(&k[1..])?.0);
                 Ok(())
@@ -524,7 +528,7 @@ mod tests {
         drop(store);
         // Reopened, read-only: the same.
         let ro = Store::open_read_only(dir.path()).unwrap();
-        assert_eq!(ro.tables().unwrap(), vec!["op/t".to_string()]);
+        assert_eq!(ro.tables(), ["op/t".to_string()]);
         assert_eq!(all(&ro, 99), vec![v("a", "2"), v("b", "1")]);
     }
 
