@@ -1,7 +1,9 @@
-//! The `tickflow` command: validate, draw, run, generate data for, and benchmark tick graphs.
+//! The `tickflow` command: validate, draw, run, generate data for, and benchmark tick graphs;
+//! serve the control API; read the event log.
 
 mod bench;
 mod checkpoints;
+mod control;
 mod gen;
 
 use std::path::PathBuf;
@@ -83,6 +85,33 @@ enum Command {
     Gen(gen::GenArgs),
     /// Measure throughput and peak memory of the example pipeline on generated ticks.
     Bench(bench::BenchArgs),
+    /// Run the engine and its HTTP control API: replays the event log, resumes what was
+    /// running from its checkpoints, then serves /api/v1, /health and /metrics.
+    Serve(control::ServeArgs),
+    /// Print the event log (the audit trail) of an engine data directory.
+    Events {
+        /// The engine data directory (holding events.log).
+        dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Truncate the log at a damaged record instead of stopping.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Verify the event log and print the control state folded from it.
+    Replay {
+        /// The engine data directory (holding events.log).
+        dir: PathBuf,
+        /// Print the state as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Truncate the log at a damaged record instead of stopping.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Print the SHA-256 of an API key read from standard input, for `[[api.keys]] sha256`.
+    HashKey,
 }
 
 fn main() -> ExitCode {
@@ -178,6 +207,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 workers,
                 data_dir,
                 fresh,
+                ..RunOptions::default()
             };
             let result = tickflow_engine::run(plan, &options, Arc::clone(&metrics));
             metrics.finished.store(true, Ordering::Relaxed);
@@ -216,6 +246,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             bench::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => control::serve(args),
+        Command::Events { dir, json, repair } => control::events(&dir, json, repair),
+        Command::Replay { dir, json, repair } => control::replay(&dir, json, repair),
+        Command::HashKey => control::hash_key_cmd(),
     }
 }
 

@@ -49,7 +49,21 @@ pub fn registry() -> &'static [ConnectorType] {
             direction: Direction::Sink,
             description: "JSON lines to standard output",
         },
+        ConnectorType {
+            name: "projection",
+            direction: Direction::Sink,
+            description: "the latest record per `key` field, kept in the state store and read \
+                          through the API (`tickflow serve`)",
+        },
     ]
+}
+
+/// Configuration of a `projection` sink (besides `type` and `input`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionSinkConfig {
+    /// The record field whose value is the key (for example `instrument_id`).
+    pub key: String,
 }
 
 /// Somewhere rendered records go, one line each.

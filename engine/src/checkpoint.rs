@@ -27,13 +27,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tickflow_state::Store;
 
-use crate::plan::{OperatorKind, Plan};
+use crate::plan::{OperatorKind, Plan, SinkKind};
 use crate::EngineError;
 
 /// Default `checkpoint.interval`, in ms of event time.
@@ -200,6 +201,10 @@ pub struct GraphIdentity {
     pub version: i64,
     /// SHA-256 of the graph definition without `[checkpoint]` (comments and layout ignored).
     pub fingerprint: String,
+    /// [`Plan::state_fingerprint`]: another version with the same one can continue from
+    /// this graph's checkpoints.
+    #[serde(default)]
+    pub state: String,
 }
 
 impl GraphIdentity {
@@ -209,7 +214,14 @@ impl GraphIdentity {
             name: plan.name.clone(),
             version: plan.version,
             fingerprint: plan.fingerprint.clone(),
+            state: plan.state_fingerprint(),
         }
+    }
+
+    /// Whether checkpoints made by `other` can be restored by this graph: the same graph, or
+    /// another version of it whose state has the same shape.
+    pub fn can_restore(&self, other: &GraphIdentity) -> bool {
+        self == other || (!self.state.is_empty() && self.state == other.state)
     }
 }
 
@@ -334,6 +346,13 @@ pub struct MarkerFile {
 /// is written once per data directory; the others at every checkpoint.
 pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
     let mut out = Vec::new();
+    for sink in &plan.sinks {
+        if let SinkKind::Projection { .. } = sink.kind {
+            for t in crate::live::PROJECTION_TABLES {
+                out.push((sink.name.clone(), format!("{}/{}", sink.name, t.name), t.name));
+            }
+        }
+    }
     for op in &plan.operators {
         let tables: &[tickflow_state::TableDescriptor] = match op.kind {
             OperatorKind::Normalize { .. } => tickflow_operators::normalize::TABLES,
@@ -384,8 +403,10 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens (or creates) `path` for `plan`. With `fresh`, earlier state and checkpoints are
-    /// deleted first; otherwise a directory made by another graph is refused.
-    pub fn open(path: &Path, plan: &Plan, fresh: bool) -> Result<DataDir, EngineError> {
+    /// deleted first; otherwise a directory made by another graph is refused, unless `adopt`
+    /// is set and it was made by a version of the graph whose state has the same shape (the
+    /// control plane continuing a deployment with another version).
+    pub fn open(path: &Path, plan: &Plan, fresh: bool, adopt: bool) -> Result<DataDir, EngineError> {
         let identity = GraphIdentity::of(plan);
         let id_file = path.join("graph.json");
         if fresh {
@@ -405,7 +426,16 @@ impl DataDir {
                 let found: GraphIdentity = serde_json::from_slice(&bytes).map_err(|e| {
                     EngineError::Checkpoint(format!("{}: unreadable: {e}", id_file.display()))
                 })?;
-                if found != identity {
+                if found != identity && adopt && identity.can_restore(&found) {
+                    tracing::info!(
+                        "{}: continuing from the checkpoints of graph `{}` v{}",
+                        path.display(),
+                        found.name,
+                        found.version
+                    );
+                    let bytes = serde_json::to_vec_pretty(&identity).unwrap_or_default();
+                    write_atomic(&id_file, &bytes)?;
+                } else if found != identity {
                     return Err(EngineError::Checkpoint(format!(
                         "data dir {} holds the state of graph `{}` v{} (fingerprint {}), not of \
                          this graph `{}` v{} (fingerprint {}); use another --data-dir, or \
@@ -449,7 +479,9 @@ impl DataDir {
         for marker in list_markers(&self.path)? {
             let problem = match &marker.manifest {
                 Err(why) => why.clone(),
-                Ok(m) if m.graph != self.identity => "made by another graph".to_string(),
+                Ok(m) if !self.identity.can_restore(&m.graph) => {
+                    "made by another graph".to_string()
+                }
                 Ok(m) if m.id < base => {
                     format!("older than the state kept (base checkpoint {base})")
                 }
@@ -561,6 +593,7 @@ pub struct Coordinator {
     committed: u64,
     reports: HashMap<PartId, Vec<(Report, Instant)>>,
     stats: CheckpointStats,
+    metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl Coordinator {
@@ -581,7 +614,15 @@ impl Coordinator {
             committed: restored,
             reports: HashMap::new(),
             stats: CheckpointStats::default(),
+            metrics: None,
         }
+    }
+
+    /// Also counts commits in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
+        metrics.last_checkpoint.store(self.committed, Ordering::Relaxed);
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Handles reports until every sender is gone.
@@ -685,6 +726,13 @@ impl Coordinator {
         self.stats.committed += 1;
         self.stats.last_id = Some(id);
         self.stats.align_ms.push(m.align_ms);
+        if let Some(metrics) = &self.metrics {
+            metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+            metrics.last_checkpoint.store(id, Ordering::Relaxed);
+            metrics
+                .checkpoint_us_total
+                .fetch_add((m.align_ms * 1000.0) as u64, Ordering::Relaxed);
+        }
         self.stats.write_ms.push(m.write_ms);
         for rs in self.reports.values_mut() {
             rs.retain(|(r, _)| r.through > id);

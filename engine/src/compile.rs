@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use toml_edit::{ImDocument, Item, Table};
 
 use tickflow_connectors::file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
+use tickflow_connectors::ProjectionSinkConfig;
 use tickflow_connectors::{reference, Direction};
 use tickflow_operators::enrich::{EnrichConfig, ReferenceData};
 use tickflow_operators::normalize::{NormalizeConfig, Normalizer};
@@ -575,6 +576,19 @@ impl Compiler<'_> {
                                 Some(cfg) => SinkKind::File {
                                     path: PathBuf::from(cfg.path),
                                 },
+                                None => continue,
+                            },
+                            "projection" => match self.config::<ProjectionSinkConfig>(node) {
+                                Some(cfg) if cfg.key.trim().is_empty() => {
+                                    let line = self.key_line(node.table, "key");
+                                    self.error(
+                                        format!("{}.key", node.path()),
+                                        line,
+                                        "must name the record field to key by",
+                                    );
+                                    continue;
+                                }
+                                Some(cfg) => SinkKind::Projection { key: cfg.key },
                                 None => continue,
                             },
                             _ => match self.config::<StdoutSinkConfig>(node) {

@@ -41,6 +41,7 @@ use crate::checkpoint::{
     Cadence, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SinkPosition, SourcePosition,
 };
 use crate::fault;
+use crate::live::{Live, ProjectionView};
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::plan::{OperatorKind, OutputRef, Plan, SinkKind, SourceKind};
 
@@ -311,6 +312,7 @@ pub fn build(
     metrics: &Arc<Metrics>,
     failure: &Failure,
     durable: Option<&Durability>,
+    live: Option<&Arc<Live>>,
 ) {
     let mut streams = Streams {
         scope,
@@ -320,7 +322,15 @@ pub fn build(
     let probe = ProbeHandle::new();
     for (id, src) in plan.sources.iter().enumerate() {
         let part = durable.map(|d| Part::new(d, PartId::Source(src.name.clone())));
-        let stream = file_source(scope, plan, id, metrics, failure, probe.clone(), part);
+        let stream = file_source(
+            scope,
+            plan,
+            id,
+            (metrics, failure),
+            probe.clone(),
+            part,
+            live.cloned(),
+        );
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
     let node = |role: &str, name: &str| (Arc::clone(metrics), metrics.index_of(role, name));
@@ -418,6 +428,16 @@ pub fn build(
             let part = durable
                 .filter(|_| scope.index() == 0)
                 .map(|d| Part::new(d, PartId::Sink(sink.name.clone())));
+            let view = match &sink.kind {
+                SinkKind::Projection { key } => {
+                    let view = Arc::new(ProjectionView::new(key));
+                    if let Some(live) = live.filter(|_| scope.index() == 0) {
+                        live.add_view(&sink.name, Arc::clone(&view));
+                    }
+                    Some(view)
+                }
+                _ => None,
+            };
             write_sink(
                 lines.probe_with(&probe),
                 sink.kind.clone(),
@@ -425,6 +445,7 @@ pub fn build(
                 node("sink", &sink.name),
                 failure,
                 part,
+                view,
             );
         }
     }
@@ -445,10 +466,10 @@ fn file_source<'s>(
     scope: Scope<'s, u64>,
     plan: &Plan,
     id: usize,
-    metrics: &Arc<Metrics>,
-    failure: &Failure,
+    (metrics, failure): (&Arc<Metrics>, &Failure),
     probe: ProbeHandle<u64>,
     mut part: Option<Part>,
+    live: Option<Arc<Live>>,
 ) -> S<'s, RawLine> {
     let src = &plan.sources[id];
     let SourceKind::File { path } = &src.kind;
@@ -490,6 +511,9 @@ fn file_source<'s>(
                             if !exhausted {
                                 cap.downgrade(&pos.watermark_ms);
                             }
+                            if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
+                                node.watermark_ms.store(pos.watermark_ms, Ordering::Relaxed);
+                            }
                             // The restored position also holds for checkpoints up to the watermark.
                             if let Some(p) = part.as_mut() {
                                 if let Some(due) = p.cadence.due(pos.watermark_ms) {
@@ -514,6 +538,10 @@ fn file_source<'s>(
                 let Some((reader, cap, max_ts)) = state.as_mut() else {
                     return;
                 };
+                if live.as_ref().is_some_and(|l| l.is_paused()) {
+                    activator.activate_after(std::time::Duration::from_millis(50));
+                    return;
+                }
                 while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
                     in_flight.pop_front();
                 }
@@ -573,6 +601,9 @@ fn file_source<'s>(
                             fail(&failure, e);
                         }
                     }
+                }
+                if let (Some(w), Some(node)) = (next, node_idx.and_then(|i| metrics.nodes.get(i))) {
+                    node.watermark_ms.store(w, Ordering::Relaxed);
                 }
                 if more {
                     if let Some(w) = next {
@@ -877,6 +908,7 @@ fn write_sink(
     counters_: Counters,
     failure: &Failure,
     mut part: Option<Part>,
+    view: Option<Arc<ProjectionView>>,
 ) {
     let failure = Arc::clone(failure);
     let is_writer = lines.scope().index() == 0;
@@ -902,6 +934,21 @@ fn write_sink(
                 .map(|s| Box::new(s) as Box<dyn LineSink>)
                 .map_err(|e| format!("sink {name}: {e}")),
             (SinkKind::Stdout, _) => Ok(Box::new(StdoutSink::new())),
+            (SinkKind::Projection { .. }, restored) => {
+                lines_written = restored.and_then(Result::ok).map_or(0, |p| p.lines);
+                let view = view.clone().ok_or_else(|| format!("sink {name}: no view"));
+                view.and_then(|v| {
+                    let cf = format!("{name}/latest");
+                    let stored = part.as_ref().and_then(|p| p.ctx.restored.get(&cf));
+                    let entries = stored.into_iter().flatten();
+                    v.restore(entries.map(|(k, v)| (k.as_slice(), v.as_slice())))
+                        .map_err(|e| format!("sink {name}: restoring {cf}: {e}"))?;
+                    Ok(Box::new(ProjectionWriter {
+                        view: v,
+                        metrics: Arc::clone(&counters_.0),
+                    }) as Box<dyn LineSink>)
+                })
+            }
         };
         writer = opened.map_err(|e| fail(&failure, e)).ok();
     }
@@ -924,11 +971,26 @@ fn write_sink(
                     return;
                 };
                 let started = Instant::now();
-                // Flushed here; the coordinator fsyncs the file before committing.
-                let saved = w.sync(false).map_err(|e| e.to_string()).and_then(|bytes| {
-                    let pos = SinkPosition { bytes, lines };
-                    p.save_position(due, PartInfo::Sink(pos), started)
-                });
+                // A projection writes its changed keys; the coordinator syncs the store and
+                // fsyncs files before committing.
+                let saved = match &view {
+                    Some(v) => v.snapshot().and_then(|ops| {
+                        let cf = format!("{name}/latest");
+                        let ops: Vec<(String, DeltaOp)> =
+                            ops.into_iter().map(|op| (cf.clone(), op)).collect();
+                        p.ctx
+                            .store
+                            .write_delta(due.0, &p.id.to_string(), &ops)
+                            .map_err(|e| e.to_string())
+                    }),
+                    None => Ok(0),
+                };
+                let saved = saved
+                    .and_then(|_| w.sync(false).map_err(|e| e.to_string()))
+                    .and_then(|bytes| {
+                        let pos = SinkPosition { bytes, lines };
+                        p.save_position(due, PartInfo::Sink(pos), started)
+                    });
                 if let Err(e) = saved {
                     fail(&failure, format!("sink {name}: {e}"));
                     *writer = None;
@@ -968,4 +1030,27 @@ fn write_sink(
             }
         },
     );
+}
+
+/// A projection sink's writer: each line becomes the latest record of its key.
+struct ProjectionWriter {
+    view: Arc<ProjectionView>,
+    metrics: Arc<Metrics>,
+}
+
+impl LineSink for ProjectionWriter {
+    fn write_line(&mut self, line: &str) -> Result<(), tickflow_connectors::ConnectorError> {
+        if !self.view.upsert(line) {
+            self.metrics.unkeyed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), tickflow_connectors::ConnectorError> {
+        Ok(())
+    }
+
+    fn sync(&mut self, _fsync: bool) -> Result<u64, tickflow_connectors::ConnectorError> {
+        Ok(0)
+    }
 }

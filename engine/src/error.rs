@@ -51,4 +51,7 @@ pub enum EngineError {
     /// The dataflow could not start or a worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
+    /// The control plane (event log, supervisor) failed.
+    #[error("control plane: {0}")]
+    Control(String),
 }

@@ -7,15 +7,21 @@
 //! - [`run`]: executes a plan on N workers and returns a [`Summary`].
 //! - [`checkpoint`]: consistent checkpoints, commit markers and the data directory.
 //! - [`metrics`]: counters shared by all workers, read for the summary and progress.
+//! - [`control`]: the control plane's state, a pure fold over the event log, and its rules.
+//! - [`live`]: pause, resume and stop a running dataflow; projection views.
+//! - [`supervisor`]: the long-running engine of `tickflow serve`.
 
 pub mod checkpoint;
 pub mod compile;
+pub mod control;
 pub mod dataflow;
 mod error;
 pub mod fault;
+pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod run;
+pub mod supervisor;
 
 pub use compile::{compile_file, compile_str};
 pub use error::{EngineError, ValidationError};

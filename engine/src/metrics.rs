@@ -19,6 +19,8 @@ pub struct NodeMetrics {
     pub records_in: AtomicU64,
     /// Records sent, per named output.
     pub outputs: Vec<(String, AtomicU64)>,
+    /// A source's current watermark, ms of event time (0 until it has one).
+    pub watermark_ms: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -54,6 +56,14 @@ pub struct Metrics {
     pub bytes_total: AtomicU64,
     /// Set once the run is over.
     pub finished: AtomicBool,
+    /// Checkpoints committed.
+    pub checkpoints: AtomicU64,
+    /// The newest committed checkpoint's id (event time, ms); 0 for none.
+    pub last_checkpoint: AtomicU64,
+    /// Time from first save to commit, summed over committed checkpoints, µs.
+    pub checkpoint_us_total: AtomicU64,
+    /// Records a projection sink could not key (no key field).
+    pub unkeyed: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +73,7 @@ impl Metrics {
             name: name.to_string(),
             role,
             records_in: AtomicU64::new(0),
+            watermark_ms: AtomicU64::new(0),
             outputs: outputs
                 .iter()
                 .map(|o| (o.to_string(), AtomicU64::new(0)))
@@ -91,7 +102,22 @@ impl Metrics {
             bytes_read: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            checkpoints: AtomicU64::new(0),
+            last_checkpoint: AtomicU64::new(0),
+            checkpoint_us_total: AtomicU64::new(0),
+            unkeyed: AtomicU64::new(0),
         }
+    }
+
+    /// The watermark of the whole graph: the least over its sources (`None` before every
+    /// source has one). A finished source counts as `u64::MAX`.
+    pub fn watermark_ms(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == "source")
+            .map(|n| n.watermark_ms.load(Ordering::Relaxed))
+            .min()
+            .filter(|w| *w > 0)
     }
 
     /// The index in [`Metrics::nodes`] of the node `name` with `role`.

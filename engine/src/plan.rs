@@ -101,6 +101,11 @@ pub enum SinkKind {
     },
     /// Standard output.
     Stdout,
+    /// The latest record per key, in the state store.
+    Projection {
+        /// The key field.
+        key: String,
+    },
 }
 
 /// A sink in the plan.
@@ -136,6 +141,62 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// SHA-256 (hex) of what this plan's checkpoints depend on: source names and inputs,
+    /// stateful operators (name, type, window shape, dedup retention) and sinks (name and
+    /// target). Two versions with the same value can continue from each other's checkpoints;
+    /// stateless settings (field mapping, currency rates, enrichment columns, routing,
+    /// `[checkpoint]`) may differ.
+    pub fn state_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut text = String::new();
+        for s in &self.sources {
+            let _ = writeln!(text, "source {} {:?}", s.name, s.kind);
+        }
+        for o in &self.operators {
+            let state = match &o.kind {
+                OperatorKind::Normalize {
+                    dedup_retention_ms, ..
+                } => format!("dedup {dedup_retention_ms}"),
+                OperatorKind::Window { spec } => format!("{spec:?}"),
+                OperatorKind::Enrich { .. } => continue,
+            };
+            let _ = writeln!(text, "operator {} {} {state}", o.name, o.type_name);
+        }
+        for s in &self.sinks {
+            let _ = writeln!(text, "sink {} {:?}", s.name, s.kind);
+        }
+        let _ = writeln!(text, "checkpoint {}", self.checkpoint.interval_ms);
+        format!("{:x}", Sha256::digest(text.as_bytes()))
+    }
+
+    /// The nodes as JSON: what the API shows of a compiled graph version.
+    pub fn describe(&self) -> serde_json::Value {
+        let inputs = |i: &[OutputRef]| i.iter().map(OutputRef::label).collect::<Vec<_>>();
+        serde_json::json!({
+            "sources": self.sources.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "max_out_of_orderness_ms": s.max_out_of_orderness_ms,
+            })).collect::<Vec<_>>(),
+            "operators": self.operators.iter().map(|o| serde_json::json!({
+                "name": o.name,
+                "type": o.type_name,
+                "inputs": inputs(&o.inputs),
+            })).collect::<Vec<_>>(),
+            "sinks": self.sinks.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "type": match s.kind {
+                    SinkKind::File { .. } => "file",
+                    SinkKind::Stdout => "stdout",
+                    SinkKind::Projection { .. } => "projection",
+                },
+                "inputs": inputs(&s.inputs),
+            })).collect::<Vec<_>>(),
+            "checkpoint_interval_ms": self.checkpoint.interval_ms,
+            "fingerprint": self.fingerprint,
+            "state_fingerprint": self.state_fingerprint(),
+        })
+    }
+
     /// Source names by id, for rendering dead letters.
     pub fn source_names(&self) -> Vec<String> {
         self.sources.iter().map(|s| s.name.clone()).collect()

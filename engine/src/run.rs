@@ -13,6 +13,7 @@ use tickflow_operators::record::DeadLetterReason;
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
 use crate::dataflow::{self, Durability, Failure};
 use crate::plan::{OperatorKind, SinkKind};
+use crate::live::Live;
 use crate::{EngineError, Metrics, Plan};
 use tickflow_operators::enrich::ReferenceData;
 
@@ -25,6 +26,12 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// Discard the state in `data_dir` and start over.
     pub fresh: bool,
+    /// Continue from a data directory made by another version of the graph whose state has
+    /// the same shape (see [`Plan::state_fingerprint`]).
+    pub adopt: bool,
+    /// Pause, resume and stop from outside, and projection views; without one the run
+    /// goes to the end of its input.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Counts for one node.
@@ -75,10 +82,14 @@ pub struct Summary {
     /// Checkpoints committed by this run.
     #[serde(default)]
     pub checkpoints: CheckpointStats,
+    /// Whether the run was stopped (through [`Live::stop`]) before the end of its input.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl Summary {
-    fn from_metrics(plan: &Plan, workers: usize, metrics: &Metrics, elapsed_secs: f64) -> Self {
+    /// The counters of `metrics` so far, as a summary of a run of `plan`.
+    pub fn of(plan: &Plan, workers: usize, metrics: &Metrics, elapsed_secs: f64) -> Self {
         let input_records = metrics.source_records();
         Summary {
             graph: plan.name.clone(),
@@ -116,6 +127,7 @@ impl Summary {
             restored_from: None,
             restore_ms: None,
             checkpoints: CheckpointStats::default(),
+            stopped: false,
         }
     }
 }
@@ -202,7 +214,12 @@ pub fn run(
     let durability = match &options.data_dir {
         None => None,
         Some(path) => {
-            let dir = Arc::new(DataDir::open(path, &plan, options.fresh)?);
+            let dir = Arc::new(DataDir::open(
+                path,
+                &plan,
+                options.fresh,
+                options.adopt,
+            )?);
             let manifest = dir.prepare_restore()?;
             plan = Arc::new(pin_reference_data(&plan, &dir)?);
             let read_started = Instant::now();
@@ -229,7 +246,7 @@ pub fn run(
                 .iter()
                 .filter_map(|s| match &s.kind {
                     SinkKind::File { path } => Some(path.clone()),
-                    SinkKind::Stdout => None,
+                    SinkKind::Stdout | SinkKind::Projection { .. } => None,
                 })
                 .collect();
             let c = Coordinator::new(
@@ -238,7 +255,8 @@ pub fn run(
                 sink_files,
                 workers,
                 manifest.as_ref().map_or(0, |m| m.id),
-            );
+            )
+            .with_metrics(Arc::clone(&metrics));
             coordinator = Some(
                 std::thread::Builder::new()
                     .name("checkpoint-coordinator".into())
@@ -256,17 +274,40 @@ pub fn run(
         }
     };
     let restore_us = durability.as_ref().map(|d| Arc::clone(&d.restore_us));
+    let live = options.live.clone();
     let guards = {
         let plan = Arc::clone(&plan);
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
+        let live = live.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.next_dataflow_index();
             worker.dataflow::<u64, _, _>(|scope| {
-                dataflow::build(scope, &plan, &metrics, &failure, durability.as_ref())
+                dataflow::build(
+                    scope,
+                    &plan,
+                    &metrics,
+                    &failure,
+                    durability.as_ref(),
+                    live.as_ref(),
+                )
             });
+            if let Some(live) = &live {
+                // Step until done or told to stop; a stop drops the dataflow unflushed.
+                while worker.has_dataflows() {
+                    if live.is_stopping() {
+                        worker.drop_dataflow(index);
+                        break;
+                    }
+                    worker.step_or_park(Some(std::time::Duration::from_millis(20)));
+                }
+            }
         })
         .map_err(EngineError::Dataflow)?
     };
+    if let Some(live) = &live {
+        live.started(restored_from);
+    }
     let results = guards.join();
     let elapsed = start.elapsed().as_secs_f64();
     metrics.finished.store(true, Ordering::Relaxed);
@@ -282,17 +323,19 @@ pub fn run(
     if let Some(message) = failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(EngineError::Connector(message));
     }
-    let mut summary = Summary::from_metrics(&plan, workers, &metrics, elapsed);
+    let mut summary = Summary::of(&plan, workers, &metrics, elapsed);
     summary.restored_from = restored_from;
     summary.restore_ms = restore_read.map(|read| {
         let workers_us = restore_us.map_or(0, |u| u.load(Ordering::Relaxed));
         read.as_secs_f64() * 1000.0 + workers_us as f64 / 1000.0
     });
     summary.checkpoints = checkpoints;
+    summary.stopped = live.is_some_and(|l| l.is_stopping());
     Ok(summary)
 }
 
-/// The tables saved at every checkpoint (not enrich's reference, written once).
+/// The tables saved at every checkpoint (not enrich's reference, written once), projection
+/// sinks' included.
 fn checkpointed_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
     let once: BTreeSet<&str> = plan
         .operators
@@ -353,7 +396,11 @@ fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
         .map(|s| PartId::Source(s.name.clone()))
         .collect();
     parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
-    let stateful: BTreeSet<String> = checkpointed_tables(plan).into_iter().map(|t| t.0).collect();
+    let stateful: BTreeSet<String> = checkpointed_tables(plan)
+        .into_iter()
+        .map(|t| t.0)
+        .filter(|name| plan.operators.iter().any(|o| o.name == *name))
+        .collect();
     for op in stateful {
         parts.extend((0..workers).map(|w| PartId::Operator(op.clone(), w)));
     }

@@ -19,6 +19,9 @@ pub enum StateError {
     /// RocksDB refused an operation.
     #[error("state store {0}")]
     Db(String),
+    /// Another process holds the file.
+    #[error("{0}")]
+    InUse(String),
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -94,7 +94,52 @@ fn intact_record_after(bytes: &[u8], from: usize, seq: u64) -> bool {
     })
 }
 
+/// Reads every record of `bytes`: the records before the first damaged one, and where the
+/// log would be cut (a torn tail, or with `repair` a damaged record and all after it).
+fn scan(path: &Path, bytes: &[u8], repair: bool) -> Result<(Vec<LogRecord>, OpenReport), StateError> {
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    let mut report = OpenReport::default();
+    while offset < bytes.len() {
+        match parse(&bytes[offset..], records.len() as u64 + 1) {
+            Ok((seq, payload, size)) => {
+                records.push(LogRecord {
+                    seq,
+                    offset: offset as u64,
+                    payload: payload.to_vec(),
+                });
+                offset += size;
+            }
+            Err((cut_short, why)) => {
+                // A record that looks cut short is a torn tail only if no intact record
+                // follows it (a flipped bit in a length field also looks cut short).
+                let torn_tail = cut_short
+                    && !intact_record_after(bytes, offset + 1, records.len() as u64 + 1);
+                if !torn_tail && !repair {
+                    return Err(StateError::Corrupt(format!(
+                        "{}: record {} at byte offset {offset}: {why}; the records after it \
+                         cannot be trusted (open with --repair to truncate the log there)",
+                        path.display(),
+                        records.len() + 1
+                    )));
+                }
+                let cut = (bytes.len() - offset) as u64;
+                report.truncated = Some((offset as u64, cut, why));
+                break;
+            }
+        }
+    }
+    Ok((records, report))
+}
+
 impl EventLog {
+    /// Reads the log at `path` without changing it (for tools reading a log an engine may
+    /// be appending to): the intact records, and a torn tail reported but left in place.
+    pub fn read(path: &Path) -> Result<(Vec<LogRecord>, OpenReport), StateError> {
+        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+        scan(path, &bytes, false)
+    }
+
     /// Opens (or creates) the log at `path`; see the module docs for torn tails and `repair`.
     pub fn open(path: &Path, repair: bool) -> Result<(EventLog, OpenReport), StateError> {
         let created = !path.exists();
@@ -115,45 +160,23 @@ impl EventLog {
                     .map_err(|e| io(dir, e))?;
             }
         }
+        file.try_lock().map_err(|e| {
+            StateError::InUse(format!(
+                "{}: in use by another process ({e}); one engine per data directory",
+                path.display()
+            ))
+        })?;
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
         file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
-        let mut records = Vec::new();
-        let mut offset = 0usize;
-        let mut report = OpenReport::default();
-        while offset < bytes.len() {
-            match parse(&bytes[offset..], records.len() as u64 + 1) {
-                Ok((seq, payload, size)) => {
-                    records.push(LogRecord {
-                        seq,
-                        offset: offset as u64,
-                        payload: payload.to_vec(),
-                    });
-                    offset += size;
-                }
-                Err((cut_short, why)) => {
-                    // A record that looks cut short is a torn tail only if no intact record
-                    // follows it (a flipped bit in a length field also looks cut short).
-                    let torn_tail = cut_short
-                        && !intact_record_after(&bytes, offset + 1, records.len() as u64 + 1);
-                    if !torn_tail && !repair {
-                        return Err(StateError::Corrupt(format!(
-                            "{}: record {} at byte offset {offset}: {why}; the records after it \
-                             cannot be trusted (open with --repair to truncate the log there)",
-                            path.display(),
-                            records.len() + 1
-                        )));
-                    }
-                    let cut = (bytes.len() - offset) as u64;
-                    file.set_len(offset as u64)
-                        .and_then(|_| file.sync_all())
-                        .map_err(|e| io(path, e))?;
-                    report.truncated = Some((offset as u64, cut, why));
-                    break;
-                }
-            }
+        let (records, report) = scan(path, &bytes, repair)?;
+        let offset = report.truncated.as_ref().map_or(bytes.len() as u64, |t| t.0);
+        if report.truncated.is_some() {
+            file.set_len(offset)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| io(path, e))?;
         }
-        let len = offset as u64;
+        let len = offset;
         Ok((
             EventLog {
                 path: path.to_path_buf(),

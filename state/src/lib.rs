@@ -5,12 +5,14 @@
 //! [`DeltaOp`]s through the [`Durable`] trait, with values in a versioned encoding ([`codec`]:
 //! a format-version byte, then bincode 1.3). [`Store`] keeps those changes in RocksDB, one column
 //! family per (operator, table), and reads a table back as of any retained checkpoint.
-//! [`EventLog`] is the control plane's append-only, checksummed, fsync'd record of decisions.
+//! [`EventLog`] is the control plane's append-only, checksummed, fsync'd record of decisions,
+//! whose payloads are [`events::Event`]s.
 
 pub mod codec;
 mod delta;
 mod error;
 mod eventlog;
+pub mod events;
 mod store;
 mod table;
 

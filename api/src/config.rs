@@ -1,0 +1,107 @@
+//! `tickflow serve` configuration: defaults, then a TOML file, then `TICKFLOW__*` environment
+//! variables (`TICKFLOW__API__LISTEN=127.0.0.1:9000` sets `[api] listen`), then command-line
+//! flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+
+/// Everything `tickflow serve` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Event log and deployment state.
+    pub data_dir: PathBuf,
+    /// Worker threads per deployment.
+    pub workers: usize,
+    /// The HTTP API.
+    pub api: ApiConfig,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// API keys (`[[api.keys]]`).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One API key: its name (the actor on events), role, and SHA-256 of the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Who holds it; recorded as the actor of every event it causes.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the key, hex (`tickflow hash-key` prints it). The key itself is never
+    /// stored.
+    pub sha256: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: PathBuf::from("data"),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            api: ApiConfig {
+                listen: "127.0.0.1:8080".into(),
+                max_body_bytes: 1 << 20,
+                keys: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ServeConfig {
+    /// Defaults, merged with `file` (if any) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ServeConfig::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!("{} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: ServeConfig = figment
+            .merge(Env::prefixed("TICKFLOW__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, k) in self.api.keys.iter().enumerate() {
+            let valid = k.sha256.len() == 64 && k.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                return Err(ConfigError(format!(
+                    "api.keys[{i}] ({}): sha256 must be 64 hex digits (the SHA-256 of the key, \
+                     as `tickflow hash-key` prints it)",
+                    k.name
+                )));
+            }
+            if k.name.trim().is_empty() {
+                return Err(ConfigError(format!("api.keys[{i}]: name is empty")));
+            }
+        }
+        if self.workers == 0 {
+            return Err(ConfigError("workers must be at least 1".into()));
+        }
+        Ok(())
+    }
+}

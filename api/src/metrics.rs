@@ -1,0 +1,180 @@
+//! `/metrics`: Prometheus text format from `prometheus-client`. API requests are counted as
+//! they happen; deployment counters are read from the engine's atomics at each scrape by a
+//! [`Collector`], so the dataflow never touches the registry.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tickflow_engine::supervisor::Supervisor;
+use tickflow_operators::record::DeadLetterReason;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+type Labels = Vec<(String, String)>;
+
+/// The registry and the API's own metrics.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    /// Everything `/metrics` renders.
+    pub registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<Labels, Counter>,
+}
+
+impl ApiMetrics {
+    /// A registry with the API counters and the engine collector.
+    pub fn new(sup: Arc<Supervisor>) -> ApiMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "tickflow_api_requests",
+            "HTTP API requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector { sup }));
+        ApiMetrics { registry, requests }
+    }
+}
+
+#[derive(Debug)]
+struct EngineCollector {
+    sup: Arc<Supervisor>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        counter(
+            &mut enc,
+            "tickflow_event_log_appends",
+            "Events appended to the control event log by this process",
+            &[(Vec::new(), self.sup.appends())],
+        )?;
+        let runs = self.sup.metrics();
+        let mut records_in = Vec::new();
+        let mut records_out = Vec::new();
+        let mut dead = Vec::new();
+        let mut late = Vec::new();
+        let mut dups = Vec::new();
+        let mut lag = Vec::new();
+        let mut ckpts = Vec::new();
+        let mut ckpt_secs = Vec::new();
+        let mut up = Vec::new();
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        for (d, m) in &runs {
+            let id = d.id.to_string();
+            let base = [("deployment", id.as_str()), ("graph", d.graph.as_str())];
+            for n in &m.nodes {
+                let l = labels(&[base[0], base[1], ("node", &n.name), ("role", n.role)]);
+                records_in.push((l, n.records_in.load(Ordering::Relaxed)));
+                for (out, c) in &n.outputs {
+                    let l = labels(&[base[0], base[1], ("node", &n.name), ("output", out)]);
+                    records_out.push((l, c.load(Ordering::Relaxed)));
+                }
+            }
+            for (reason, c) in DeadLetterReason::ALL.iter().zip(&m.dead_letters) {
+                let l = labels(&[base[0], base[1], ("reason", reason.name())]);
+                dead.push((l, c.load(Ordering::Relaxed)));
+            }
+            late.push((labels(&base), m.late.load(Ordering::Relaxed)));
+            dups.push((labels(&base), m.duplicates.load(Ordering::Relaxed)));
+            if let Some(w) = m.watermark_ms().filter(|w| *w < u64::MAX) {
+                let secs = now_ms.saturating_sub(w) as f64 / 1000.0;
+                lag.push((labels(&base), secs));
+            }
+            ckpts.push((labels(&base), m.checkpoints.load(Ordering::Relaxed)));
+            let us = m.checkpoint_us_total.load(Ordering::Relaxed);
+            ckpt_secs.push((labels(&base), us as f64 / 1e6));
+            let state = d.state.name();
+            up.push((labels(&[base[0], base[1], ("state", state)]), 1.0));
+        }
+        counter(&mut enc, "tickflow_records_in", "Records received per node", &records_in)?;
+        counter(
+            &mut enc,
+            "tickflow_records_out",
+            "Records sent per node and output",
+            &records_out,
+        )?;
+        counter(&mut enc, "tickflow_dead_letters", "Dead letters by reason", &dead)?;
+        counter(&mut enc, "tickflow_late_ticks", "Ticks sent to late outputs", &late)?;
+        counter(&mut enc, "tickflow_duplicates", "Duplicate ticks dropped", &dups)?;
+        gauge(
+            &mut enc,
+            "tickflow_watermark_lag_seconds",
+            "Wall clock minus the graph's event-time watermark",
+            &lag,
+        )?;
+        counter(&mut enc, "tickflow_checkpoints", "Checkpoints committed", &ckpts)?;
+        gauge(
+            &mut enc,
+            "tickflow_checkpoint_align_seconds_sum",
+            "Time from a checkpoint's first save to its commit, summed",
+            &ckpt_secs,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_deployment_info",
+            "Deployments with a dataflow in this process, by state",
+            &up,
+        )?;
+        Ok(())
+    }
+}
+
+/// `GET /metrics`.
+pub async fn render(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &app.metrics.registry)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

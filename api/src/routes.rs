@@ -1,0 +1,495 @@
+//! Every route in one table ([`routes`]): method, path, the role it needs, what it does, and
+//! its handler. The router, the auth check, the OpenAPI document and the auth tests are all
+//! built from this table, so none can drift from the others.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tickflow_engine::control::Command;
+use tickflow_engine::supervisor::LoggedEvent;
+use tickflow_engine::{compile_str, EngineError};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// One route.
+#[derive(Clone, Copy)]
+pub struct RouteSpec {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path with `{param}` placeholders.
+    pub path: &'static str,
+    /// The weakest role allowed; `None` for open routes (health).
+    pub role: Option<Role>,
+    /// What it does (OpenAPI summary).
+    pub summary: &'static str,
+    /// JSON Schema of the JSON request body, if it takes one.
+    pub body: Option<fn() -> Value>,
+    /// Whether the body is TOML text.
+    pub toml_body: bool,
+    /// The handler.
+    pub handler: fn() -> MethodRouter<AppState>,
+}
+
+impl RouteSpec {
+    /// Whether it changes anything.
+    pub fn is_mutating(&self) -> bool {
+        self.method != "GET"
+    }
+}
+
+fn schema<T: JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
+}
+
+/// Every route of the API.
+pub fn routes() -> &'static [RouteSpec] {
+    use Role::{Operator, Viewer};
+    const fn r(
+        method: &'static str,
+        path: &'static str,
+        role: Option<Role>,
+        summary: &'static str,
+        handler: fn() -> MethodRouter<AppState>,
+    ) -> RouteSpec {
+        RouteSpec {
+            method,
+            path,
+            role,
+            summary,
+            body: None,
+            toml_body: false,
+            handler,
+        }
+    }
+    static ROUTES: std::sync::OnceLock<Vec<RouteSpec>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        vec![
+            r("GET", "/health/live", None, "The process is up", || {
+                get(health_live)
+            }),
+            r(
+                "GET",
+                "/health/ready",
+                None,
+                "Replay is done and every deployment that should run has started",
+                || get(health_ready),
+            ),
+            r(
+                "GET",
+                "/metrics",
+                Some(Viewer),
+                "Prometheus metrics (text format)",
+                || get(crate::metrics::render),
+            ),
+            r(
+                "GET",
+                "/api/v1/openapi.json",
+                Some(Viewer),
+                "This document",
+                || get(crate::openapi::document),
+            ),
+            RouteSpec {
+                toml_body: true,
+                ..r(
+                    "POST",
+                    "/api/v1/graphs",
+                    Some(Operator),
+                    "Submit a graph version (TOML body); 422 lists every validation error",
+                    || post(submit_graph),
+                )
+            },
+            r("GET", "/api/v1/graphs", Some(Viewer), "Graphs and their versions", || {
+                get(list_graphs)
+            }),
+            r(
+                "GET",
+                "/api/v1/graphs/{name}/versions",
+                Some(Viewer),
+                "Versions of a graph",
+                || get(graph_versions),
+            ),
+            r(
+                "GET",
+                "/api/v1/graphs/{name}/versions/{version}",
+                Some(Viewer),
+                "One version: TOML, sha256, compiled plan",
+                || get(graph_version),
+            ),
+            RouteSpec {
+                body: Some(schema::<DeployRequest>),
+                ..r(
+                    "POST",
+                    "/api/v1/deployments",
+                    Some(Operator),
+                    "Deploy a graph version (replaces the graph's active deployment)",
+                    || post(deploy),
+                )
+            },
+            r("GET", "/api/v1/deployments", Some(Viewer), "Every deployment", || {
+                get(list_deployments)
+            }),
+            r(
+                "GET",
+                "/api/v1/deployments/{id}",
+                Some(Viewer),
+                "A deployment: state, per-node counters, watermark, last checkpoint",
+                || get(show_deployment),
+            ),
+            action("pause", "Pause: sources stop reading", || post(pause)),
+            action("resume", "Resume a paused deployment", || post(resume)),
+            action(
+                "stop",
+                "Stop for good (its checkpoint stays for later versions)",
+                || post(stop),
+            ),
+            action(
+                "rollback",
+                "Stop and redeploy the previous deployed version of the graph",
+                || post(rollback),
+            ),
+            r(
+                "GET",
+                "/api/v1/deployments/{id}/views/{sink}",
+                Some(Viewer),
+                "A projection sink's latest record for ?key=, or its keys",
+                || get(view),
+            ),
+            r(
+                "GET",
+                "/api/v1/events",
+                Some(Viewer),
+                "The audit trail: events after ?after=SEQ, at most ?limit=N",
+                || get(events),
+            ),
+            r(
+                "GET",
+                "/api/v1/state",
+                Some(Viewer),
+                "The control state, now or as it was ?at=RFC3339",
+                || get(state),
+            ),
+        ]
+    })
+}
+
+fn action(
+    name: &'static str,
+    summary: &'static str,
+    handler: fn() -> MethodRouter<AppState>,
+) -> RouteSpec {
+    let path: &'static str = match name {
+        "pause" => "/api/v1/deployments/{id}/pause",
+        "resume" => "/api/v1/deployments/{id}/resume",
+        "stop" => "/api/v1/deployments/{id}/stop",
+        _ => "/api/v1/deployments/{id}/rollback",
+    };
+    RouteSpec {
+        method: "POST",
+        path,
+        role: Some(Role::Operator),
+        summary,
+        body: Some(schema::<ActionRequest>),
+        toml_body: false,
+        handler,
+    }
+}
+
+/// `POST /api/v1/deployments`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Graph name.
+    pub graph: String,
+    /// Graph version.
+    pub version: i64,
+    /// Why (recorded on the events).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/deployments/{id}/pause|resume|stop|rollback`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why (required; recorded on the event).
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReasonQuery {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AtQuery {
+    at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+async fn health_live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+async fn health_ready(State(app): State<AppState>) -> Response {
+    let sup = Arc::clone(&app.sup);
+    let ready = blocking(move || Ok(sup.is_ready())).await.unwrap_or(false);
+    if ready {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::Unavailable("replaying or starting deployments".into()).into_response()
+    }
+}
+
+async fn submit_graph(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ReasonQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::invalid("the graph must be UTF-8 TOML text"))?;
+    blocking(move || {
+        let plan = compile_str(&text, "request body").map_err(|e| match e {
+            EngineError::Invalid(errors) => ApiError::Unprocessable {
+                message: format!("{} error(s) in graph", errors.len()),
+                details: errors
+                    .iter()
+                    .map(|e| {
+                        json!({"line": e.line, "path": e.path, "message": e.message,
+                               "text": e.to_string()})
+                    })
+                    .collect(),
+            },
+            other => ApiError::invalid(other.to_string()),
+        })?;
+        let sha256 = crate::auth::hash_key(&text);
+        let command = Command::Submit {
+            name: plan.name.clone(),
+            version: plan.version,
+            sha256,
+            toml: text,
+            state_fingerprint: plan.state_fingerprint(),
+            plan: plan.describe(),
+        };
+        let appended = app.sup.execute(&command, &caller.name, q.reason)?;
+        let state = app.sup.state();
+        let version = state
+            .graph_version(&plan.name, plan.version)
+            .ok_or_else(|| ApiError::Internal("submitted version missing".into()))?;
+        let status = if appended.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        let warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+        Ok((
+            status,
+            Json(json!({"graph": version, "warnings": warnings, "events": appended})),
+        ))
+    })
+    .await
+}
+
+async fn list_graphs(State(app): State<AppState>) -> Json<Value> {
+    let state = app.sup.state();
+    let graphs: Vec<Value> = state
+        .graphs
+        .iter()
+        .map(|(name, versions)| {
+            json!({
+                "name": name,
+                "versions": versions.keys().collect::<Vec<_>>(),
+                "latest": versions.keys().next_back(),
+            })
+        })
+        .collect();
+    Json(json!({ "graphs": graphs }))
+}
+
+async fn graph_versions(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let state = app.sup.state();
+    let versions = state
+        .graphs
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("graph `{name}` does not exist")))?;
+    let list: Vec<Value> = versions
+        .values()
+        .map(|v| {
+            json!({
+                "version": v.version, "sha256": v.sha256,
+                "submitted_by": v.submitted_by, "submitted_at": v.submitted_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "name": name, "versions": list })))
+}
+
+async fn graph_version(
+    State(app): State<AppState>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    let state = app.sup.state();
+    let v = state.graph_version(&name, version).ok_or_else(|| {
+        ApiError::NotFound(format!("graph `{name}` has no version {version}"))
+    })?;
+    Ok(Json(json!(v)))
+}
+
+async fn deploy(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: DeployRequest = json_body(&body)?;
+    let command = Command::Deploy {
+        graph: req.graph,
+        version: req.version,
+    };
+    let appended = blocking(move || Ok(app.sup.execute(&command, &caller.name, req.reason)?))
+        .await?;
+    let id = appended.iter().rev().find_map(|e| match e.event.kind {
+        tickflow_state::events::EventKind::DeploymentRequested { id, .. } => Some(id),
+        _ => None,
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "events": appended})),
+    ))
+}
+
+async fn list_deployments(State(app): State<AppState>) -> Json<Value> {
+    let state = app.sup.state();
+    Json(json!({ "deployments": state.deployments.values().collect::<Vec<_>>() }))
+}
+
+async fn show_deployment(
+    State(app): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let sup = Arc::clone(&app.sup);
+    let status = blocking(move || {
+        sup.deployment(id)
+            .ok_or_else(|| ApiError::NotFound(format!("deployment {id} does not exist")))
+    })
+    .await?;
+    Ok(Json(json!(status)))
+}
+
+async fn act(
+    app: AppState,
+    caller: Caller,
+    body: Bytes,
+    command: Command,
+) -> Result<Json<Value>, ApiError> {
+    let req: ActionRequest = json_body(&body)?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::invalid("reason must not be empty"));
+    }
+    let appended: Vec<LoggedEvent> =
+        blocking(move || Ok(app.sup.execute(&command, &caller.name, Some(req.reason))?)).await?;
+    Ok(Json(json!({ "events": appended })))
+}
+
+macro_rules! action_handler {
+    ($name:ident, $variant:ident) => {
+        async fn $name(
+            State(app): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(id): Path<u64>,
+            body: Bytes,
+        ) -> Result<Json<Value>, ApiError> {
+            act(app, caller, body, Command::$variant(id)).await
+        }
+    };
+}
+
+action_handler!(pause, Pause);
+action_handler!(resume, Resume);
+action_handler!(stop, Stop);
+action_handler!(rollback, Rollback);
+
+async fn view(
+    State(app): State<AppState>,
+    Path((id, sink)): Path<(u64, String)>,
+    Query(q): Query<KeyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let sup = Arc::clone(&app.sup);
+    blocking(move || match q.key {
+        Some(key) => {
+            let record = sup.view(id, &sink, &key)?.ok_or_else(|| {
+                ApiError::NotFound(format!("no record for key `{key}` in view `{sink}`"))
+            })?;
+            let record: Value = serde_json::from_str(&record).unwrap_or(Value::String(record));
+            Ok(Json(json!({"key": key, "record": record})))
+        }
+        None => {
+            // Checks the deployment and sink exist.
+            sup.view(id, &sink, "")?;
+            let (count, keys) = sup.view_keys(id, &sink, 1000).unwrap_or_default();
+            Ok(Json(json!({"count": count, "keys": keys})))
+        }
+    })
+    .await
+}
+
+async fn events(
+    State(app): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Json<Value> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let events = app.sup.events(q.after.unwrap_or(0), limit);
+    let next = events.last().map(|e| e.seq);
+    Json(json!({ "events": events, "next_after": next }))
+}
+
+async fn state(
+    State(app): State<AppState>,
+    Query(q): Query<AtQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = match q.at {
+        None => app.sup.state(),
+        Some(at) => {
+            let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| ApiError::invalid(format!("at: not an RFC 3339 time ({e})")))?
+                .with_timezone(&Utc);
+            app.sup.state_at(at)
+        }
+    };
+    Ok(Json(json!(state)))
+}

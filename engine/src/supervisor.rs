@@ -1,0 +1,651 @@
+//! The long-running engine behind `tickflow serve`: owns the event log, folds it into the
+//! control state, and keeps one dataflow per active deployment.
+//!
+//! Every change goes the same way, at startup and live: events are appended (fsync'd), applied
+//! to [`ControlState`] with the same [`ControlState::apply`] replay uses, then `reconcile`
+//! makes the running dataflows match the state: stopping those no longer active (joined, so
+//! their RocksDB is released), starting active ones that have none, pausing and resuming the
+//! rest. A dataflow reports back (started, finished, failed) through a channel that a
+//! notice thread turns into events, so no dataflow thread ever waits for the supervisor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tickflow_state::events::{Event, EventKind, SYSTEM_ACTOR};
+use tickflow_state::{EventLog, LogRecord, OpenReport, Store};
+
+use crate::checkpoint::list_markers;
+use crate::control::{decide, Command, ControlState, Deployment, DeploymentState, Refusal};
+use crate::live::Live;
+use crate::run::{NodeSummary, RunOptions, Summary};
+use crate::{compile_str, EngineError, Metrics, Plan};
+
+/// The event log's file name in the engine's data directory.
+pub const EVENT_LOG: &str = "events.log";
+
+/// How the supervisor runs.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Holds `events.log` and `deployments/<dir>` (state and checkpoints per deployment).
+    pub data_dir: PathBuf,
+    /// Worker threads per deployment.
+    pub workers: usize,
+    /// Truncate the event log at a damaged record instead of refusing to start.
+    pub repair: bool,
+}
+
+/// Why a command did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Refused by the control rules; nothing was appended.
+    #[error("{}", .0.message())]
+    Refused(Refusal),
+    /// The event log could not be written.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// One appended event with its sequence number.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedEvent {
+    /// Sequence number in the log.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A deployment as the API shows it: control state plus what its dataflow reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentStatus {
+    /// The folded control state.
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    /// Per-node counters of its latest dataflow (in this process).
+    pub nodes: Vec<NodeSummary>,
+    /// Dead letters by reason.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Late ticks.
+    pub late: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// The graph's watermark, ms of event time.
+    pub watermark_ms: Option<u64>,
+    /// The watermark as RFC 3339.
+    pub watermark: Option<String>,
+    /// The newest commit marker in its data directory.
+    pub last_checkpoint: Option<CheckpointRef>,
+}
+
+/// A committed checkpoint, by id and time.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRef {
+    /// Id: event time in ms (`u64::MAX - ...` ids are final checkpoints).
+    pub id: u64,
+    /// The checkpoint's event time, readable.
+    pub time: String,
+    /// When it was committed (wall clock).
+    pub created_at: String,
+}
+
+/// What a dataflow thread tells the supervisor.
+enum Notice {
+    Started {
+        id: u64,
+        generation: u64,
+        restored_from: Option<u64>,
+    },
+    Ended {
+        id: u64,
+        generation: u64,
+        result: Result<Summary, String>,
+    },
+}
+
+/// A dataflow of one deployment: running, or the last one that ran in this process.
+struct RunHandle {
+    generation: u64,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    plan: Arc<Plan>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    log: EventLog,
+    events: Vec<LoggedEvent>,
+    state: ControlState,
+    runs: BTreeMap<u64, RunHandle>,
+    generation: u64,
+}
+
+/// The engine of `tickflow serve`.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    inner: Mutex<Inner>,
+    notices: crossbeam_channel::Sender<Notice>,
+    ready: AtomicBool,
+    appends: AtomicU64,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Supervisor {
+    /// Opens the event log in `config.data_dir`, replays it, and restarts every deployment
+    /// that was starting, running or paused, each from its newest checkpoint.
+    pub fn start(config: SupervisorConfig) -> Result<(Arc<Supervisor>, OpenReport), EngineError> {
+        let ctl = |m: String| EngineError::Control(m);
+        std::fs::create_dir_all(config.data_dir.join("deployments"))
+            .map_err(|e| ctl(format!("{}: {e}", config.data_dir.display())))?;
+        let (log, report, events) = read_log(&config.data_dir, config.repair)?;
+        let state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sup = Arc::new(Supervisor {
+            config,
+            inner: Mutex::new(Inner {
+                log,
+                events,
+                state,
+                runs: BTreeMap::new(),
+                generation: 0,
+            }),
+            notices: tx,
+            ready: AtomicBool::new(false),
+            appends: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&sup);
+        std::thread::Builder::new()
+            .name("supervisor-notices".into())
+            .spawn(move || {
+                for notice in rx {
+                    let Some(sup) = weak.upgrade() else { break };
+                    sup.handle(notice);
+                }
+            })
+            .map_err(|e| ctl(e.to_string()))?;
+        {
+            let mut inner = sup.lock();
+            let resumed: Vec<u64> = inner
+                .state
+                .deployments
+                .values()
+                .filter(|d| d.state.is_active())
+                .map(|d| d.id)
+                .collect();
+            if !resumed.is_empty() {
+                tracing::info!("replay: resuming deployment(s) {resumed:?}");
+            }
+            sup.reconcile(&mut inner);
+        }
+        sup.ready.store(true, Ordering::SeqCst);
+        Ok((sup, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (events are applied only
+        // after they are durable), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks `command` against the current state; appends its events (fsync'd) and applies
+    /// them, or refuses it with nothing appended.
+    pub fn execute(
+        &self,
+        command: &Command,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Vec<LoggedEvent>, CommandError> {
+        let mut inner = self.lock();
+        let kinds = decide(&inner.state, command).map_err(CommandError::Refused)?;
+        let mut appended = Vec::new();
+        for kind in kinds {
+            let event = Event::new(Utc::now(), actor, reason.clone(), kind);
+            appended.push(self.append(&mut inner, event)?);
+        }
+        if !appended.is_empty() {
+            self.reconcile(&mut inner);
+        }
+        Ok(appended)
+    }
+
+    fn append(&self, inner: &mut Inner, event: Event) -> Result<LoggedEvent, CommandError> {
+        let seq = inner
+            .log
+            .append(&event.encode())
+            .map_err(|e| CommandError::Internal(format!("event log: {e}")))?;
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        inner.state.apply(seq, &event);
+        let logged = LoggedEvent { seq, event };
+        inner.events.push(logged.clone());
+        Ok(logged)
+    }
+
+    /// An event the engine appends on its own; a failure to append is logged (the state it
+    /// would record is rebuilt at the next start anyway).
+    fn append_system(&self, inner: &mut Inner, reason: Option<String>, kind: EventKind) {
+        let event = Event::new(Utc::now(), SYSTEM_ACTOR, reason, kind);
+        if let Err(e) = self.append(inner, event) {
+            tracing::error!("could not record an engine event: {e}");
+        }
+    }
+
+    /// Makes the dataflows match the control state.
+    fn reconcile(&self, inner: &mut Inner) {
+        let stopping: Vec<u64> = inner
+            .runs
+            .iter()
+            .filter(|(id, r)| {
+                r.thread.is_some()
+                    && !inner
+                        .state
+                        .deployments
+                        .get(id)
+                        .is_some_and(|d| d.state.is_active())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopping {
+            if let Some(run) = inner.runs.get_mut(&id) {
+                run.live.stop();
+                if let Some(t) = run.thread.take() {
+                    let _ = t.join();
+                }
+                tracing::info!("deployment {id}: dataflow stopped");
+            }
+        }
+        let active: Vec<Deployment> = inner
+            .state
+            .deployments
+            .values()
+            .filter(|d| d.state.is_active())
+            .cloned()
+            .collect();
+        for d in active {
+            let paused = d.state == DeploymentState::Paused;
+            match inner.runs.get(&d.id).filter(|r| r.thread.is_some()) {
+                Some(run) if paused => run.live.pause(),
+                Some(run) => run.live.resume(),
+                None => {
+                    if let Err(error) = self.launch(inner, &d, paused) {
+                        tracing::error!("deployment {}: {error}", d.id);
+                        self.append_system(
+                            inner,
+                            None,
+                            EventKind::DeploymentFailed { id: d.id, error },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the dataflow of `d` on its data directory.
+    fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), String> {
+        let version = inner
+            .state
+            .graph_version(&d.graph, d.version)
+            .ok_or_else(|| format!("graph `{}` v{} is not in the log", d.graph, d.version))?;
+        let plan = compile_str(&version.toml, &format!("{} v{}", d.graph, d.version))
+            .map_err(|e| e.to_string())?;
+        let plan = Arc::new(plan);
+        inner.generation += 1;
+        let generation = inner.generation;
+        let id = d.id;
+        let tx = self.notices.clone();
+        let live = Live::new(
+            paused,
+            Some(Box::new(move |restored_from| {
+                let _ = tx.send(Notice::Started {
+                    id,
+                    generation,
+                    restored_from,
+                });
+            })),
+        );
+        let metrics = Arc::new(Metrics::for_plan(&plan));
+        let options = RunOptions {
+            workers: self.config.workers.max(1),
+            data_dir: Some(self.deployment_dir(d)),
+            fresh: false,
+            adopt: true,
+            live: Some(Arc::clone(&live)),
+        };
+        let tx = self.notices.clone();
+        let thread = {
+            let plan = Arc::clone(&plan);
+            let metrics = Arc::clone(&metrics);
+            std::thread::Builder::new()
+                .name(format!("deployment-{id}"))
+                .spawn(move || {
+                    let result = crate::run(plan, &options, metrics).map_err(|e| e.to_string());
+                    let _ = tx.send(Notice::Ended {
+                        id,
+                        generation,
+                        result,
+                    });
+                })
+                .map_err(|e| e.to_string())?
+        };
+        tracing::info!(
+            "deployment {id}: graph `{}` v{} starting on {}",
+            d.graph,
+            d.version,
+            d.state_dir
+        );
+        inner.runs.insert(
+            id,
+            RunHandle {
+                generation,
+                live,
+                metrics,
+                plan,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    fn handle(&self, notice: Notice) {
+        let mut inner = self.lock();
+        let (id, generation) = match &notice {
+            Notice::Started { id, generation, .. } | Notice::Ended { id, generation, .. } => {
+                (*id, *generation)
+            }
+        };
+        if inner.runs.get(&id).is_none_or(|r| r.generation != generation) {
+            return;
+        }
+        let active = inner
+            .state
+            .deployments
+            .get(&id)
+            .is_some_and(|d| d.state.is_active());
+        match notice {
+            Notice::Started { restored_from, .. } if active => {
+                let reason = restored_from.map(|c| {
+                    format!(
+                        "resumed from checkpoint {c} ({})",
+                        crate::checkpoint::final_label(c)
+                    )
+                });
+                self.append_system(
+                    &mut inner,
+                    reason,
+                    EventKind::DeploymentStarted { id, restored_from },
+                );
+            }
+            Notice::Started { .. } => {}
+            Notice::Ended { result, .. } => {
+                if let Some(run) = inner.runs.get_mut(&id) {
+                    if let Some(t) = run.thread.take() {
+                        let _ = t.join();
+                    }
+                }
+                match result {
+                    Ok(summary) if active && !summary.stopped => {
+                        tracing::info!("deployment {id}: finished");
+                        self.append_system(&mut inner, None, EventKind::DeploymentFinished { id });
+                    }
+                    Err(error) if active => {
+                        tracing::error!("deployment {id}: failed: {error}");
+                        self.append_system(
+                            &mut inner,
+                            None,
+                            EventKind::DeploymentFailed { id, error },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn deployment_dir(&self, d: &Deployment) -> PathBuf {
+        self.config.data_dir.join("deployments").join(&d.state_dir)
+    }
+
+    /// Whether replay is done and every deployment that should run has started.
+    pub fn is_ready(&self) -> bool {
+        if !self.ready.load(Ordering::SeqCst) {
+            return false;
+        }
+        let inner = self.lock();
+        !inner
+            .state
+            .deployments
+            .values()
+            .any(|d| d.state == DeploymentState::Starting)
+    }
+
+    /// The control state now.
+    pub fn state(&self) -> ControlState {
+        self.lock().state.clone()
+    }
+
+    /// The control state as it was at `at`: the log folded up to that time.
+    pub fn state_at(&self, at: DateTime<Utc>) -> ControlState {
+        let inner = self.lock();
+        ControlState::fold(
+            inner
+                .events
+                .iter()
+                .take_while(|e| e.event.time <= at)
+                .map(|e| (e.seq, &e.event)),
+        )
+    }
+
+    /// Events after sequence number `after`, at most `limit`.
+    pub fn events(&self, after: u64, limit: usize) -> Vec<LoggedEvent> {
+        let inner = self.lock();
+        inner
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Events appended by this process.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
+    }
+
+    /// One deployment with its counters, watermark and newest checkpoint.
+    pub fn deployment(&self, id: u64) -> Option<DeploymentStatus> {
+        let (deployment, run) = {
+            let inner = self.lock();
+            let d = inner.state.deployments.get(&id)?.clone();
+            let run = inner
+                .runs
+                .get(&id)
+                .map(|r| (Arc::clone(&r.plan), Arc::clone(&r.metrics)));
+            (d, run)
+        };
+        let dir = self.deployment_dir(&deployment);
+        let last_checkpoint = list_markers(&dir)
+            .ok()
+            .and_then(|m| m.into_iter().find_map(|m| m.manifest.ok()))
+            .map(|m| CheckpointRef {
+                id: m.id,
+                time: m.time_label(),
+                created_at: m.created_at.clone(),
+            });
+        let summary = run.map(|(plan, metrics)| {
+            let watermark = metrics.watermark_ms();
+            (Summary::of(&plan, self.config.workers, &metrics, 0.0), watermark)
+        });
+        let (nodes, dead_letters, late, duplicates, watermark_ms) = match summary {
+            Some((s, w)) => (s.nodes, s.dead_letters, s.late, s.duplicates, w),
+            None => Default::default(),
+        };
+        Some(DeploymentStatus {
+            deployment,
+            nodes,
+            dead_letters,
+            late,
+            duplicates,
+            watermark: watermark_ms
+                .filter(|w| *w < u64::MAX)
+                .and_then(|w| DateTime::<Utc>::from_timestamp_millis(w as i64))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            watermark_ms: watermark_ms.filter(|w| *w < u64::MAX),
+            last_checkpoint,
+        })
+    }
+
+    /// Every deployment's latest dataflow counters in this process, for `/metrics`.
+    pub fn metrics(&self) -> Vec<(Deployment, Arc<Metrics>)> {
+        let inner = self.lock();
+        inner
+            .runs
+            .iter()
+            .filter_map(|(id, r)| {
+                let d = inner.state.deployments.get(id)?.clone();
+                Some((d, Arc::clone(&r.metrics)))
+            })
+            .collect()
+    }
+
+    /// The latest record of `key` in projection sink `sink` of deployment `id`: from the
+    /// running dataflow's view, or else from its newest checkpoint. `Ok(None)`: no such key;
+    /// `Err`: no such deployment or sink.
+    pub fn view(&self, id: u64, sink: &str, key: &str) -> Result<Option<String>, Refusal> {
+        let (deployment, live, plan_sinks) = {
+            let inner = self.lock();
+            let d = inner
+                .state
+                .deployments
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Refusal::NotFound(format!("deployment {id} does not exist")))?;
+            let version = inner.state.graph_version(&d.graph, d.version);
+            let sinks: Vec<String> = version
+                .and_then(|v| v.plan.get("sinks").and_then(|s| s.as_array()).cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter(|s| s.get("type").and_then(|t| t.as_str()) == Some("projection"))
+                .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(String::from))
+                .collect();
+            let live = inner.runs.get(&id).map(|r| Arc::clone(&r.live));
+            (d, live, sinks)
+        };
+        if !plan_sinks.iter().any(|s| s == sink) {
+            return Err(Refusal::NotFound(format!(
+                "deployment {id} has no projection sink `{sink}` (projection sinks: {})",
+                if plan_sinks.is_empty() {
+                    "none".to_string()
+                } else {
+                    plan_sinks.join(", ")
+                }
+            )));
+        }
+        if let Some(view) = live.and_then(|l| l.view(sink)) {
+            return Ok(view.get(key));
+        }
+        stored_view(&self.deployment_dir(&deployment), sink, key)
+            .map_err(|e| Refusal::Invalid(format!("deployment {id}: {e}")))
+    }
+
+    /// Keys of a projection view (count and the first `limit`), from the running dataflow.
+    pub fn view_keys(&self, id: u64, sink: &str, limit: usize) -> Option<(usize, Vec<String>)> {
+        let inner = self.lock();
+        let live = inner.runs.get(&id)?;
+        live.live.view(sink).map(|v| v.keys(limit))
+    }
+
+    /// Stops every dataflow (each keeps its newest checkpoint; nothing is appended, so a
+    /// restart resumes them).
+    pub fn shutdown(&self) {
+        let mut inner = self.lock();
+        for run in inner.runs.values_mut() {
+            run.live.stop();
+            if let Some(t) = run.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Opens the event log and decodes every record.
+fn read_log(
+    dir: &Path,
+    repair: bool,
+) -> Result<(EventLog, OpenReport, Vec<LoggedEvent>), EngineError> {
+    let path = dir.join(EVENT_LOG);
+    let (log, report) =
+        EventLog::open(&path, repair).map_err(|e| EngineError::Control(e.to_string()))?;
+    let events = decode_all(&path, log.records())?;
+    Ok((log, report, events))
+}
+
+fn decode_all(path: &Path, records: &[LogRecord]) -> Result<Vec<LoggedEvent>, EngineError> {
+    let mut events = Vec::new();
+    for r in records {
+        let event = Event::decode(&r.payload).map_err(|e| {
+            EngineError::Control(format!(
+                "{}: record {} at byte {}: {e}",
+                path.display(),
+                r.seq,
+                r.offset
+            ))
+        })?;
+        events.push(LoggedEvent { seq: r.seq, event });
+    }
+    Ok(events)
+}
+
+/// Reads the event log of an engine data directory without starting anything (for
+/// `tickflow events` and `tickflow replay`). Without `repair` the file is not changed (a
+/// running engine may be appending to it); with it, the log is opened and repaired as
+/// `serve --repair` would.
+pub fn read_events(dir: &Path, repair: bool) -> Result<(Vec<LoggedEvent>, OpenReport), EngineError> {
+    if repair {
+        let (_, report, events) = read_log(dir, true)?;
+        return Ok((events, report));
+    }
+    let path = dir.join(EVENT_LOG);
+    if !path.is_file() {
+        return Err(EngineError::Control(format!(
+            "{} does not exist (is {} an engine data directory?)",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let (records, report) =
+        EventLog::read(&path).map_err(|e| EngineError::Control(e.to_string()))?;
+    Ok((decode_all(&path, &records)?, report))
+}
+
+/// A projection entry as of the newest checkpoint of a data directory.
+fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, String> {
+    let Some(marker) = list_markers(dir)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find_map(|m| m.manifest.ok())
+    else {
+        return Ok(None);
+    };
+    let store = Store::open_read_only(&dir.join("state")).map_err(|e| e.to_string())?;
+    let mut found = None;
+    store
+        .load(&format!("{sink}/latest"), marker.id, |k, v| {
+            if k == key.as_bytes() {
+                found = Some(tickflow_state::codec::decode::<String>(v)?);
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(found)
+}

@@ -1,0 +1,220 @@
+//! `tickflow serve`, `tickflow events`, `tickflow replay` and `tickflow hash-key`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tickflow_api::auth::{hash_key, Keys};
+use tickflow_api::config::ServeConfig;
+use tickflow_engine::control::ControlState;
+use tickflow_engine::supervisor::{read_events, LoggedEvent, Supervisor, SupervisorConfig};
+use tickflow_state::events::EventKind;
+use tickflow_state::OpenReport;
+
+/// Flags of `tickflow serve` (they override the config file and the environment).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (`data_dir`, `workers`, `[api]` with `listen`,
+    /// `max_body_bytes` and `[[api.keys]]`); `TICKFLOW__*` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Event log and deployment state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Worker threads per deployment.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    workers: Option<u16>,
+    /// Truncate the event log at a damaged record (losing it and everything after it)
+    /// instead of refusing to start.
+    #[arg(long)]
+    repair: bool,
+}
+
+fn report_open(path: &Path, report: &OpenReport) {
+    if let Some((offset, bytes, why)) = &report.truncated {
+        eprintln!(
+            "warning: {}: cut {bytes} byte(s) at offset {offset} ({why})",
+            path.display()
+        );
+    }
+}
+
+/// Runs the engine and the API until interrupted.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = ServeConfig::load(args.config.as_deref())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.api.listen = listen;
+    }
+    if let Some(w) = args.workers {
+        config.workers = usize::from(w);
+    }
+    if config.api.keys.is_empty() {
+        eprintln!(
+            "warning: no API keys configured ([[api.keys]]): every route but /health/* answers 401"
+        );
+    }
+    let (sup, report) = Supervisor::start(SupervisorConfig {
+        data_dir: config.data_dir.clone(),
+        workers: config.workers,
+        repair: args.repair,
+    })?;
+    report_open(&config.data_dir.join("events.log"), &report);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let router = tickflow_api::router(
+        std::sync::Arc::clone(&sup),
+        Keys::new(&config.api.keys),
+        config.api.max_body_bytes,
+    );
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.api.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.api.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "tickflow serve: listening on http://{addr} (data dir {})",
+            config.data_dir.display()
+        );
+        let shutdown = async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    r = ctrl_c => r,
+                    _ = term.recv() => Ok(()),
+                }
+            }
+            #[cfg(not(unix))]
+            ctrl_c.await
+        };
+        tokio::select! {
+            served = tickflow_api::serve(listener, router) => served?,
+            signal = shutdown => signal?,
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!("tickflow serve: stopping deployments (each resumes from its checkpoint)");
+    sup.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(e: &LoggedEvent) -> String {
+    let details = match &e.event.kind {
+        EventKind::GraphSubmitted {
+            name,
+            version,
+            sha256,
+            ..
+        } => format!("graph {name} v{version} sha256 {}", &sha256[..sha256.len().min(12)]),
+        EventKind::DeploymentRequested {
+            id,
+            graph,
+            version,
+            state_dir,
+            continues,
+            rollback_of,
+        } => {
+            let mut s = format!("deployment {id}: {graph} v{version} on {state_dir}");
+            if let Some(c) = continues {
+                s += &format!(", continues deployment {c}");
+            }
+            if let Some(r) = rollback_of {
+                s += &format!(", rollback of deployment {r}");
+            }
+            s
+        }
+        EventKind::DeploymentStarted { id, restored_from } => match restored_from {
+            Some(c) => format!("deployment {id}: from checkpoint {c}"),
+            None => format!("deployment {id}: from the beginning"),
+        },
+        EventKind::DeploymentRolledBack { id, to } => format!("deployment {id}: replaced by {to}"),
+        EventKind::DeploymentFailed { id, error } => format!("deployment {id}: {error}"),
+        _ => format!(
+            "deployment {}",
+            e.event.deployment().map_or("?".into(), |d| d.to_string())
+        ),
+    };
+    let kind = serde_json::to_value(&e.event.kind)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
+        .unwrap_or_default();
+    format!(
+        "{:>6}  {}  {:<12} {:<22} {}{}",
+        e.seq,
+        e.event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        e.event.actor,
+        kind,
+        details,
+        e.event
+            .reason
+            .as_deref()
+            .map_or(String::new(), |r| format!("  reason: {r}"))
+    )
+}
+
+/// `tickflow events DIR`: the audit trail.
+pub fn events(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> {
+    let (events, report) = read_events(dir, repair)?;
+    report_open(&dir.join("events.log"), &report);
+    for e in &events {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            println!("{}", describe(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tickflow replay DIR`: verifies every record and prints the folded control state.
+pub fn replay(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> {
+    let (events, report) = read_events(dir, repair)?;
+    report_open(&dir.join("events.log"), &report);
+    let state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} event(s) verified (checksums, sequence, format); last seq {}",
+        events.len(),
+        state.last_seq
+    );
+    for (name, versions) in &state.graphs {
+        let v: Vec<String> = versions.keys().map(|v| format!("v{v}")).collect();
+        println!("graph {name}: {}", v.join(", "));
+    }
+    for d in state.deployments.values() {
+        println!(
+            "deployment {}: {} v{} {} (dir {}{})",
+            d.id,
+            d.graph,
+            d.version,
+            d.state.name(),
+            d.state_dir,
+            d.restored_from
+                .map_or(String::new(), |c| format!(", last resumed from checkpoint {c}"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tickflow hash-key`: the SHA-256 to put in `[[api.keys]] sha256` for a key read from stdin.
+pub fn hash_key_cmd() -> anyhow::Result<ExitCode> {
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key)?;
+    let key = key.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!key.is_empty(), "no key on standard input");
+    println!("{}", hash_key(key));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,191 @@
+//! The control plane's events: what an [`crate::EventLog`] record's payload holds.
+//!
+//! A payload is one JSON object: `{"v": 1, "time": RFC 3339, "actor": ..., "reason": ...,
+//! "type": "deployment_paused", ...fields of the kind}`. `v` is the format version; a build
+//! refuses payloads of a version it does not know instead of guessing. JSON keeps the log
+//! readable as an audit trail (`tickflow events DIR`) and lets later versions add fields with
+//! defaults.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::StateError;
+
+/// The event format this build writes and reads.
+pub const EVENT_FORMAT: u32 = 1;
+
+/// The actor of events the engine appends on its own (restarts, failures, completion).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// One deployment decision or fact, with who made it, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Format version ([`EVENT_FORMAT`]).
+    pub v: u32,
+    /// When it was decided (wall clock of the engine that appended it).
+    pub time: DateTime<Utc>,
+    /// The API key name that asked for it, or [`SYSTEM_ACTOR`].
+    pub actor: String,
+    /// Why, as given by the actor (or the engine's explanation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A graph version was accepted (it compiled).
+    GraphSubmitted {
+        /// `[graph].name`.
+        name: String,
+        /// `[graph].version`.
+        version: i64,
+        /// SHA-256 of the TOML text, hex.
+        sha256: String,
+        /// The TOML text as submitted.
+        toml: String,
+        /// Fingerprint of what the version's state depends on: two versions with the same one
+        /// can continue from each other's checkpoints.
+        state_fingerprint: String,
+        /// The compiled plan's nodes, as the API shows them.
+        plan: serde_json::Value,
+    },
+    /// A deployment of a graph version was asked for.
+    DeploymentRequested {
+        /// New deployment id (1, 2, ... in log order).
+        id: u64,
+        /// Graph name.
+        graph: String,
+        /// Graph version.
+        version: i64,
+        /// The data directory (under the engine's `deployments/`) it runs on.
+        state_dir: String,
+        /// The deployment whose checkpoints it continues from, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continues: Option<u64>,
+        /// Set when this deployment is the target of a rollback of that deployment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<u64>,
+    },
+    /// The deployment's dataflow was built and is processing (also after a restart).
+    DeploymentStarted {
+        /// Deployment id.
+        id: u64,
+        /// The checkpoint it resumed from (event time, ms), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restored_from: Option<u64>,
+    },
+    /// Sources stopped reading; state and outputs stay as they are.
+    DeploymentPaused {
+        /// Deployment id.
+        id: u64,
+    },
+    /// Sources read again.
+    DeploymentResumed {
+        /// Deployment id.
+        id: u64,
+    },
+    /// Stopped for good; its newest checkpoint stays for a later version to continue from.
+    DeploymentStopped {
+        /// Deployment id.
+        id: u64,
+    },
+    /// Stopped and replaced by deployment `to` of the previous version.
+    DeploymentRolledBack {
+        /// Deployment id.
+        id: u64,
+        /// The deployment that replaces it.
+        to: u64,
+    },
+    /// The dataflow failed; the error says why.
+    DeploymentFailed {
+        /// Deployment id.
+        id: u64,
+        /// What went wrong.
+        error: String,
+    },
+    /// Bounded input was read to the end and every output flushed.
+    DeploymentFinished {
+        /// Deployment id.
+        id: u64,
+    },
+}
+
+impl Event {
+    /// An event of the current format.
+    pub fn new(time: DateTime<Utc>, actor: &str, reason: Option<String>, kind: EventKind) -> Self {
+        Event {
+            v: EVENT_FORMAT,
+            time,
+            actor: actor.to_string(),
+            reason,
+            kind,
+        }
+    }
+
+    /// The log payload.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a log payload, refusing formats this build does not know.
+    pub fn decode(payload: &[u8]) -> Result<Event, StateError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version = serde_json::from_slice(payload)
+            .map_err(|e| StateError::Corrupt(format!("event payload: {e}")))?;
+        if version.v != EVENT_FORMAT {
+            return Err(StateError::Corrupt(format!(
+                "event format v{} is not supported by this build (it reads v{EVENT_FORMAT})",
+                version.v
+            )));
+        }
+        serde_json::from_slice(payload)
+            .map_err(|e| StateError::Corrupt(format!("event payload: {e}")))
+    }
+
+    /// The deployment the event is about, if any.
+    pub fn deployment(&self) -> Option<u64> {
+        match &self.kind {
+            EventKind::GraphSubmitted { .. } => None,
+            EventKind::DeploymentRequested { id, .. }
+            | EventKind::DeploymentStarted { id, .. }
+            | EventKind::DeploymentPaused { id }
+            | EventKind::DeploymentResumed { id }
+            | EventKind::DeploymentStopped { id }
+            | EventKind::DeploymentRolledBack { id, .. }
+            | EventKind::DeploymentFailed { id, .. }
+            | EventKind::DeploymentFinished { id } => Some(*id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_unknown_versions() {
+        let e = Event::new(
+            Utc::now(),
+            "alice",
+            Some("spread fix".into()),
+            EventKind::DeploymentRolledBack { id: 3, to: 4 },
+        );
+        let bytes = e.encode();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"type\":\"deployment_rolled_back\""), "{text}");
+        assert_eq!(Event::decode(&bytes).unwrap(), e);
+        let newer = text.replace("\"v\":1", "\"v\":2");
+        let err = Event::decode(newer.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("v2 is not supported"), "{err}");
+        assert!(Event::decode(b"{\"v\":1,\"type\":\"bogus\"}").is_err());
+    }
+}
