@@ -36,7 +36,8 @@ pub struct ServeArgs {
 fn report_open(path: &Path, report: &OpenReport) {
     if let Some((offset, bytes, why)) = &report.truncated {
         eprintln!(
-            "warning: {}: cut {bytes} byte(s) at offset {offset} ({why})",
+            "warning: {}: torn tail of {bytes} byte(s) at offset {offset} ({why}); the \
+             complete records before it are kept",
             path.display()
         );
     }

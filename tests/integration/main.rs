@@ -5,4 +5,5 @@ mod common;
 mod oracle;
 mod pipeline;
 mod recovery;
+mod serve;
 mod validation;
