@@ -116,7 +116,10 @@ fn describe(e: &LoggedEvent) -> String {
             version,
             sha256,
             ..
-        } => format!("graph {name} v{version} sha256 {}", &sha256[..sha256.len().min(12)]),
+        } => format!(
+            "graph {name} v{version} sha256 {}",
+            &sha256[..sha256.len().min(12)]
+        ),
         EventKind::DeploymentRequested {
             id,
             graph,
@@ -152,7 +155,9 @@ fn describe(e: &LoggedEvent) -> String {
     format!(
         "{:>6}  {}  {:<12} {:<22} {}{}",
         e.seq,
-        e.event.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        e.event
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         e.event.actor,
         kind,
         details,
@@ -203,8 +208,9 @@ pub fn replay(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> 
             d.version,
             d.state.name(),
             d.state_dir,
-            d.restored_from
-                .map_or(String::new(), |c| format!(", last resumed from checkpoint {c}"))
+            d.restored_from.map_or(String::new(), |c| format!(
+                ", last resumed from checkpoint {c}"
+            ))
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -131,23 +131,48 @@ impl Collector for EngineCollector {
             let state = d.state.name();
             up.push((labels(&[base[0], base[1], ("state", state)]), 1.0));
         }
-        counter(&mut enc, "tickflow_records_in", "Records received per node", &records_in)?;
+        counter(
+            &mut enc,
+            "tickflow_records_in",
+            "Records received per node",
+            &records_in,
+        )?;
         counter(
             &mut enc,
             "tickflow_records_out",
             "Records sent per node and output",
             &records_out,
         )?;
-        counter(&mut enc, "tickflow_dead_letters", "Dead letters by reason", &dead)?;
-        counter(&mut enc, "tickflow_late_ticks", "Ticks sent to late outputs", &late)?;
-        counter(&mut enc, "tickflow_duplicates", "Duplicate ticks dropped", &dups)?;
+        counter(
+            &mut enc,
+            "tickflow_dead_letters",
+            "Dead letters by reason",
+            &dead,
+        )?;
+        counter(
+            &mut enc,
+            "tickflow_late_ticks",
+            "Ticks sent to late outputs",
+            &late,
+        )?;
+        counter(
+            &mut enc,
+            "tickflow_duplicates",
+            "Duplicate ticks dropped",
+            &dups,
+        )?;
         gauge(
             &mut enc,
             "tickflow_watermark_lag_seconds",
             "Wall clock minus the graph's event-time watermark",
             &lag,
         )?;
-        counter(&mut enc, "tickflow_checkpoints", "Checkpoints committed", &ckpts)?;
+        counter(
+            &mut enc,
+            "tickflow_checkpoints",
+            "Checkpoints committed",
+            &ckpts,
+        )?;
         gauge(
             &mut enc,
             "tickflow_checkpoint_align_seconds_sum",

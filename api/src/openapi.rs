@@ -16,8 +16,10 @@ pub fn build() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true,
-                               "schema": {"type": "string"}}))
+            .map(|name| {
+                json!({"name": name, "in": "path", "required": true,
+                               "schema": {"type": "string"}})
+            })
             .collect();
         let mut op = json!({
             "summary": r.summary,
@@ -46,7 +48,8 @@ pub fn build() -> Value {
             let responses = &mut op["responses"];
             responses["409"] = json!({"description": "Conflicts with the current state"});
             responses["413"] = json!({"description": "Request body too large"});
-            responses["422"] = json!({"description": "Invalid request; details list every problem"});
+            responses["422"] =
+                json!({"description": "Invalid request; details list every problem"});
         }
         if let Some(schema) = r.body {
             op["requestBody"] = json!({

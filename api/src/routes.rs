@@ -109,9 +109,13 @@ pub fn routes() -> &'static [RouteSpec] {
                     || post(submit_graph),
                 )
             },
-            r("GET", "/api/v1/graphs", Some(Viewer), "Graphs and their versions", || {
-                get(list_graphs)
-            }),
+            r(
+                "GET",
+                "/api/v1/graphs",
+                Some(Viewer),
+                "Graphs and their versions",
+                || get(list_graphs),
+            ),
             r(
                 "GET",
                 "/api/v1/graphs/{name}/versions",
@@ -136,9 +140,13 @@ pub fn routes() -> &'static [RouteSpec] {
                     || post(deploy),
                 )
             },
-            r("GET", "/api/v1/deployments", Some(Viewer), "Every deployment", || {
-                get(list_deployments)
-            }),
+            r(
+                "GET",
+                "/api/v1/deployments",
+                Some(Viewer),
+                "Every deployment",
+                || get(list_deployments),
+            ),
             r(
                 "GET",
                 "/api/v1/deployments/{id}",
@@ -365,9 +373,9 @@ async fn graph_version(
     Path((name, version)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     let state = app.sup.state();
-    let v = state.graph_version(&name, version).ok_or_else(|| {
-        ApiError::NotFound(format!("graph `{name}` has no version {version}"))
-    })?;
+    let v = state
+        .graph_version(&name, version)
+        .ok_or_else(|| ApiError::NotFound(format!("graph `{name}` has no version {version}")))?;
     Ok(Json(json!(v)))
 }
 
@@ -381,8 +389,8 @@ async fn deploy(
         graph: req.graph,
         version: req.version,
     };
-    let appended = blocking(move || Ok(app.sup.execute(&command, &caller.name, req.reason)?))
-        .await?;
+    let appended =
+        blocking(move || Ok(app.sup.execute(&command, &caller.name, req.reason)?)).await?;
     let id = appended.iter().rev().find_map(|e| match e.event.kind {
         tickflow_state::events::EventKind::DeploymentRequested { id, .. } => Some(id),
         _ => None,
@@ -468,10 +476,7 @@ async fn view(
     .await
 }
 
-async fn events(
-    State(app): State<AppState>,
-    Query(q): Query<EventsQuery>,
-) -> Json<Value> {
+async fn events(State(app): State<AppState>, Query(q): Query<EventsQuery>) -> Json<Value> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let events = app.sup.events(q.after.unwrap_or(0), limit);
     let next = events.last().map(|e| e.seq);

@@ -98,9 +98,19 @@ fn every_route_needs_the_right_key() {
                     assert!(role >= Role::Operator, "{} {} mutates", r.method, r.path);
                     assert_eq!(viewer, 403, "{} {} as viewer", r.method, r.path);
                 } else {
-                    assert!(![401, 403].contains(&viewer), "{} {} as viewer", r.method, r.path);
+                    assert!(
+                        ![401, 403].contains(&viewer),
+                        "{} {} as viewer",
+                        r.method,
+                        r.path
+                    );
                 }
-                assert!(![401, 403].contains(&admin), "{} {} as admin", r.method, r.path);
+                assert!(
+                    ![401, 403].contains(&admin),
+                    "{} {} as admin",
+                    r.method,
+                    r.path
+                );
             }
         }
         checked += 1;
@@ -128,5 +138,8 @@ fn the_openapi_document_lists_every_route() {
     }
     let deploy = &doc["paths"]["/api/v1/deployments"]["post"]["requestBody"];
     let props = &deploy["content"]["application/json"]["schema"]["properties"];
-    assert!(props["graph"].is_object() && props["version"].is_object(), "{deploy}");
+    assert!(
+        props["graph"].is_object() && props["version"].is_object(),
+        "{deploy}"
+    );
 }

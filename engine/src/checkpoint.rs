@@ -221,7 +221,13 @@ impl GraphIdentity {
     /// Whether checkpoints made by `other` can be restored by this graph: the same graph, or
     /// another version of it whose state has the same shape.
     pub fn can_restore(&self, other: &GraphIdentity) -> bool {
-        self == other || (!self.state.is_empty() && self.state == other.state)
+        self.same_graph(other) || (!self.state.is_empty() && self.state == other.state)
+    }
+
+    /// The same graph definition (`[checkpoint]` may differ).
+    pub fn same_graph(&self, other: &GraphIdentity) -> bool {
+        (&self.name, self.version, &self.fingerprint)
+            == (&other.name, other.version, &other.fingerprint)
     }
 }
 
@@ -349,7 +355,11 @@ pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
     for sink in &plan.sinks {
         if let SinkKind::Projection { .. } = sink.kind {
             for t in crate::live::PROJECTION_TABLES {
-                out.push((sink.name.clone(), format!("{}/{}", sink.name, t.name), t.name));
+                out.push((
+                    sink.name.clone(),
+                    format!("{}/{}", sink.name, t.name),
+                    t.name,
+                ));
             }
         }
     }
@@ -406,7 +416,12 @@ impl DataDir {
     /// deleted first; otherwise a directory made by another graph is refused, unless `adopt`
     /// is set and it was made by a version of the graph whose state has the same shape (the
     /// control plane continuing a deployment with another version).
-    pub fn open(path: &Path, plan: &Plan, fresh: bool, adopt: bool) -> Result<DataDir, EngineError> {
+    pub fn open(
+        path: &Path,
+        plan: &Plan,
+        fresh: bool,
+        adopt: bool,
+    ) -> Result<DataDir, EngineError> {
         let identity = GraphIdentity::of(plan);
         let id_file = path.join("graph.json");
         if fresh {
@@ -426,7 +441,7 @@ impl DataDir {
                 let found: GraphIdentity = serde_json::from_slice(&bytes).map_err(|e| {
                     EngineError::Checkpoint(format!("{}: unreadable: {e}", id_file.display()))
                 })?;
-                if found != identity && adopt && identity.can_restore(&found) {
+                if !found.same_graph(&identity) && adopt && identity.can_restore(&found) {
                     tracing::info!(
                         "{}: continuing from the checkpoints of graph `{}` v{}",
                         path.display(),
@@ -435,7 +450,7 @@ impl DataDir {
                     );
                     let bytes = serde_json::to_vec_pretty(&identity).unwrap_or_default();
                     write_atomic(&id_file, &bytes)?;
-                } else if found != identity {
+                } else if !found.same_graph(&identity) {
                     return Err(EngineError::Checkpoint(format!(
                         "data dir {} holds the state of graph `{}` v{} (fingerprint {}), not of \
                          this graph `{}` v{} (fingerprint {}); use another --data-dir, or \
@@ -620,7 +635,9 @@ impl Coordinator {
 
     /// Also counts commits in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
-        metrics.last_checkpoint.store(self.committed, Ordering::Relaxed);
+        metrics
+            .last_checkpoint
+            .store(self.committed, Ordering::Relaxed);
         self.metrics = Some(metrics);
         self
     }
@@ -767,6 +784,7 @@ mod tests {
                 name: "g".into(),
                 version: 1,
                 fingerprint: "ab".into(),
+                state: "cd".into(),
             },
             created_at: "2026-01-01T00:00:00.000Z".into(),
             workers: 2,

@@ -185,7 +185,10 @@ impl ControlState {
             );
             return;
         }
-        let Some(d) = event.deployment().and_then(|id| self.deployments.get_mut(&id)) else {
+        let Some(d) = event
+            .deployment()
+            .and_then(|id| self.deployments.get_mut(&id))
+        else {
             return;
         };
         d.updated_at = now;
@@ -328,7 +331,10 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                     None => format!("graph `{graph}` was never submitted"),
                     Some(v) => format!(
                         "graph `{graph}` has no version {version} (submitted: {})",
-                        v.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                        v.keys()
+                            .map(|k| k.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }));
             };
@@ -495,16 +501,37 @@ mod tests {
         run(&mut s, submit("g", 1, "A")).unwrap();
         run(&mut s, submit("g", 2, "A")).unwrap();
         run(&mut s, submit("g", 3, "B")).unwrap();
-        run(&mut s, Command::Deploy { graph: "g".into(), version: 1 }).unwrap();
+        run(
+            &mut s,
+            Command::Deploy {
+                graph: "g".into(),
+                version: 1,
+            },
+        )
+        .unwrap();
         start(&mut s, 1);
         // v2 fits v1's state: continues on d1's directory; d1 is stopped.
-        run(&mut s, Command::Deploy { graph: "g".into(), version: 2 }).unwrap();
+        run(
+            &mut s,
+            Command::Deploy {
+                graph: "g".into(),
+                version: 2,
+            },
+        )
+        .unwrap();
         start(&mut s, 2);
         assert_eq!(s.deployments[&1].state, DeploymentState::Stopped);
         assert_eq!(s.deployments[&2].state_dir, "d1");
         assert_eq!(s.deployments[&2].continues, Some(1));
         // v3 does not fit: a directory of its own.
-        run(&mut s, Command::Deploy { graph: "g".into(), version: 3 }).unwrap();
+        run(
+            &mut s,
+            Command::Deploy {
+                graph: "g".into(),
+                version: 3,
+            },
+        )
+        .unwrap();
         start(&mut s, 3);
         assert_eq!(s.deployments[&3].state_dir, "d3");
         // Rolling v3 back to v2: incompatible, so v2's own directory.
@@ -512,7 +539,10 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(s.deployments[&3].state, DeploymentState::RolledBack);
         let d4 = &s.deployments[&4];
-        assert_eq!((d4.version, d4.state_dir.as_str(), d4.rollback_of), (2, "d1", Some(3)));
+        assert_eq!(
+            (d4.version, d4.state_dir.as_str(), d4.rollback_of),
+            (2, "d1", Some(3))
+        );
         start(&mut s, 4);
         // Rolling v2 (d4) back to v1: compatible, continues from d4's own directory.
         run(&mut s, Command::Rollback(4)).unwrap();
@@ -525,19 +555,50 @@ mod tests {
         let mut s = ControlState::default();
         run(&mut s, submit("g", 1, "A")).unwrap();
         assert!(matches!(
-            decide(&s, &Command::Deploy { graph: "g".into(), version: 9 }),
+            decide(
+                &s,
+                &Command::Deploy {
+                    graph: "g".into(),
+                    version: 9
+                }
+            ),
             Err(Refusal::Invalid(_))
         ));
-        assert!(matches!(decide(&s, &Command::Pause(1)), Err(Refusal::NotFound(_))));
-        run(&mut s, Command::Deploy { graph: "g".into(), version: 1 }).unwrap();
-        start(&mut s, 1);
-        assert!(matches!(decide(&s, &Command::Resume(1)), Err(Refusal::Conflict(_))));
-        assert!(matches!(decide(&s, &Command::Rollback(1)), Err(Refusal::Conflict(_))));
         assert!(matches!(
-            decide(&s, &Command::Deploy { graph: "g".into(), version: 1 }),
+            decide(&s, &Command::Pause(1)),
+            Err(Refusal::NotFound(_))
+        ));
+        run(
+            &mut s,
+            Command::Deploy {
+                graph: "g".into(),
+                version: 1,
+            },
+        )
+        .unwrap();
+        start(&mut s, 1);
+        assert!(matches!(
+            decide(&s, &Command::Resume(1)),
+            Err(Refusal::Conflict(_))
+        ));
+        assert!(matches!(
+            decide(&s, &Command::Rollback(1)),
+            Err(Refusal::Conflict(_))
+        ));
+        assert!(matches!(
+            decide(
+                &s,
+                &Command::Deploy {
+                    graph: "g".into(),
+                    version: 1
+                }
+            ),
             Err(Refusal::Conflict(_))
         ));
         assert_eq!(decide(&s, &submit("g", 1, "A")), Ok(Vec::new()));
-        assert!(matches!(decide(&s, &submit("g", 1, "Z")), Err(Refusal::Conflict(_))));
+        assert!(matches!(
+            decide(&s, &submit("g", 1, "Z")),
+            Err(Refusal::Conflict(_))
+        ));
     }
 }

@@ -136,13 +136,19 @@ impl ProjectionView {
 
     /// The latest record of `key`.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.table.lock().ok().and_then(|t| t.get(&key.to_string()).cloned())
+        self.table
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&key.to_string()).cloned())
     }
 
     /// Keys held, in order (at most `limit`).
     pub fn keys(&self, limit: usize) -> (usize, Vec<String>) {
         self.table.lock().map_or((0, Vec::new()), |t| {
-            (t.len(), t.iter().take(limit).map(|(k, _)| k.clone()).collect())
+            (
+                t.len(),
+                t.iter().take(limit).map(|(k, _)| k.clone()).collect(),
+            )
         })
     }
 
@@ -190,7 +196,10 @@ mod tests {
         assert!(v.upsert(r#"{"instrument_id":"A","close":"3"}"#));
         assert!(!v.upsert(r#"{"close":"4"}"#));
         assert!(!v.upsert("not json"));
-        assert_eq!(v.get("A").as_deref(), Some(r#"{"instrument_id":"A","close":"3"}"#));
+        assert_eq!(
+            v.get("A").as_deref(),
+            Some(r#"{"instrument_id":"A","close":"3"}"#)
+        );
         assert_eq!(v.keys(10), (2, vec!["7".to_string(), "A".to_string()]));
         let mut stored = BTreeMap::new();
         for op in v.snapshot().unwrap() {

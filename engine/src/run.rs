@@ -12,8 +12,8 @@ use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
 use crate::dataflow::{self, Durability, Failure};
-use crate::plan::{OperatorKind, SinkKind};
 use crate::live::Live;
+use crate::plan::{OperatorKind, SinkKind};
 use crate::{EngineError, Metrics, Plan};
 use tickflow_operators::enrich::ReferenceData;
 
@@ -214,12 +214,7 @@ pub fn run(
     let durability = match &options.data_dir {
         None => None,
         Some(path) => {
-            let dir = Arc::new(DataDir::open(
-                path,
-                &plan,
-                options.fresh,
-                options.adopt,
-            )?);
+            let dir = Arc::new(DataDir::open(path, &plan, options.fresh, options.adopt)?);
             let manifest = dir.prepare_restore()?;
             plan = Arc::new(pin_reference_data(&plan, &dir)?);
             let read_started = Instant::now();

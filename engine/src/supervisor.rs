@@ -103,7 +103,7 @@ enum Notice {
     Ended {
         id: u64,
         generation: u64,
-        result: Result<Summary, String>,
+        result: Result<Box<Summary>, String>,
     },
 }
 
@@ -328,7 +328,9 @@ impl Supervisor {
             std::thread::Builder::new()
                 .name(format!("deployment-{id}"))
                 .spawn(move || {
-                    let result = crate::run(plan, &options, metrics).map_err(|e| e.to_string());
+                    let result = crate::run(plan, &options, metrics)
+                        .map(Box::new)
+                        .map_err(|e| e.to_string());
                     let _ = tx.send(Notice::Ended {
                         id,
                         generation,
@@ -363,7 +365,11 @@ impl Supervisor {
                 (*id, *generation)
             }
         };
-        if inner.runs.get(&id).is_none_or(|r| r.generation != generation) {
+        if inner
+            .runs
+            .get(&id)
+            .is_none_or(|r| r.generation != generation)
+        {
             return;
         }
         let active = inner
@@ -484,7 +490,10 @@ impl Supervisor {
             });
         let summary = run.map(|(plan, metrics)| {
             let watermark = metrics.watermark_ms();
-            (Summary::of(&plan, self.config.workers, &metrics, 0.0), watermark)
+            (
+                Summary::of(&plan, self.config.workers, &metrics, 0.0),
+                watermark,
+            )
         });
         let (nodes, dead_letters, late, duplicates, watermark_ms) = match summary {
             Some((s, w)) => (s.nodes, s.dead_letters, s.late, s.duplicates, w),
@@ -522,25 +531,24 @@ impl Supervisor {
     /// running dataflow's view, or else from its newest checkpoint. `Ok(None)`: no such key;
     /// `Err`: no such deployment or sink.
     pub fn view(&self, id: u64, sink: &str, key: &str) -> Result<Option<String>, Refusal> {
-        let (deployment, live, plan_sinks) = {
-            let inner = self.lock();
-            let d = inner
-                .state
-                .deployments
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Refusal::NotFound(format!("deployment {id} does not exist")))?;
-            let version = inner.state.graph_version(&d.graph, d.version);
-            let sinks: Vec<String> = version
-                .and_then(|v| v.plan.get("sinks").and_then(|s| s.as_array()).cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter(|s| s.get("type").and_then(|t| t.as_str()) == Some("projection"))
-                .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(String::from))
-                .collect();
-            let live = inner.runs.get(&id).map(|r| Arc::clone(&r.live));
-            (d, live, sinks)
-        };
+        let (deployment, live, plan_sinks) =
+            {
+                let inner = self.lock();
+                let d =
+                    inner.state.deployments.get(&id).cloned().ok_or_else(|| {
+                        Refusal::NotFound(format!("deployment {id} does not exist"))
+                    })?;
+                let version = inner.state.graph_version(&d.graph, d.version);
+                let sinks: Vec<String> = version
+                    .and_then(|v| v.plan.get("sinks").and_then(|s| s.as_array()).cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|s| s.get("type").and_then(|t| t.as_str()) == Some("projection"))
+                    .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(String::from))
+                    .collect();
+                let live = inner.runs.get(&id).map(|r| Arc::clone(&r.live));
+                (d, live, sinks)
+            };
         if !plan_sinks.iter().any(|s| s == sink) {
             return Err(Refusal::NotFound(format!(
                 "deployment {id} has no projection sink `{sink}` (projection sinks: {})",
@@ -610,7 +618,10 @@ fn decode_all(path: &Path, records: &[LogRecord]) -> Result<Vec<LoggedEvent>, En
 /// `tickflow events` and `tickflow replay`). Without `repair` the file is not changed (a
 /// running engine may be appending to it); with it, the log is opened and repaired as
 /// `serve --repair` would.
-pub fn read_events(dir: &Path, repair: bool) -> Result<(Vec<LoggedEvent>, OpenReport), EngineError> {
+pub fn read_events(
+    dir: &Path,
+    repair: bool,
+) -> Result<(Vec<LoggedEvent>, OpenReport), EngineError> {
     if repair {
         let (_, report, events) = read_log(dir, true)?;
         return Ok((events, report));

@@ -40,11 +40,14 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A model deployment: graph, version, state, started.
+type Dep = (String, i64, &'static str, bool);
+
 /// The model: the rules written as plainly as possible.
 #[derive(Debug, Default)]
 struct Model {
     versions: BTreeMap<(String, i64), String>,
-    deps: Vec<(String, i64, &'static str, bool)>,
+    deps: Vec<Dep>,
 }
 
 fn active(state: &str) -> bool {
@@ -52,7 +55,7 @@ fn active(state: &str) -> bool {
 }
 
 impl Model {
-    fn dep(&mut self, id: u64) -> Option<&mut (String, i64, &'static str, bool)> {
+    fn dep(&mut self, id: u64) -> Option<&mut Dep> {
         self.deps.get_mut(id.checked_sub(1)? as usize)
     }
 
@@ -74,7 +77,11 @@ impl Model {
                 if !self.versions.contains_key(&(g.clone(), *v)) {
                     return false;
                 }
-                if self.deps.iter().any(|d| d.0 == g && d.1 == *v && active(d.2)) {
+                if self
+                    .deps
+                    .iter()
+                    .any(|d| d.0 == g && d.1 == *v && active(d.2))
+                {
                     return false;
                 }
                 for d in self.deps.iter_mut().filter(|d| d.0 == g && active(d.2)) {
@@ -128,7 +135,7 @@ impl Model {
 
     /// An engine fact about an active deployment.
     fn fact(&mut self, step: &Step) {
-        let (id, f): (u64, fn(&mut (String, i64, &'static str, bool))) = match step {
+        let (id, f): (u64, fn(&mut Dep)) = match step {
             Step::Started(id) => (*id, |d| {
                 d.3 = true;
                 if d.2 == "starting" {
@@ -214,7 +221,7 @@ proptest! {
             .collect();
         let folded = ControlState::fold(events.iter().map(|(s, e)| (*s, e)));
         prop_assert_eq!(&folded, &live);
-        let got: Vec<(String, i64, &'static str, bool)> = folded
+        let got: Vec<Dep> = folded
             .deployments
             .values()
             .map(|d| (d.graph.clone(), d.version, d.state.name(), d.started))

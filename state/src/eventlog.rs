@@ -96,7 +96,11 @@ fn intact_record_after(bytes: &[u8], from: usize, seq: u64) -> bool {
 
 /// Reads every record of `bytes`: the records before the first damaged one, and where the
 /// log would be cut (a torn tail, or with `repair` a damaged record and all after it).
-fn scan(path: &Path, bytes: &[u8], repair: bool) -> Result<(Vec<LogRecord>, OpenReport), StateError> {
+fn scan(
+    path: &Path,
+    bytes: &[u8],
+    repair: bool,
+) -> Result<(Vec<LogRecord>, OpenReport), StateError> {
     let mut records = Vec::new();
     let mut offset = 0usize;
     let mut report = OpenReport::default();
@@ -113,8 +117,8 @@ fn scan(path: &Path, bytes: &[u8], repair: bool) -> Result<(Vec<LogRecord>, Open
             Err((cut_short, why)) => {
                 // A record that looks cut short is a torn tail only if no intact record
                 // follows it (a flipped bit in a length field also looks cut short).
-                let torn_tail = cut_short
-                    && !intact_record_after(bytes, offset + 1, records.len() as u64 + 1);
+                let torn_tail =
+                    cut_short && !intact_record_after(bytes, offset + 1, records.len() as u64 + 1);
                 if !torn_tail && !repair {
                     return Err(StateError::Corrupt(format!(
                         "{}: record {} at byte offset {offset}: {why}; the records after it \
@@ -170,7 +174,10 @@ impl EventLog {
         file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
         file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
         let (records, report) = scan(path, &bytes, repair)?;
-        let offset = report.truncated.as_ref().map_or(bytes.len() as u64, |t| t.0);
+        let offset = report
+            .truncated
+            .as_ref()
+            .map_or(bytes.len() as u64, |t| t.0);
         if report.truncated.is_some() {
             file.set_len(offset)
                 .and_then(|_| file.sync_all())

@@ -181,7 +181,10 @@ mod tests {
         );
         let bytes = e.encode();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.contains("\"type\":\"deployment_rolled_back\""), "{text}");
+        assert!(
+            text.contains("\"type\":\"deployment_rolled_back\""),
+            "{text}"
+        );
         assert_eq!(Event::decode(&bytes).unwrap(), e);
         let newer = text.replace("\"v\":1", "\"v\":2");
         let err = Event::decode(newer.as_bytes()).unwrap_err().to_string();

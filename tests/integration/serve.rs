@@ -83,12 +83,21 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("serve exited with {status}: {text}");
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "serve did not start: {text}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "serve did not start: {text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = ureq::request(method, &format!("{}{path}", self.base));
         if let Some(k) = key {
             req = req.set("Authorization", &format!("Bearer {k}"));
@@ -104,7 +113,10 @@ impl Server {
         };
         let status = resp.status();
         let text = resp.into_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     fn get(&self, path: &str) -> Value {
@@ -174,7 +186,13 @@ struct Setup {
 fn setup(ticks: u64) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    gen(&data, ticks, 200, 5, &["--bad-ratio", "0.02", "--rate", "2000"]);
+    gen(
+        &data,
+        ticks,
+        200,
+        5,
+        &["--bad-ratio", "0.02", "--rate", "2000"],
+    );
     let out = root.path().join("out");
     let graph = write_graph(
         root.path(),
@@ -211,7 +229,12 @@ fn serve_deploys_pauses_resumes_and_survives_sigkill_with_exact_outputs() {
     let server = Server::start(root, &[]);
     assert_eq!(server.call("GET", "/health/live", None, None).0, 200);
 
-    let (status, body) = server.call("POST", "/api/v1/graphs?reason=first", Some(OPERATOR_KEY), Some(&s.toml));
+    let (status, body) = server.call(
+        "POST",
+        "/api/v1/graphs?reason=first",
+        Some(OPERATOR_KEY),
+        Some(&s.toml),
+    );
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["graph"]["version"], 1);
     let (status, body) = server.post(
@@ -227,26 +250,40 @@ fn serve_deploys_pauses_resumes_and_survives_sigkill_with_exact_outputs() {
     let (status, body) = server.post(&format!("{dep}/pause"), &json!({"reason": "vendor outage"}));
     assert_eq!(status, 200, "{body}");
     let read = |v: &Value| v["nodes"][0]["records_out"]["out"].as_u64().unwrap();
+    // A source sees the pause at its next activation: a batch under way still completes.
+    std::thread::sleep(Duration::from_millis(200));
     let before = server.get(&dep);
     assert_eq!(before["state"], "paused");
     std::thread::sleep(Duration::from_millis(400));
     let after = server.get(&dep);
-    assert_eq!(read(&before), read(&after), "a paused deployment kept reading");
-    assert!(read(&after) < 300_000, "the run finished before it could be paused");
+    assert_eq!(
+        read(&before),
+        read(&after),
+        "a paused deployment kept reading"
+    );
+    assert!(
+        read(&after) < 300_000,
+        "the run finished before it could be paused"
+    );
 
     // Resume; once a bar is readable through the projection, SIGKILL the server mid-run.
     let (status, body) = server.post(&format!("{dep}/resume"), &json!({"reason": "vendor back"}));
     assert_eq!(status, 200, "{body}");
-    let keys = server.wait_for(&format!("{dep}/views/latest_bars"), "a projected bar", |v| {
-        v["count"].as_u64().unwrap_or(0) > 0
-    });
+    let keys = server.wait_for(
+        &format!("{dep}/views/latest_bars"),
+        "a projected bar",
+        |v| v["count"].as_u64().unwrap_or(0) > 0,
+    );
     let key = keys["keys"][0].as_str().unwrap().to_string();
     let view = server.get(&format!("{dep}/views/latest_bars?key={key}"));
     let running = server.get(&dep);
     server.sigkill();
     assert_eq!(view["record"]["instrument_id"], key.as_str(), "{view}");
     assert!(view["record"]["vwap"].is_string(), "{view}");
-    assert_eq!(running["state"], "running", "finished before the kill: {running}");
+    assert_eq!(
+        running["state"], "running",
+        "finished before the kill: {running}"
+    );
 
     // Restart: the deployment runs again, from its checkpoint, and ends with exact outputs.
     let server = Server::start(root, &[]);
@@ -256,7 +293,10 @@ fn serve_deploys_pauses_resumes_and_survives_sigkill_with_exact_outputs() {
         !v["restored_from"].is_null() || v["state"] != "running"
     });
     let resumed_from = restarted["restored_from"].as_u64();
-    assert!(resumed_from.is_some(), "did not resume from a checkpoint: {restarted}");
+    assert!(
+        resumed_from.is_some(),
+        "did not resume from a checkpoint: {restarted}"
+    );
     server.wait_for("/health/ready", "readiness", |v| v["status"] == "ready");
     let done = server.wait_for(&dep, "the end of input", |v| v["state"] == "finished");
     assert_eq!(done["error"], Value::Null);
@@ -308,7 +348,11 @@ fn serve_deploys_pauses_resumes_and_survives_sigkill_with_exact_outputs() {
         "/api/v1/state?at={}",
         paused_at.replace('+', "%2B")
     ));
-    assert_eq!(then["deployments"][id.to_string()]["state"], "paused", "{then}");
+    assert_eq!(
+        then["deployments"][id.to_string()]["state"],
+        "paused",
+        "{then}"
+    );
 
     // The metrics endpoint reports the deployment and the API.
     let (status, metrics) = server.call("GET", "/metrics", Some(VIEWER_KEY), None);
@@ -337,15 +381,20 @@ fn illegal_commands_are_refused_and_append_nothing() {
     let s = setup(20_000);
     let server = Server::start(s.root.path(), &[]);
     // Every validation error of a bad graph, with its TOML key and line.
-    let bad = s.toml.replace("size = \"1m\"", "size = \"-1m\"").replace(
-        "type = \"enrich\"",
-        "type = \"enrichh\"",
-    );
+    let bad = s
+        .toml
+        .replace("size = \"1m\"", "size = \"-1m\"")
+        .replace("type = \"enrich\"", "type = \"enrichh\"");
     let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&bad));
     assert_eq!(status, 422, "{body}");
     let details = body["details"].as_array().unwrap();
     assert!(details.len() >= 2, "{body}");
-    assert!(details.iter().all(|d| d["line"].is_u64() && d["path"].is_string()), "{body}");
+    assert!(
+        details
+            .iter()
+            .all(|d| d["line"].is_u64() && d["path"].is_string()),
+        "{body}"
+    );
     let (status, _) = server.call(
         "POST",
         "/api/v1/graphs",
@@ -354,20 +403,50 @@ fn illegal_commands_are_refused_and_append_nothing() {
     );
     assert_eq!(status, 413, "a body over max_body_bytes");
 
-    assert_eq!(server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml)).0, 201);
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml))
+            .0,
+        201
+    );
     // The same version again is accepted as is (no event); changed, it is refused.
-    assert_eq!(server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml)).0, 200);
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml))
+            .0,
+        200
+    );
     let changed = s.toml.replace("EUR = \"1.08\"", "EUR = \"1.09\"");
-    assert_eq!(server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&changed)).0, 409);
-    let (status, body) = server.post("/api/v1/deployments", &json!({"graph": "test-bars", "version": 1}));
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&changed))
+            .0,
+        409
+    );
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 1}),
+    );
     assert_eq!(status, 201, "{body}");
     let events_before = server.events();
 
     let refused = [
         ("/api/v1/deployments/1/resume", json!({"reason": "r"}), 409),
-        ("/api/v1/deployments", json!({"graph": "test-bars", "version": 7}), 422),
-        ("/api/v1/deployments", json!({"graph": "nope", "version": 1}), 422),
-        ("/api/v1/deployments/1/rollback", json!({"reason": "r"}), 409),
+        (
+            "/api/v1/deployments",
+            json!({"graph": "test-bars", "version": 7}),
+            422,
+        ),
+        (
+            "/api/v1/deployments",
+            json!({"graph": "nope", "version": 1}),
+            422,
+        ),
+        (
+            "/api/v1/deployments/1/rollback",
+            json!({"reason": "r"}),
+            409,
+        ),
         ("/api/v1/deployments/9/pause", json!({"reason": "r"}), 404),
         ("/api/v1/deployments/1/pause", json!({"because": "r"}), 422),
         ("/api/v1/deployments/1/stop", json!({"reason": " "}), 422),
@@ -375,33 +454,77 @@ fn illegal_commands_are_refused_and_append_nothing() {
     for (path, body, want) in refused {
         let (status, answer) = server.post(path, &body);
         assert_eq!(status, want, "POST {path} {body}: {answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
     }
-    assert_eq!(server.events(), events_before, "a refused command appended events");
+    assert_eq!(
+        server.events(),
+        events_before,
+        "a refused command appended events"
+    );
 
     // Rollback to the previous version: v2 (same state shape, other fx) then back to v1.
-    let v2 = s.toml.replace("version = 1", "version = 2").replace("EUR = \"1.08\"", "EUR = \"1.10\"");
-    assert_eq!(server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&v2)).0, 201);
-    server.wait_for("/api/v1/deployments/1", "deployment 1 to start", |v| v["started"] == true);
-    let (status, body) = server.post("/api/v1/deployments", &json!({"graph": "test-bars", "version": 2}));
+    let v2 = s
+        .toml
+        .replace("version = 1", "version = 2")
+        .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&v2))
+            .0,
+        201
+    );
+    server.wait_for("/api/v1/deployments/1", "deployment 1 to start", |v| {
+        v["started"] == true
+    });
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 2}),
+    );
     assert_eq!(status, 201, "{body}");
     assert_eq!(server.get("/api/v1/deployments/1")["state"], "stopped");
     let d2 = server.get("/api/v1/deployments/2");
     assert_eq!(d2["continues"], 1, "v2 has v1's state shape: {d2}");
-    server.wait_for("/api/v1/deployments/2", "deployment 2 to start", |v| v["started"] == true);
-    let (status, body) = server.post("/api/v1/deployments/2/rollback", &json!({"reason": "bad fx"}));
+    server.wait_for("/api/v1/deployments/2", "deployment 2 to start", |v| {
+        v["started"] == true
+    });
+    let (status, body) = server.post(
+        "/api/v1/deployments/2/rollback",
+        &json!({"reason": "bad fx"}),
+    );
     assert_eq!(status, 200, "{body}");
     let d2 = server.get("/api/v1/deployments/2");
     assert_eq!(d2["state"], "rolled_back");
     let d3 = server.wait_for("/api/v1/deployments/3", "the rollback target", |v| {
         v["started"] == true
     });
-    assert_eq!((d3["version"].as_i64(), d3["rollback_of"].as_u64()), (Some(1), Some(2)));
-    assert_eq!(d3["continues"], 2, "compatible: continues from v2's checkpoint: {d3}");
+    assert_eq!(
+        (d3["version"].as_i64(), d3["rollback_of"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        d3["continues"], 2,
+        "compatible: continues from v2's checkpoint: {d3}"
+    );
     // A stopped deployment cannot be rolled back.
-    assert_eq!(server.post("/api/v1/deployments/2/rollback", &json!({"reason": "again"})).0, 409);
+    assert_eq!(
+        server
+            .post(
+                "/api/v1/deployments/2/rollback",
+                &json!({"reason": "again"})
+            )
+            .0,
+        409
+    );
     // Viewers cannot change anything.
-    let (status, _) = server.call("POST", "/api/v1/deployments/3/stop", Some(VIEWER_KEY), Some("{\"reason\":\"x\"}"));
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/deployments/3/stop",
+        Some(VIEWER_KEY),
+        Some("{\"reason\":\"x\"}"),
+    );
     assert_eq!(status, 403);
     let (status, _) = server.call("GET", "/api/v1/deployments", Some("wrong"), None);
     assert_eq!(status, 401);
@@ -419,10 +542,20 @@ fn a_torn_event_log_tail_is_cut_and_a_damaged_record_stops_startup() {
     let s = setup(2_000);
     let root = s.root.path();
     let server = Server::start(root, &[]);
-    assert_eq!(server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml)).0, 201);
-    let (status, _) = server.post("/api/v1/deployments", &json!({"graph": "test-bars", "version": 1}));
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml))
+            .0,
+        201
+    );
+    let (status, _) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 1}),
+    );
     assert_eq!(status, 201);
-    server.wait_for("/api/v1/deployments/1", "the run to finish", |v| v["state"] == "finished");
+    server.wait_for("/api/v1/deployments/1", "the run to finish", |v| {
+        v["state"] == "finished"
+    });
     let n = server.events().len();
     drop(server);
     let engine = root.join("engine");
@@ -445,11 +578,18 @@ fn a_torn_event_log_tail_is_cut_and_a_damaged_record_stops_startup() {
         if seen < n - 1 {
             break;
         }
-        assert_eq!(seen, n - 1, "cut at {cut}: the complete prefix, nothing more");
+        assert_eq!(
+            seen,
+            n - 1,
+            "cut at {cut}: the complete prefix, nothing more"
+        );
         last_start = Some(cut);
     }
     let last_start = last_start.unwrap();
-    assert!(bytes.len() - last_start > 16, "the last record spans header and payload");
+    assert!(
+        bytes.len() - last_start > 16,
+        "the last record spans header and payload"
+    );
     // serve cuts a torn tail, reports it, and keeps the complete prefix.
     std::fs::write(&log, &bytes[..bytes.len() - 3]).unwrap();
     let server = Server::start(root, &[]);
@@ -466,7 +606,14 @@ fn a_torn_event_log_tail_is_cut_and_a_damaged_record_stops_startup() {
         .unwrap();
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("at byte offset 0") && err.contains("--repair"), "{err}");
+    assert!(
+        err.contains("at byte offset 0") && err.contains("--repair"),
+        "{err}"
+    );
     let server = Server::start(root, &["--repair"]);
-    assert_eq!(server.events().len(), 0, "repair keeps only what precedes the damage");
+    assert_eq!(
+        server.events().len(),
+        0,
+        "repair keeps only what precedes the damage"
+    );
 }
