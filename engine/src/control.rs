@@ -392,13 +392,19 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                     d.state.name()
                 )));
             }
-            // The newest earlier deployment of the same graph with another version that ran.
+            // The newest earlier deployment of the same graph with another version that ran
+            // and was not itself rolled back (a rolled-back version is known bad).
             let Some(previous) = state
                 .deployments
                 .range(..*id)
                 .rev()
                 .map(|(_, p)| p)
-                .find(|p| p.graph == d.graph && p.version != d.version && p.started)
+                .find(|p| {
+                    p.graph == d.graph
+                        && p.version != d.version
+                        && p.started
+                        && p.state != DeploymentState::RolledBack
+                })
             else {
                 return Err(Refusal::Conflict(format!(
                     "cannot roll back deployment {id}: graph `{}` has no earlier deployed version",

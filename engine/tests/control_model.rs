@@ -118,7 +118,7 @@ impl Model {
                 let previous = self.deps[..(*id - 1) as usize]
                     .iter()
                     .rev()
-                    .find(|p| p.0 == current.0 && p.1 != current.1 && p.3)
+                    .find(|p| p.0 == current.0 && p.1 != current.1 && p.3 && p.2 != "rolled_back")
                     .cloned();
                 let Some(previous) = previous else {
                     return false;

@@ -313,6 +313,10 @@ mod tests {
         let (log, report) = EventLog::open(&path, true).unwrap();
         assert_eq!(payloads(&log), vec![b"a".to_vec()]);
         assert_eq!(report.truncated.map(|t| t.0), Some(second));
+        // One writer at a time: a second open is refused while the first is held.
+        let err = EventLog::open(&path, false).unwrap_err();
+        assert!(matches!(err, StateError::InUse(_)), "{err}");
+        drop(log);
         // A flipped bit in the last record is a torn tail.
         let (mut log, _) = EventLog::open(&path, false).unwrap();
         log.append(b"b2").unwrap();
