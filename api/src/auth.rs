@@ -40,9 +40,14 @@ pub struct Caller {
     pub role: Role,
 }
 
-/// SHA-256 of a key (or any text), as hex.
+/// SHA-256 of text, as hex.
+pub fn sha256_hex(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// What `[[api.keys]] sha256` holds for a key.
 pub fn hash_key(key: &str) -> String {
-    format!("{:x}", Sha256::digest(key.as_bytes()))
+    sha256_hex(key)
 }
 
 /// The configured keys, hashes decoded.

@@ -154,15 +154,23 @@ pub fn routes() -> &'static [RouteSpec] {
                 "A deployment: state, per-node counters, watermark, last checkpoint",
                 || get(show_deployment),
             ),
-            action("pause", "Pause: sources stop reading", || post(pause)),
-            action("resume", "Resume a paused deployment", || post(resume)),
             action(
-                "stop",
+                "/api/v1/deployments/{id}/pause",
+                "Pause: sources stop reading",
+                || post(pause),
+            ),
+            action(
+                "/api/v1/deployments/{id}/resume",
+                "Resume a paused deployment",
+                || post(resume),
+            ),
+            action(
+                "/api/v1/deployments/{id}/stop",
                 "Stop for good (its checkpoint stays for later versions)",
                 || post(stop),
             ),
             action(
-                "rollback",
+                "/api/v1/deployments/{id}/rollback",
                 "Stop and redeploy the previous deployed version of the graph",
                 || post(rollback),
             ),
@@ -191,17 +199,12 @@ pub fn routes() -> &'static [RouteSpec] {
     })
 }
 
+/// A deployment action: operator role, `{"reason"}` body.
 fn action(
-    name: &'static str,
+    path: &'static str,
     summary: &'static str,
     handler: fn() -> MethodRouter<AppState>,
 ) -> RouteSpec {
-    let path: &'static str = match name {
-        "pause" => "/api/v1/deployments/{id}/pause",
-        "resume" => "/api/v1/deployments/{id}/resume",
-        "stop" => "/api/v1/deployments/{id}/stop",
-        _ => "/api/v1/deployments/{id}/rollback",
-    };
     RouteSpec {
         method: "POST",
         path,
@@ -303,7 +306,7 @@ async fn submit_graph(
             },
             other => ApiError::invalid(other.to_string()),
         })?;
-        let sha256 = crate::auth::hash_key(&text);
+        let sha256 = crate::auth::sha256_hex(&text);
         let command = Command::Submit {
             name: plan.name.clone(),
             version: plan.version,

@@ -479,6 +479,13 @@ mod tests {
         }
     }
 
+    fn deploy(version: i64) -> Command {
+        Command::Deploy {
+            graph: "g".into(),
+            version,
+        }
+    }
+
     fn run(state: &mut ControlState, command: Command) -> Result<Vec<EventKind>, Refusal> {
         let kinds = decide(state, &command)?;
         for kind in &kinds {
@@ -507,37 +514,16 @@ mod tests {
         run(&mut s, submit("g", 1, "A")).unwrap();
         run(&mut s, submit("g", 2, "A")).unwrap();
         run(&mut s, submit("g", 3, "B")).unwrap();
-        run(
-            &mut s,
-            Command::Deploy {
-                graph: "g".into(),
-                version: 1,
-            },
-        )
-        .unwrap();
+        run(&mut s, deploy(1)).unwrap();
         start(&mut s, 1);
         // v2 fits v1's state: continues on d1's directory; d1 is stopped.
-        run(
-            &mut s,
-            Command::Deploy {
-                graph: "g".into(),
-                version: 2,
-            },
-        )
-        .unwrap();
+        run(&mut s, deploy(2)).unwrap();
         start(&mut s, 2);
         assert_eq!(s.deployments[&1].state, DeploymentState::Stopped);
         assert_eq!(s.deployments[&2].state_dir, "d1");
         assert_eq!(s.deployments[&2].continues, Some(1));
         // v3 does not fit: a directory of its own.
-        run(
-            &mut s,
-            Command::Deploy {
-                graph: "g".into(),
-                version: 3,
-            },
-        )
-        .unwrap();
+        run(&mut s, deploy(3)).unwrap();
         start(&mut s, 3);
         assert_eq!(s.deployments[&3].state_dir, "d3");
         // Rolling v3 back to v2: incompatible, so v2's own directory.
@@ -560,28 +546,12 @@ mod tests {
     fn illegal_commands_are_refused() {
         let mut s = ControlState::default();
         run(&mut s, submit("g", 1, "A")).unwrap();
-        assert!(matches!(
-            decide(
-                &s,
-                &Command::Deploy {
-                    graph: "g".into(),
-                    version: 9
-                }
-            ),
-            Err(Refusal::Invalid(_))
-        ));
+        assert!(matches!(decide(&s, &deploy(9)), Err(Refusal::Invalid(_))));
         assert!(matches!(
             decide(&s, &Command::Pause(1)),
             Err(Refusal::NotFound(_))
         ));
-        run(
-            &mut s,
-            Command::Deploy {
-                graph: "g".into(),
-                version: 1,
-            },
-        )
-        .unwrap();
+        run(&mut s, deploy(1)).unwrap();
         start(&mut s, 1);
         assert!(matches!(
             decide(&s, &Command::Resume(1)),
@@ -591,16 +561,7 @@ mod tests {
             decide(&s, &Command::Rollback(1)),
             Err(Refusal::Conflict(_))
         ));
-        assert!(matches!(
-            decide(
-                &s,
-                &Command::Deploy {
-                    graph: "g".into(),
-                    version: 1
-                }
-            ),
-            Err(Refusal::Conflict(_))
-        ));
+        assert!(matches!(decide(&s, &deploy(1)), Err(Refusal::Conflict(_))));
         assert_eq!(decide(&s, &submit("g", 1, "A")), Ok(Vec::new()));
         assert!(matches!(
             decide(&s, &submit("g", 1, "Z")),

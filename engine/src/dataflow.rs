@@ -938,7 +938,7 @@ fn write_sink(
                 lines_written = restored.and_then(Result::ok).map_or(0, |p| p.lines);
                 let view = view.clone().ok_or_else(|| format!("sink {name}: no view"));
                 view.and_then(|v| {
-                    let cf = format!("{name}/latest");
+                    let cf = crate::live::projection_table(&name);
                     let stored = part.as_ref().and_then(|p| p.ctx.restored.get(&cf));
                     let entries = stored.into_iter().flatten();
                     v.restore(entries.map(|(k, v)| (k.as_slice(), v.as_slice())))
@@ -975,7 +975,7 @@ fn write_sink(
                 // fsyncs files before committing.
                 let saved = match &view {
                     Some(v) => v.snapshot().and_then(|ops| {
-                        let cf = format!("{name}/latest");
+                        let cf = crate::live::projection_table(&name);
                         let ops: Vec<(String, DeltaOp)> =
                             ops.into_iter().map(|op| (cf.clone(), op)).collect();
                         p.ctx

@@ -94,6 +94,11 @@ pub const PROJECTION_TABLES: &[TableDescriptor] = &[TableDescriptor {
     description: "the latest record (JSON) per key",
 }];
 
+/// The column family holding projection sink `sink`'s entries.
+pub fn projection_table(sink: &str) -> String {
+    format!("{sink}/{}", PROJECTION_TABLES[0].name)
+}
+
 /// The latest record per key of a `projection` sink: updated by the sink as records complete,
 /// read by the API, saved to RocksDB at every checkpoint (changed keys only).
 #[derive(Debug)]

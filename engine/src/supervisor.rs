@@ -651,7 +651,7 @@ fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, Stri
     let store = Store::open_read_only(&dir.join("state")).map_err(|e| e.to_string())?;
     let mut found = None;
     store
-        .load(&format!("{sink}/latest"), marker.id, |k, v| {
+        .load(&crate::live::projection_table(sink), marker.id, |k, v| {
             if k == key.as_bytes() {
                 found = Some(tickflow_state::codec::decode::<String>(v)?);
             }
