@@ -38,6 +38,13 @@ pub struct BenchArgs {
     /// instrument), as the median of `runs` restores.
     #[arg(long)]
     pub restore_windows: Option<u32>,
+    /// Instead: Kafka in and out through the broker at this address (catch-up throughput,
+    /// then latency at a steady `--rate`); see `deploy/kafka-broker.sh start`.
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Ticks per second produced in the Kafka latency measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
 }
 
 /// The example pipeline over generated data in `dir`, writing to `dir/out`.
@@ -216,6 +223,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Generates data, then runs the example pipeline `runs` times per worker count.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(brokers) = &args.kafka {
+        return crate::bench_kafka::run(args, brokers, args.rate);
+    }
     let temp;
     let dir = match &args.dir {
         Some(d) => d.clone(),

@@ -84,29 +84,46 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "tickflow serve: listening on http://{addr} (data dir {})",
             config.data_dir.display()
         );
-        let shutdown = async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    r = ctrl_c => r,
-                    _ = term.recv() => Ok(()),
-                }
-            }
-            #[cfg(not(unix))]
-            ctrl_c.await
-        };
         tokio::select! {
             served = tickflow_api::serve(listener, router) => served?,
-            signal = shutdown => signal?,
+            signal = shutdown_signal() => signal?,
         }
         anyhow::Ok(())
     })?;
     eprintln!("tickflow serve: stopping deployments (each resumes from its checkpoint)");
     sup.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = ctrl_c => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await
+}
+
+/// Stops `live` on Ctrl-C or SIGTERM (a thread waits for the signal).
+pub fn stop_on_signal(live: std::sync::Arc<tickflow_engine::live::Live>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if runtime.block_on(shutdown_signal()).is_ok() {
+                eprintln!("tickflow run: stopping (the newest checkpoint is kept)");
+                live.stop();
+            }
+        })?;
+    Ok(())
 }
 
 fn describe(e: &LoggedEvent) -> String {

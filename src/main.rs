@@ -2,9 +2,11 @@
 //! serve the control API; read the event log.
 
 mod bench;
+mod bench_kafka;
 mod checkpoints;
 mod control;
 mod gen;
+mod kafka_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +114,13 @@ enum Command {
     },
     /// Print the SHA-256 of an API key read from standard input, for `[[api.keys]] sha256`.
     HashKey,
+    /// Load a JSON-lines file (for example generated ticks) into a Kafka topic.
+    Produce(kafka_cmd::ProduceArgs),
+    /// Create or read Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: kafka_cmd::TopicsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -203,10 +212,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let metrics = Arc::new(Metrics::for_plan(&plan));
             let progress = spawn_progress(Arc::clone(&metrics));
+            // Ctrl-C or SIGTERM stops the run (needed for Kafka sources, which never end); its
+            // newest checkpoint stays, and the next run with the same --data-dir resumes there.
+            let live = tickflow_engine::live::Live::new(false, None);
+            control::stop_on_signal(Arc::clone(&live))?;
             let options = RunOptions {
                 workers,
                 data_dir,
                 fresh,
+                live: Some(live),
                 ..RunOptions::default()
             };
             let result = tickflow_engine::run(plan, &options, Arc::clone(&metrics));
@@ -250,6 +264,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Events { dir, json, repair } => control::events(&dir, json, repair),
         Command::Replay { dir, json, repair } => control::replay(&dir, json, repair),
         Command::HashKey => control::hash_key_cmd(),
+        Command::Produce(args) => kafka_cmd::produce(&args).map(|_| ExitCode::SUCCESS),
+        Command::Topics { command } => kafka_cmd::topics(&command).map(|_| ExitCode::SUCCESS),
     }
 }
 

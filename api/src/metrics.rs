@@ -103,6 +103,8 @@ impl Collector for EngineCollector {
         let mut ckpts = Vec::new();
         let mut ckpt_secs = Vec::new();
         let mut up = Vec::new();
+        let (mut kafka_bytes, mut produce_errors, mut client_errors) = (vec![], vec![], vec![]);
+        let (mut replay_skipped, mut broker_down, mut consumer_lag) = (vec![], vec![], vec![]);
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         for (d, m) in &runs {
             let id = d.id.to_string();
@@ -130,7 +132,64 @@ impl Collector for EngineCollector {
             ckpt_secs.push((labels(&base), us as f64 / 1e6));
             let state = d.state.name();
             up.push((labels(&[base[0], base[1], ("state", state)]), 1.0));
+            let clients = m.kafka.lock().map(|k| k.clone()).unwrap_or_default();
+            for (node, k) in &clients {
+                let l = |extra: &[(&str, &str)]| {
+                    let mut pairs = vec![base[0], base[1], ("node", node.as_str())];
+                    pairs.extend_from_slice(extra);
+                    labels(&pairs)
+                };
+                for (dir, c) in [("in", &k.bytes_in), ("out", &k.bytes_out)] {
+                    kafka_bytes.push((l(&[("direction", dir)]), c.load(Ordering::Relaxed)));
+                }
+                produce_errors.push((l(&[]), k.produce_errors.load(Ordering::Relaxed)));
+                client_errors.push((l(&[]), k.client_errors.load(Ordering::Relaxed)));
+                replay_skipped.push((l(&[]), k.replay_skipped.load(Ordering::Relaxed)));
+                let down = k.broker_down.load(Ordering::Relaxed);
+                broker_down.push((l(&[]), if down { 1.0 } else { 0.0 }));
+                let lags = k.lag.lock().map(|g| g.clone()).unwrap_or_default();
+                for ((topic, partition), v) in lags {
+                    let p = partition.to_string();
+                    consumer_lag.push((l(&[("topic", &topic), ("partition", &p)]), v as f64));
+                }
+            }
         }
+        counter(
+            &mut enc,
+            "tickflow_kafka_bytes",
+            "Bytes of Kafka keys and values consumed (in) and acknowledged (out)",
+            &kafka_bytes,
+        )?;
+        counter(
+            &mut enc,
+            "tickflow_kafka_produce_errors",
+            "Kafka records whose delivery failed or that could not be queued",
+            &produce_errors,
+        )?;
+        counter(
+            &mut enc,
+            "tickflow_kafka_client_errors",
+            "Errors reported by Kafka clients (broker down, transport failures)",
+            &client_errors,
+        )?;
+        counter(
+            &mut enc,
+            "tickflow_kafka_replay_skipped",
+            "Records a restored Kafka sink found already written and did not write again",
+            &replay_skipped,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_kafka_broker_down",
+            "1 while a Kafka client's last event was an error, 0 after a good fetch or delivery",
+            &broker_down,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_kafka_consumer_lag",
+            "Records between a Kafka source's position and the partition's end",
+            &consumer_lag,
+        )?;
         counter(
             &mut enc,
             "tickflow_records_in",

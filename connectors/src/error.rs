@@ -23,6 +23,9 @@ pub enum ConnectorError {
         /// What is wrong.
         message: String,
     },
+    /// A Kafka client failed (the message names the topic or brokers).
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl ConnectorError {

@@ -1,4 +1,5 @@
-//! Sources and sinks for tickflow: JSON-lines files, stdout, and reference data from CSV.
+//! Sources and sinks for tickflow: JSON-lines files, stdout, Kafka topics, and reference data
+//! from CSV.
 //!
 //! Connectors move bytes and lines; they know nothing of ticks or dataflows. The engine reads
 //! lines through [`file::LineReader`], writes rendered records through a [`LineSink`], and loads
@@ -7,6 +8,7 @@
 
 mod error;
 pub mod file;
+pub mod kafka;
 pub mod reference;
 
 pub use error::ConnectorError;
@@ -50,6 +52,18 @@ pub fn registry() -> &'static [ConnectorType] {
             description: "JSON lines to standard output",
         },
         ConnectorType {
+            name: "kafka",
+            direction: Direction::Source,
+            description: "JSON records from a Kafka topic, partitions spread over the workers, \
+                          offsets in checkpoints",
+        },
+        ConnectorType {
+            name: "kafka",
+            direction: Direction::Sink,
+            description: "JSON records to a Kafka topic, keyed by `key`; each record once \
+                          across restores",
+        },
+        ConnectorType {
             name: "projection",
             direction: Direction::Sink,
             description: "the latest record per `key` field, kept in the state store and read \
@@ -77,4 +91,8 @@ pub trait LineSink: Send {
     /// truncated, such as stdout). With `fsync` the output is also made durable; without, the
     /// caller syncs the file later (the checkpoint coordinator does, before committing).
     fn sync(&mut self, fsync: bool) -> Result<u64, ConnectorError>;
+    /// A Kafka sink's position, recorded in checkpoints beside [`LineSink::sync`]'s value.
+    fn kafka_position(&self) -> Option<kafka::KafkaSinkPosition> {
+        None
+    }
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tickflow_connectors::kafka::KafkaSinkPosition;
 use tickflow_state::Store;
 
 use crate::plan::{OperatorKind, Plan, SinkKind};
@@ -119,6 +120,8 @@ pub fn final_id(interval_ms: u64) -> u64 {
 pub enum PartId {
     /// A source (read by one worker).
     Source(String),
+    /// One worker's share of a source read by every worker (Kafka partitions).
+    SourceWorker(String, usize),
     /// A sink (written by worker 0).
     Sink(String),
     /// One worker's instance of a stateful operator.
@@ -129,14 +132,24 @@ impl std::fmt::Display for PartId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PartId::Source(s) => write!(f, "source/{s}"),
+            PartId::SourceWorker(s, w) => write!(f, "source/{s}@{w}"),
             PartId::Sink(s) => write!(f, "sink/{s}"),
             PartId::Operator(s, w) => write!(f, "operator/{s}@{w}"),
         }
     }
 }
 
-/// Where a file source stands at a checkpoint.
+/// Where one Kafka partition stands at a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    /// The next offset to read.
+    pub offset: i64,
+    /// Newest event time seen in the partition, ms.
+    pub max_ts_ms: Option<u64>,
+}
+
+/// Where a source stands at a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// Bytes consumed.
     pub offset: u64,
@@ -146,15 +159,32 @@ pub struct SourcePosition {
     pub max_ts_ms: Option<u64>,
     /// The watermark the source continues from (`u64::MAX` once the input is exhausted).
     pub watermark_ms: u64,
+    /// A Kafka source's partitions (`offset` and `line` are then unused).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<i32, PartitionPosition>,
+}
+
+impl SourcePosition {
+    /// Folds another worker's position of the same source into this one: partitions joined,
+    /// the least watermark.
+    fn merge(&mut self, other: &SourcePosition) {
+        self.partitions
+            .extend(other.partitions.iter().map(|(p, pos)| (*p, *pos)));
+        self.watermark_ms = self.watermark_ms.min(other.watermark_ms);
+        self.max_ts_ms = self.max_ts_ms.max(other.max_ts_ms);
+    }
 }
 
 /// What a sink has made durable at a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkPosition {
     /// Length of the output file (0 for sinks that cannot be truncated, such as stdout).
     pub bytes: u64,
     /// Lines written.
     pub lines: u64,
+    /// A Kafka sink's run id and acknowledged offsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSinkPosition>,
 }
 
 /// State of one stateful operator at a checkpoint, summed over workers.
@@ -167,7 +197,7 @@ pub struct OperatorCheckpoint {
 }
 
 /// What a part saved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartInfo {
     /// A source's position.
     Source(SourcePosition),
@@ -718,12 +748,20 @@ impl Coordinator {
             };
             first = Some(first.map_or(*at, |f| f.min(*at)));
             m.write_ms = m.write_ms.max(r.write_us as f64 / 1000.0);
-            match (&r.part, r.info) {
+            match (&r.part, &r.info) {
                 (PartId::Source(name), PartInfo::Source(p)) => {
-                    m.sources.insert(name.clone(), p);
+                    m.sources.insert(name.clone(), p.clone());
+                }
+                (PartId::SourceWorker(name, _), PartInfo::Source(p)) => {
+                    match m.sources.get_mut(name) {
+                        Some(merged) => merged.merge(p),
+                        None => {
+                            m.sources.insert(name.clone(), p.clone());
+                        }
+                    }
                 }
                 (PartId::Sink(name), PartInfo::Sink(p)) => {
-                    m.sinks.insert(name.clone(), p);
+                    m.sinks.insert(name.clone(), p.clone());
                 }
                 (PartId::Operator(name, _), PartInfo::Operator(o)) => {
                     let e = m.operators.entry(name.clone()).or_default();

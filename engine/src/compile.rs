@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use toml_edit::{ImDocument, Item, Table};
 
 use tickflow_connectors::file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
+use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tickflow_connectors::ProjectionSinkConfig;
 use tickflow_connectors::{reference, Direction};
 use tickflow_operators::enrich::{EnrichConfig, ReferenceData};
@@ -27,6 +28,8 @@ use crate::{EngineError, ValidationError};
 
 /// Default for `[graph].base_currency`.
 pub const DEFAULT_BASE_CURRENCY: &str = "USD";
+/// Default `idle_timeout` of a Kafka source.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Default for `[graph.defaults].max_out_of_orderness`.
 pub const DEFAULT_MAX_OUT_OF_ORDERNESS: &str = "1s";
 /// Dedup retention when the graph has no window to derive it from.
@@ -487,6 +490,20 @@ impl Compiler<'_> {
         }
     }
 
+    /// Whether a Kafka node names brokers and a topic; reports the key otherwise. (Whether the
+    /// topic exists is checked when the graph runs: the broker may not be up at validation.)
+    fn kafka_target(&mut self, node: &RawNode, brokers: &str, topic: &str) -> bool {
+        let mut ok = true;
+        for (key, value) in [("brokers", brokers), ("topic", topic)] {
+            if value.trim().is_empty() {
+                let line = self.key_line(node.table, key);
+                self.error(format!("{}.{key}", node.path()), line, "must not be empty");
+                ok = false;
+            }
+        }
+        ok
+    }
+
     /// The path, if it names an existing file; otherwise reports the key and returns `None`.
     fn existing_file(
         &mut self,
@@ -551,6 +568,39 @@ impl Compiler<'_> {
                     }
                     if direction == Direction::Source {
                         outputs.insert(node.name.clone(), vec![("out", RecordKind::Raw)]);
+                        if node.type_name == "kafka" {
+                            let Some(cfg) = self.config::<KafkaSourceConfig>(node) else {
+                                continue;
+                            };
+                            let ooo = self.duration_key(
+                                node,
+                                "max_out_of_orderness",
+                                cfg.max_out_of_orderness.as_deref(),
+                                header.max_out_of_orderness_ms,
+                            );
+                            let idle = self.duration_key(
+                                node,
+                                "idle_timeout",
+                                cfg.idle_timeout.as_deref(),
+                                DEFAULT_IDLE_TIMEOUT_MS,
+                            );
+                            if !self.kafka_target(node, &cfg.brokers, &cfg.topic) {
+                                continue;
+                            }
+                            let group_id = cfg.group_id.clone().unwrap_or_else(|| {
+                                format!("tickflow.{}.{}", header.name, node.name)
+                            });
+                            sources.push(SourcePlan {
+                                name: node.name.clone(),
+                                kind: SourceKind::Kafka {
+                                    config: Box::new(cfg),
+                                    group_id,
+                                    idle_timeout_ms: idle,
+                                },
+                                max_out_of_orderness_ms: ooo,
+                            });
+                            continue;
+                        }
                         let Some(cfg) = self.config::<FileSourceConfig>(node) else {
                             continue;
                         };
@@ -577,6 +627,14 @@ impl Compiler<'_> {
                                     path: PathBuf::from(cfg.path),
                                 },
                                 None => continue,
+                            },
+                            "kafka" => match self.config::<KafkaSinkConfig>(node) {
+                                Some(cfg) if self.kafka_target(node, &cfg.brokers, &cfg.topic) => {
+                                    SinkKind::Kafka {
+                                        config: Box::new(cfg),
+                                    }
+                                }
+                                _ => continue,
                             },
                             "projection" => match self.config::<ProjectionSinkConfig>(node) {
                                 Some(cfg) if cfg.key.trim().is_empty() => {

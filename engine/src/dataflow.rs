@@ -28,6 +28,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
 use tickflow_connectors::file::{FileSink, LineReader, StdoutSink};
+use tickflow_connectors::kafka::KafkaWriter;
 use tickflow_connectors::LineSink;
 use tickflow_operators::normalize::Deduper;
 use tickflow_operators::record::{
@@ -55,7 +56,7 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// The first error a worker hit; the run reports it when the dataflow ends.
 pub type Failure = Arc<Mutex<Option<String>>>;
 
-fn fail(failure: &Failure, message: String) {
+pub(crate) fn fail(failure: &Failure, message: String) {
     if let Ok(mut slot) = failure.lock() {
         slot.get_or_insert(message);
     }
@@ -95,10 +96,10 @@ impl Durability {
 }
 
 /// One part's side of checkpointing: its cadence and where it reports.
-struct Part {
-    ctx: Durability,
+pub(crate) struct Part {
+    pub(crate) ctx: Durability,
     id: PartId,
-    cadence: Cadence,
+    pub(crate) cadence: Cadence,
 }
 
 impl Part {
@@ -110,7 +111,12 @@ impl Part {
         }
     }
 
-    fn report(&mut self, (label, through): (u64, u64), info: PartInfo, started: Instant) {
+    pub(crate) fn report(
+        &mut self,
+        (label, through): (u64, u64),
+        info: PartInfo,
+        started: Instant,
+    ) {
         let report = Report {
             part: self.id.clone(),
             label,
@@ -124,7 +130,7 @@ impl Part {
     }
 
     /// Records a source's or sink's position in the store, then reports it.
-    fn save_position(
+    pub(crate) fn save_position(
         &mut self,
         due: (u64, u64),
         info: PartInfo,
@@ -232,7 +238,7 @@ fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
     frontier.frontier().first().copied().unwrap_or(u64::MAX)
 }
 
-type S<'s, D> = StreamVec<'s, u64, D>;
+pub(crate) type S<'s, D> = StreamVec<'s, u64, D>;
 
 /// A stream of any record kind.
 #[derive(Clone)]
@@ -321,16 +327,27 @@ pub fn build(
     // Completion at the sinks, which sources use to hold back.
     let probe = ProbeHandle::new();
     for (id, src) in plan.sources.iter().enumerate() {
-        let part = durable.map(|d| Part::new(d, PartId::Source(src.name.clone())));
-        let stream = file_source(
-            scope,
-            plan,
-            id,
-            (metrics, failure),
-            probe.clone(),
-            part,
-            live.cloned(),
-        );
+        let stream = match &src.kind {
+            SourceKind::File { .. } => file_source(
+                scope,
+                plan,
+                id,
+                (metrics, failure),
+                probe.clone(),
+                durable.map(|d| Part::new(d, PartId::Source(src.name.clone()))),
+                live.cloned(),
+            ),
+            SourceKind::Kafka { .. } => crate::kafka::kafka_source(
+                scope,
+                plan,
+                id,
+                (metrics, failure),
+                probe.clone(),
+                durable
+                    .map(|d| Part::new(d, PartId::SourceWorker(src.name.clone(), scope.index()))),
+                live.cloned(),
+            ),
+        };
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
     let node = |role: &str, name: &str| (Arc::clone(metrics), metrics.index_of(role, name));
@@ -445,7 +462,7 @@ pub fn build(
                 node("sink", &sink.name),
                 failure,
                 part,
-                view,
+                (view, live.cloned()),
             );
         }
     }
@@ -472,7 +489,10 @@ fn file_source<'s>(
     live: Option<Arc<Live>>,
 ) -> S<'s, RawLine> {
     let src = &plan.sources[id];
-    let SourceKind::File { path } = &src.kind;
+    let SourceKind::File { path } = &src.kind else {
+        fail(failure, format!("source {}: not a file source", src.name));
+        return timely::dataflow::operators::generic::operator::empty(scope);
+    };
     let reads_here = id % scope.peers() == scope.index();
     let path = path.clone();
     let name = src.name.clone();
@@ -490,7 +510,7 @@ fn file_source<'s>(
                 let restored = part
                     .as_ref()
                     .and_then(|p| p.ctx.restore.as_ref())
-                    .map(|m| m.sources.get(&name).copied().ok_or(m.id));
+                    .map(|m| m.sources.get(&name).cloned().ok_or(m.id));
                 let opened = LineReader::open(&path).map_err(|e| e.to_string());
                 match (opened, restored) {
                     (Err(e), _) => fail(&failure, e),
@@ -595,6 +615,7 @@ fn file_source<'s>(
                             line: reader.line(),
                             max_ts_ms: *max_ts,
                             watermark_ms: next,
+                            partitions: BTreeMap::new(),
                         };
                         if let Err(e) = p.save_position(due, PartInfo::Source(pos), Instant::now())
                         {
@@ -908,7 +929,7 @@ fn write_sink(
     counters_: Counters,
     failure: &Failure,
     mut part: Option<Part>,
-    view: Option<Arc<ProjectionView>>,
+    (view, live): (Option<Arc<ProjectionView>>, Option<Arc<Live>>),
 ) {
     let failure = Arc::clone(failure);
     let is_writer = lines.scope().index() == 0;
@@ -917,7 +938,7 @@ fn write_sink(
     let restored = part
         .as_ref()
         .and_then(|p| p.ctx.restore.as_ref())
-        .map(|m| m.sinks.get(&name).copied().ok_or(m.id));
+        .map(|m| m.sinks.get(&name).cloned().ok_or(m.id));
     let mut lines_written = 0u64;
     if is_writer {
         let opened: Result<Box<dyn LineSink>, String> = match (&kind, restored) {
@@ -934,6 +955,26 @@ fn write_sink(
                 .map(|s| Box::new(s) as Box<dyn LineSink>)
                 .map_err(|e| format!("sink {name}: {e}")),
             (SinkKind::Stdout, _) => Ok(Box::new(StdoutSink::new())),
+            (SinkKind::Kafka { config }, restored) => {
+                let stats = counters_.0.kafka_stats(&name);
+                let live = live.clone();
+                let cancel: Arc<dyn Fn() -> bool + Send + Sync> =
+                    Arc::new(move || live.as_ref().is_some_and(|l| l.is_stopping()));
+                let resumed = restored.and_then(Result::ok);
+                let opened = match resumed
+                    .as_ref()
+                    .and_then(|p| p.kafka.as_ref().map(|k| (p, k)))
+                {
+                    Some((pos, kafka)) => {
+                        lines_written = pos.lines;
+                        KafkaWriter::resume(config, kafka, pos.lines, &stats, cancel)
+                    }
+                    None => KafkaWriter::create(config, &new_run_id(), &stats, cancel),
+                };
+                opened
+                    .map(|s| Box::new(s) as Box<dyn LineSink>)
+                    .map_err(|e| format!("sink {name}: {e}"))
+            }
             (SinkKind::Projection { .. }, restored) => {
                 lines_written = restored.and_then(Result::ok).map_or(0, |p| p.lines);
                 let view = view.clone().ok_or_else(|| format!("sink {name}: no view"));
@@ -988,7 +1029,11 @@ fn write_sink(
                 let saved = saved
                     .and_then(|_| w.sync(false).map_err(|e| e.to_string()))
                     .and_then(|bytes| {
-                        let pos = SinkPosition { bytes, lines };
+                        let pos = SinkPosition {
+                            bytes,
+                            lines,
+                            kafka: w.kafka_position(),
+                        };
                         p.save_position(due, PartInfo::Sink(pos), started)
                     });
                 if let Err(e) = saved {
@@ -1030,6 +1075,16 @@ fn write_sink(
             }
         },
     );
+}
+
+/// A fresh id for a Kafka sink's run: what its records' `tickflow-run` header carries.
+fn new_run_id() -> String {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let salt = std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));
+    format!("{:016x}", salt)
 }
 
 /// A projection sink's writer: each line becomes the latest record of its key.

@@ -17,6 +17,7 @@ pub mod control;
 pub mod dataflow;
 mod error;
 pub mod fault;
+mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod plan;

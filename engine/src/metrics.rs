@@ -2,7 +2,11 @@
 //! letters by reason, late ticks, duplicates and source progress. Workers add per batch, so
 //! the atomics are touched once per ~1,000 records, not per record.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tickflow_connectors::kafka::KafkaStats;
 
 use tickflow_operators::record::DeadLetterReason;
 
@@ -64,6 +68,11 @@ pub struct Metrics {
     pub checkpoint_us_total: AtomicU64,
     /// Records a projection sink could not key (no key field).
     pub unkeyed: AtomicU64,
+    /// Kafka client counters by source or sink name.
+    pub kafka: Mutex<Vec<(String, Arc<KafkaStats>)>>,
+    /// Per `(Kafka source, worker)`, the least watermark over the worker's partitions that are
+    /// not idle: a worker whose partitions are all idle follows the others.
+    pub active_watermarks: Mutex<HashMap<(String, usize), Option<u64>>>,
 }
 
 impl Metrics {
@@ -106,7 +115,20 @@ impl Metrics {
             last_checkpoint: AtomicU64::new(0),
             checkpoint_us_total: AtomicU64::new(0),
             unkeyed: AtomicU64::new(0),
+            kafka: Mutex::new(Vec::new()),
+            active_watermarks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The Kafka counters of source or sink `node`, created on first use.
+    pub fn kafka_stats(&self, node: &str) -> Arc<KafkaStats> {
+        let mut all = self.kafka.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = all.iter().find(|(n, _)| n == node) {
+            return Arc::clone(s);
+        }
+        let stats = Arc::new(KafkaStats::default());
+        all.push((node.to_string(), Arc::clone(&stats)));
+        stats
     }
 
     /// The watermark of the whole graph: the least over its sources (`None` before every

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 use tickflow_operators::enrich::ReferenceData;
 use tickflow_operators::normalize::Normalizer;
 use tickflow_operators::window::WindowSpec;
@@ -42,6 +43,15 @@ pub enum SourceKind {
     File {
         /// The file.
         path: PathBuf,
+    },
+    /// A Kafka topic.
+    Kafka {
+        /// Brokers, topic, start, options.
+        config: Box<KafkaSourceConfig>,
+        /// The consumer group offsets are committed to.
+        group_id: String,
+        /// A partition silent this long stops holding the watermark (0: never).
+        idle_timeout_ms: u64,
     },
 }
 
@@ -105,6 +115,11 @@ pub enum SinkKind {
     Projection {
         /// The key field.
         key: String,
+    },
+    /// A Kafka topic.
+    Kafka {
+        /// Brokers, topic, key field, options.
+        config: Box<KafkaSinkConfig>,
     },
 }
 
@@ -188,6 +203,7 @@ impl Plan {
                     SinkKind::File { .. } => "file",
                     SinkKind::Stdout => "stdout",
                     SinkKind::Projection { .. } => "projection",
+                    SinkKind::Kafka { .. } => "kafka",
                 },
                 "inputs": inputs(&s.inputs),
             })).collect::<Vec<_>>(),

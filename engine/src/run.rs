@@ -13,7 +13,7 @@ use tickflow_operators::record::DeadLetterReason;
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
 use crate::dataflow::{self, Durability, Failure};
 use crate::live::Live;
-use crate::plan::{OperatorKind, SinkKind};
+use crate::plan::{OperatorKind, SinkKind, SourceKind};
 use crate::{EngineError, Metrics, Plan};
 use tickflow_operators::enrich::ReferenceData;
 
@@ -241,7 +241,7 @@ pub fn run(
                 .iter()
                 .filter_map(|s| match &s.kind {
                     SinkKind::File { path } => Some(path.clone()),
-                    SinkKind::Stdout | SinkKind::Projection { .. } => None,
+                    SinkKind::Stdout | SinkKind::Projection { .. } | SinkKind::Kafka { .. } => None,
                 })
                 .collect();
             let c = Coordinator::new(
@@ -385,11 +385,15 @@ fn pin_reference_data(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
 
 /// Every part a checkpoint of `plan` on `workers` workers needs a save from.
 fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
-    let mut parts: Vec<PartId> = plan
-        .sources
-        .iter()
-        .map(|s| PartId::Source(s.name.clone()))
-        .collect();
+    let mut parts: Vec<PartId> = Vec::new();
+    for s in &plan.sources {
+        match s.kind {
+            SourceKind::File { .. } => parts.push(PartId::Source(s.name.clone())),
+            SourceKind::Kafka { .. } => {
+                parts.extend((0..workers).map(|w| PartId::SourceWorker(s.name.clone(), w)))
+            }
+        }
+    }
     parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
     let stateful: BTreeSet<String> = checkpointed_tables(plan)
         .into_iter()

@@ -46,6 +46,34 @@ pub struct Ordinal {
     pub line: u64,
 }
 
+/// Marks a Kafka position in [`Ordinal::line`].
+const KAFKA_FLAG: u64 = 1 << 63;
+const OFFSET_BITS: u32 = 40;
+
+impl Ordinal {
+    /// The position of a Kafka record: partition and offset packed into `line`, so ordering
+    /// is by partition, then offset.
+    pub fn kafka(source: u32, partition: i32, offset: i64) -> Self {
+        let partition = (partition.max(0) as u64) & 0x7f_ffff;
+        let offset = (offset.max(0) as u64) & ((1 << OFFSET_BITS) - 1);
+        Ordinal {
+            source,
+            line: KAFKA_FLAG | (partition << OFFSET_BITS) | offset,
+        }
+    }
+
+    /// `(partition, offset)` if this is a Kafka position.
+    pub fn kafka_position(&self) -> Option<(i32, i64)> {
+        (self.line & KAFKA_FLAG != 0).then(|| {
+            let rest = self.line & !KAFKA_FLAG;
+            (
+                (rest >> OFFSET_BITS) as i32,
+                (rest & ((1 << OFFSET_BITS) - 1)) as i64,
+            )
+        })
+    }
+}
+
 /// A raw input line, as read by a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawLine {
@@ -289,7 +317,12 @@ struct DeadLetterJson<'a> {
     reason: &'a str,
     message: &'a str,
     source: &'a str,
-    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
     raw: &'a str,
 }
 
@@ -299,11 +332,14 @@ impl ToJsonLine for DeadLetter {
             .get(self.ordinal.source as usize)
             .map(String::as_str)
             .unwrap_or("?");
+        let kafka = self.ordinal.kafka_position();
         serde_json::to_string(&DeadLetterJson {
             reason: self.reason.name(),
             message: &self.message,
             source,
-            line: self.ordinal.line,
+            line: kafka.is_none().then_some(self.ordinal.line),
+            partition: kafka.map(|k| k.0),
+            offset: kafka.map(|k| k.1),
             raw: &self.raw,
         })
         .unwrap_or_default()
@@ -313,6 +349,32 @@ impl ToJsonLine for DeadLetter {
 impl ToJsonLine for RawLine {
     fn to_json_line(&self, _: &[String]) -> String {
         self.text.clone()
+    }
+}
+
+#[cfg(test)]
+mod kafka_ordinal_tests {
+    use super::*;
+
+    #[test]
+    fn kafka_positions_round_trip_and_order_by_partition_then_offset() {
+        let a = Ordinal::kafka(1, 3, 1_234_567);
+        assert_eq!(a.kafka_position(), Some((3, 1_234_567)));
+        assert!(Ordinal::kafka(1, 2, 9_999_999) < a);
+        assert!(a < Ordinal::kafka(1, 3, 1_234_568));
+        assert_eq!(Ordinal { source: 0, line: 7 }.kafka_position(), None);
+        let dl = DeadLetter {
+            reason: DeadLetterReason::ALL[0],
+            message: "m".into(),
+            ordinal: a,
+            raw: "x".into(),
+        };
+        let json = dl.to_json_line(&["s".to_string(), "k".to_string()]);
+        assert!(
+            json.contains("\"source\":\"k\",\"partition\":3,\"offset\":1234567"),
+            "{json}"
+        );
+        assert!(!json.contains("\"line\""), "{json}");
     }
 }
 

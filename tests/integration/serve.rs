@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const OPERATOR_KEY: &str = "op-secret-1";
-const VIEWER_KEY: &str = "viewer-secret-1";
+pub(crate) const OPERATOR_KEY: &str = "op-secret-1";
+pub(crate) const VIEWER_KEY: &str = "viewer-secret-1";
 const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
 
 fn hash(key: &str) -> String {
@@ -28,15 +28,15 @@ fn hash(key: &str) -> String {
 }
 
 /// A running `tickflow serve` and its address.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
-    log: PathBuf,
+    pub(crate) base: String,
+    pub(crate) log: PathBuf,
 }
 
 impl Server {
     /// Starts `tickflow serve` on a free port with the test keys, data in `root/engine`.
-    fn start(root: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(root: &Path, extra: &[&str]) -> Server {
         let config = root.join("serve.toml");
         if !config.exists() {
             std::fs::write(
@@ -91,7 +91,7 @@ impl Server {
         }
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -119,18 +119,18 @@ impl Server {
         )
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let (status, body) = self.call("GET", path, Some(VIEWER_KEY), None);
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.call("POST", path, Some(OPERATOR_KEY), Some(&body.to_string()))
     }
 
     /// Polls `GET path` until `done` holds (at most 120 s).
-    fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let v = self.get(path);
@@ -145,14 +145,14 @@ impl Server {
         }
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.get("/api/v1/events?limit=10000")["events"]
             .as_array()
             .unwrap()
             .clone()
     }
 
-    fn sigkill(mut self) {
+    pub(crate) fn sigkill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

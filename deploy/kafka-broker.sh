@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A Kafka-protocol broker on 127.0.0.1 for development, tests and CI: tansu (crates.io).
+#
+#   deploy/kafka-broker.sh install          build tansu once into $TICKFLOW_TOOLS (20-30 min the first time)
+#   deploy/kafka-broker.sh start [PORT]     start it in the background (default port 9092), wait until it answers
+#   deploy/kafka-broker.sh stop  [PORT]     stop the broker started by `start` on that port
+#   deploy/kafka-broker.sh reset [PORT]     stop it and delete its topics
+#   deploy/kafka-broker.sh path             print the tansu binary's path
+#   deploy/kafka-broker.sh python           print a Python with confluent-kafka (a venv in $TICKFLOW_TOOLS,
+#                                           made on first use), the independent reader of the tests
+#
+# Storage is `memory://` by default: fast, but topics vanish when the broker stops. Set
+# TICKFLOW_BROKER_STORAGE=sqlite to keep them in `$TICKFLOW_BROKER_RUN/tansu-PORT.db` across
+# restarts (`reset PORT` deletes it), or to any tansu storage URL. Two tansu 0.6.0 quirks
+# tickflow works around: `memory://` answers ListOffsets with stale end offsets (tickflow finds a
+# partition's end from the fetch's high watermark instead), and `sqlite://` fetches slowly
+# (a few thousand records/s).
+# tansu 0.6.0 does not create topics on first use: the caller creates them
+# (`tickflow topics create`, or the tests do it through the admin API).
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+TOOLS="${TICKFLOW_TOOLS:-$HOME/.cache/tickflow-tools}"
+TANSU="$TOOLS/bin/tansu"
+RUN_DIR="${TICKFLOW_BROKER_RUN:-$TOOLS/run}"
+
+install() {
+  if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return 0
+  fi
+  echo "building tansu $TANSU_VERSION into $TOOLS (once; 20-30 minutes)" >&2
+  # Its own target directory, beside the binary, so a rebuild after an interrupted one is incremental.
+  CARGO_TARGET_DIR="$TOOLS/target" cargo install tansu --locked --version "$TANSU_VERSION" \
+    --features dynostore,libsql --root "$TOOLS" -j "${TICKFLOW_BUILD_JOBS:-2}"
+}
+
+start() {
+  local port="${1:-9092}"
+  install
+  mkdir -p "$RUN_DIR"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port already answers; not starting a second broker" >&2
+    return 0
+  fi
+  # tansu drops one leading slash of the path: an absolute path needs `sqlite:///` + `/path`.
+  local storage="${TICKFLOW_BROKER_STORAGE:-memory://tansu/}"
+  [ "$storage" = sqlite ] && storage="sqlite:///$RUN_DIR/tansu-$port.db"
+  nohup "$TANSU" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "$storage" \
+    >"$RUN_DIR/tansu-$port.log" 2>&1 &
+  echo $! >"$RUN_DIR/tansu-$port.pid"
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "tansu listening on 127.0.0.1:$port (pid $(cat "$RUN_DIR/tansu-$port.pid"), log $RUN_DIR/tansu-$port.log)" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "tansu did not start on 127.0.0.1:$port; its log:" >&2
+  cat "$RUN_DIR/tansu-$port.log" >&2
+  return 1
+}
+
+stop() {
+  local port="${1:-9092}"
+  local pidfile="$RUN_DIR/tansu-$port.pid"
+  [ -f "$pidfile" ] || return 0
+  kill "$(cat "$pidfile")" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+python() {
+  local venv="$TOOLS/venv"
+  if ! "$venv/bin/python" -c "import confluent_kafka" 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "confluent-kafka>=2.6" >&2
+  fi
+  echo "$venv/bin/python"
+}
+
+reset() {
+  local port="${1:-9092}"
+  stop "$port"
+  rm -f "$RUN_DIR/tansu-$port.db"*
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "${2:-}" ;;
+  stop) stop "${2:-}" ;;
+  reset) reset "${2:-}" ;;
+  path) echo "$TANSU" ;;
+  python) python ;;
+  *) echo "usage: $0 install|start [PORT]|stop [PORT]|reset [PORT]|path|python" >&2; exit 2 ;;
+esac
