@@ -222,8 +222,32 @@ fn client_config(
     config
 }
 
-/// The partitions of `topic`, sorted; an error names the topic and brokers if it does not exist.
+/// How long [`partitions`] keeps retrying while the brokers do not answer.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The partitions of `topic`, sorted; an error names the topic and brokers if it does not
+/// exist. While the brokers do not answer it retries (logging each failure) for
+/// [`CONNECT_PATIENCE`], so a graph started during a broker outage waits for the broker.
 pub fn partitions(
+    brokers: &str,
+    topic: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Vec<i32>, ConnectorError> {
+    let started = std::time::Instant::now();
+    loop {
+        match partitions_once(brokers, topic, options) {
+            Err(ConnectorError::Kafka(e))
+                if e.contains("metadata") && started.elapsed() < CONNECT_PATIENCE =>
+            {
+                tracing::warn!("{e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn partitions_once(
     brokers: &str,
     topic: &str,
     options: &BTreeMap<String, String>,
@@ -299,6 +323,82 @@ pub struct KafkaReader {
     consumer: BaseConsumer<Context>,
     topic: String,
     stats: Arc<KafkaStats>,
+    /// Resumed partitions: records before these offsets are read again and dropped.
+    skip_below: HashMap<i32, i64>,
+}
+
+/// How far before a resume offset a reader starts: at least one producer batch (librdkafka's
+/// `batch.num.messages` default), so the fetch starts at or before the batch holding the
+/// offset.
+const SEEK_BACK: i64 = 10_000;
+
+/// Where to start reading to resume each `(partition, offset)`. A fetch from an offset inside
+/// a record batch should return that batch (the client drops the records before the offset),
+/// but tansu 0.6's memory storage returns the *next* batch, silently skipping records. So a
+/// resume starts up to [`SEEK_BACK`] records earlier (dropping what comes before the offset),
+/// checked with a probe: if the first record fetched from there is still past the offset, it
+/// starts from the beginning of the partition instead.
+fn seek_points(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    resumes: &[(i32, i64)],
+) -> Result<HashMap<i32, Offset>, ConnectorError> {
+    let mut out = HashMap::new();
+    for (round, back) in [(0, SEEK_BACK), (1, i64::MAX)] {
+        let pending: Vec<(i32, i64)> = resumes
+            .iter()
+            .copied()
+            .filter(|(p, _)| round == 0 || !out.contains_key(p))
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let starts: Vec<(i32, Offset)> = pending
+            .iter()
+            .map(|(p, o)| match o.saturating_sub(back) {
+                s if s <= 0 => (*p, Offset::Beginning),
+                s => (*p, Offset::Offset(s)),
+            })
+            .collect();
+        let firsts = first_offsets(brokers, options, topic, &starts)?;
+        for ((p, o), (_, start)) in pending.iter().zip(&starts) {
+            match firsts.get(p) {
+                // Nothing from there on, or the first record is at or before the offset.
+                None => {
+                    out.insert(*p, *start);
+                }
+                Some(first) if first <= o => {
+                    out.insert(*p, *start);
+                }
+                Some(first) if round == 1 => {
+                    tracing::warn!(
+                        "{topic}/{p}: resuming at offset {o}, but the partition starts at \
+                         {first}: records {o}..{first} are gone (retention?)"
+                    );
+                    out.insert(*p, Offset::Offset(*first));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The offset of the first record each partition delivers from `starts` (none: the
+/// partition ended first).
+fn first_offsets(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    starts: &[(i32, Offset)],
+) -> Result<HashMap<i32, i64>, ConnectorError> {
+    let mut firsts = HashMap::new();
+    let mut first = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        firsts.entry(m.partition()).or_insert(m.offset());
+    };
+    read_until(brokers, options, topic, starts, &mut first, true)?;
+    Ok(firsts)
 }
 
 impl KafkaReader {
@@ -325,10 +425,19 @@ impl KafkaReader {
             client_config(&config.brokers, &defaults, &config.options)
                 .create_with_context(context(&format!("source {}", config.topic), stats))
                 .map_err(|e| kafka_err(&config.brokers, e))?;
+        let resumes: Vec<(i32, i64)> = partitions
+            .iter()
+            .filter_map(|(p, o)| o.map(|o| (*p, o)))
+            .collect();
+        let starts = seek_points(&config.brokers, &config.options, &config.topic, &resumes)?;
         let mut tpl = TopicPartitionList::new();
+        let mut skip_below = HashMap::new();
         for (p, offset) in partitions {
             let at = match (offset, config.start) {
-                (Some(o), _) => Offset::Offset(*o),
+                (Some(o), _) => {
+                    skip_below.insert(*p, *o);
+                    starts.get(p).copied().unwrap_or(Offset::Offset(*o))
+                }
                 (None, StartPosition::Earliest) => Offset::Beginning,
                 (None, StartPosition::Latest) => Offset::End,
             };
@@ -342,25 +451,34 @@ impl KafkaReader {
             consumer,
             topic: config.topic.clone(),
             stats: Arc::clone(stats),
+            skip_below,
         })
     }
 
     /// Appends up to `max` records that have arrived to `out`, waiting at most `wait` for the
-    /// first, and to `at_end` the partitions whose end was reached, with the end offset
-    /// (records before it may still be queued behind the notice). Transport errors (a broker
+    /// first, and to `at_end` the partitions whose end was reached, with the end offset where
+    /// the client knows it (records before it may still be queued behind the notice; `None`
+    /// when nothing was read from the partition by this reader: its start is its end). Transport errors (a broker
     /// down) are counted and logged, not returned: the client reconnects by itself.
     pub fn poll_batch(
         &mut self,
         max: usize,
         wait: Duration,
         out: &mut Vec<KafkaRecord>,
-        at_end: &mut Vec<(i32, i64)>,
+        at_end: &mut Vec<(i32, Option<i64>)>,
     ) {
         let mut timeout = wait;
         for _ in 0..max {
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => {
+                    if self
+                        .skip_below
+                        .get(&m.partition())
+                        .is_some_and(|below| m.offset() < *below)
+                    {
+                        continue;
+                    }
                     let payload = m.payload().unwrap_or_default();
                     let bytes = payload.len() + m.key().map_or(0, <[u8]>::len);
                     self.stats
@@ -383,9 +501,7 @@ impl KafkaReader {
                             _ => None,
                         }
                     });
-                    if let Some(end) = end {
-                        at_end.push((p, end));
-                    }
+                    at_end.push((p, end));
                 }
                 Some(Err(e)) => {
                     self.stats
@@ -451,6 +567,8 @@ pub struct KafkaWriter {
     /// Records this run wrote after the checkpoint being resumed from, by (partition, key and
     /// value): a regenerated record found here is not written again.
     written: HashMap<(i32, Vec<u8>, Vec<u8>), u32>,
+    /// Where the restore read back from, per partition.
+    read_back_from: BTreeMap<i32, i64>,
     stats: Arc<KafkaStats>,
     cancel: Arc<dyn Fn() -> bool + Send + Sync>,
 }
@@ -470,7 +588,9 @@ impl KafkaWriter {
             ("linger.ms", "2"),
             // Keep retrying through broker outages; the dataflow waits at its next checkpoint.
             ("message.timeout.ms", "0"),
-            // One request in flight per connection: a retry cannot reorder a partition.
+            // Retries after a lost acknowledgement (a broker restart) are not written twice, and
+            // one request in flight per connection keeps each partition in order.
+            ("enable.idempotence", "true"),
             ("max.in.flight.requests.per.connection", "1"),
             ("statistics.interval.ms", "1000"),
             ("reconnect.backoff.max.ms", "1000"),
@@ -487,6 +607,7 @@ impl KafkaWriter {
             run: run.to_string(),
             seq: 0,
             written: HashMap::new(),
+            read_back_from: BTreeMap::new(),
             stats: Arc::clone(stats),
             cancel,
         })
@@ -515,6 +636,13 @@ impl KafkaWriter {
                     *p,
                     Offset::Offset(position.offsets.get(p).copied().unwrap_or(0)),
                 )
+            })
+            .collect();
+        writer.read_back_from = starts
+            .iter()
+            .filter_map(|(p, o)| match o {
+                Offset::Offset(o) => Some((*p, *o)),
+                _ => None,
             })
             .collect();
         let written = &mut writer.written;
@@ -662,6 +790,10 @@ impl LineSink for KafkaWriter {
         Ok(self.seq)
     }
 
+    /// The run and, per partition, where a restore from now on must read back from: after the
+    /// newest acknowledged record; but while records read back at this writer's own restore
+    /// have not all been regenerated, some of them may belong after this point, so the earlier
+    /// start is kept.
     fn kafka_position(&self) -> Option<KafkaSinkPosition> {
         let acked = self
             .producer
@@ -670,9 +802,16 @@ impl LineSink for KafkaWriter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let offsets = if self.written.is_empty() {
+            let mut offsets = self.read_back_from.clone();
+            offsets.extend(acked);
+            offsets
+        } else {
+            self.read_back_from.clone()
+        };
         Some(KafkaSinkPosition {
             run: self.run.clone(),
-            offsets: acked.into_iter().collect(),
+            offsets,
         })
     }
 }
@@ -718,7 +857,42 @@ fn read_to_end(
     starts: &[(i32, Offset)],
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), ConnectorError> {
-    let consumer: BaseConsumer = client_config(
+    // Start early enough to not depend on where batches begin (see `seek_points`), and drop
+    // what comes before each start.
+    let below: HashMap<i32, i64> = starts
+        .iter()
+        .filter_map(|(p, o)| match o {
+            Offset::Offset(o) => Some((*p, *o)),
+            _ => None,
+        })
+        .collect();
+    let early: Vec<(i32, Offset)> = starts
+        .iter()
+        .map(|(p, o)| match o {
+            Offset::Offset(o) if *o > SEEK_BACK => (*p, Offset::Offset(o - SEEK_BACK)),
+            Offset::Offset(_) => (*p, Offset::Beginning),
+            other => (*p, *other),
+        })
+        .collect();
+    let mut keep = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        if below.get(&m.partition()).is_none_or(|b| m.offset() >= *b) {
+            f(m);
+        }
+    };
+    read_until(brokers, options, topic, &early, &mut keep, false)
+}
+
+/// Reads `starts` to each partition's end (or, with `first_only`, to its first record).
+fn read_until(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    starts: &[(i32, Offset)],
+    f: &mut dyn FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    first_only: bool,
+) -> Result<(), ConnectorError> {
+    let stats = Arc::new(KafkaStats::default());
+    let consumer: BaseConsumer<Context> = client_config(
         brokers,
         &[
             ("group.id", "tickflow.read"),
@@ -728,7 +902,7 @@ fn read_to_end(
         ],
         options,
     )
-    .create()
+    .create_with_context(context(&format!("reader {topic}"), &stats))
     .map_err(|e| kafka_err(brokers, e))?;
     let mut tpl = TopicPartitionList::new();
     for (p, at) in starts {
@@ -756,6 +930,9 @@ fn read_to_end(
             Some(Ok(m)) => {
                 progress = std::time::Instant::now();
                 f(&m);
+                if first_only {
+                    pending.remove(&m.partition());
+                }
             }
         }
     }

@@ -225,7 +225,7 @@ pub(crate) fn kafka_source<'s>(
             }
         }
         let mut batch: Vec<KafkaRecord> = Vec::with_capacity(BATCH);
-        let mut at_end: Vec<(i32, i64)> = Vec::new();
+        let mut at_end: Vec<(i32, Option<i64>)> = Vec::new();
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         move |output| {
             let Some(r) = state.as_mut() else {
@@ -251,16 +251,6 @@ pub(crate) fn kafka_source<'s>(
             let now = Instant::now();
             let mut bytes = 0u64;
             let got = batch.len() as u64;
-            for (id, end) in &at_end {
-                if let Some(p) = r
-                    .partitions
-                    .iter_mut()
-                    .find(|p| p.id == *id && p.end.is_none())
-                {
-                    tracing::debug!("source {name}: partition {id} ends at offset {end}");
-                    p.end = Some(*end);
-                }
-            }
             if !batch.is_empty() {
                 let mut session = output.session(&r.cap);
                 for rec in batch.drain(..) {
@@ -276,6 +266,19 @@ pub(crate) fn kafka_source<'s>(
                         ordinal: Ordinal::kafka(id as u32, rec.partition, rec.offset),
                         text: rec.text,
                     });
+                }
+            }
+            // After this batch's records: the end notice follows the records before it.
+            for (id, end) in &at_end {
+                if let Some(p) = r
+                    .partitions
+                    .iter_mut()
+                    .find(|p| p.id == *id && p.end.is_none())
+                {
+                    // Without a position the reader read nothing: where it started is the end.
+                    let end = end.or(p.offset).unwrap_or(0);
+                    tracing::debug!("source {name}: partition {id} ends at offset {end}");
+                    p.end = Some(end);
                 }
             }
             metrics.bytes_read.fetch_add(bytes, Ordering::Relaxed);

@@ -251,12 +251,21 @@ fn values(s: &Setup, topic: &str) -> Vec<String> {
 
 fn check_outputs(s: &Setup) {
     let bars = values(s, BARS);
-    assert_eq!(
-        bars.len(),
-        s.file_bars.len(),
-        "bar count differs from the file run"
-    );
-    assert!(bars == s.file_bars, "bars differ from the file run");
+    if bars != s.file_bars {
+        let missing: Vec<&String> = s.file_bars.iter().filter(|b| !bars.contains(b)).collect();
+        let extra: Vec<&String> = bars.iter().filter(|b| !s.file_bars.contains(b)).collect();
+        panic!(
+            "bars differ from the file run: {} vs {}; {} missing, e.g. {:?}; {} extra, e.g. \
+             {:?}; {} late",
+            bars.len(),
+            s.file_bars.len(),
+            missing.len(),
+            missing.iter().take(2).collect::<Vec<_>>(),
+            extra.len(),
+            extra.iter().take(2).collect::<Vec<_>>(),
+            s.broker.read(LATE).len()
+        );
+    }
     let dead = values(s, DEAD);
     assert_eq!(dead.len(), s.file_dead);
     assert!(dead.iter().all(|d| d.contains("\"partition\":")));
@@ -345,12 +354,26 @@ fn kafka_run_killed_three_times_still_writes_each_bar_once() {
     while kills < 3 {
         attempts += 1;
         assert!(attempts < 30, "could not kill the run 3 times mid-way");
+        // The newest commit marker's name.
+        let markers = || {
+            std::fs::read_dir(state.join("checkpoints"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok().map(|e| e.file_name()))
+                        .filter(|n| n.to_string_lossy().ends_with(".ckpt"))
+                        .max()
+                })
+                .unwrap_or_default()
+        };
+        let before = markers();
         let mut child = run_kafka(&graph, &state);
-        let wait = Duration::from_millis(rng.gen_range(300..2500));
+        // A random moment after this attempt has committed a checkpoint of its own.
+        let started = Instant::now();
+        while markers() == before && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wait = Duration::from_millis(rng.gen_range(0..800));
         std::thread::sleep(wait);
         if child.try_wait().unwrap().is_some() {
-            // It finished before the kill: start over from scratch is not what we test;
-            // remove its output by restarting the whole test state would hide bugs, so fail.
             let out = child.wait_with_output().unwrap();
             panic!(
                 "the run ended before kill {} ({wait:?}): {}",
