@@ -429,9 +429,10 @@ fn broker_killed_and_restarted_mid_run_is_reported_and_the_run_continues() {
     let started = Instant::now();
     loop {
         let m = metrics(&server);
-        let down = m
-            .lines()
-            .any(|l| l.starts_with("tickflow_kafka_broker_down{") && l.ends_with(" 1"));
+        let down = m.lines().any(|l| {
+            l.starts_with("tickflow_kafka_broker_down{")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0)
+        });
         if down {
             break;
         }
