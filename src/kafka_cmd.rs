@@ -77,8 +77,7 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
     let started = Instant::now();
-    let mut sent = 0u64;
-    for line in input.lines() {
+    for (sent, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", args.file.display()))?;
         if args.rate > 0 {
             let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
@@ -87,7 +86,6 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
             }
         }
         producer.send(&line)?;
-        sent += 1;
     }
     let acked = producer.finish()?;
     let secs = started.elapsed().as_secs_f64();

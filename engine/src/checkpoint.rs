@@ -801,6 +801,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kafka_worker_positions_merge_into_one_source_position() {
+        let pos = |p: i32, offset: i64, wm: u64| SourcePosition {
+            offset: 0,
+            line: 0,
+            max_ts_ms: Some(wm + 1000),
+            watermark_ms: wm,
+            partitions: [(
+                p,
+                PartitionPosition {
+                    offset,
+                    max_ts_ms: Some(wm + 1000),
+                },
+            )]
+            .into(),
+        };
+        let mut merged = pos(0, 100, 5_000);
+        merged.merge(&pos(1, 70, 4_000));
+        assert_eq!(merged.watermark_ms, 4_000, "the least watermark");
+        assert_eq!(merged.max_ts_ms, Some(6_000));
+        assert_eq!(merged.partitions.len(), 2);
+        assert_eq!(merged.partitions[&1].offset, 70);
+        // A file source's position has no partitions and reads as before.
+        let json = serde_json::to_string(&SourcePosition {
+            partitions: BTreeMap::new(),
+            ..pos(0, 0, 1)
+        })
+        .unwrap();
+        assert!(!json.contains("partitions"), "{json}");
+    }
+
+    #[test]
     fn cadence_covers_jumps_with_one_save() {
         let mut c = Cadence::new(10, 0);
         assert_eq!(c.due(9), None);
@@ -833,6 +864,14 @@ mod tests {
                     line: 1,
                     max_ts_ms: Some(5),
                     watermark_ms: 4,
+                    partitions: [(
+                        2,
+                        PartitionPosition {
+                            offset: 7,
+                            max_ts_ms: Some(5),
+                        },
+                    )]
+                    .into(),
                 },
             )]
             .into(),
