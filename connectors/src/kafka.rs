@@ -37,6 +37,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -555,6 +556,68 @@ fn partition_of(key: &[u8], partitions: usize) -> i32 {
     (h % partitions.max(1) as u64) as i32
 }
 
+/// The value of `field` in a JSON record, as key bytes (strings without quotes).
+fn key_of(line: &str, field: Option<&str>) -> Option<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    match value.get(field?)? {
+        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string().into_bytes()),
+    }
+}
+
+/// The partition of a record: by key hash, or round robin on `n` without a key.
+fn pick_partition(partitions: &[i32], key: Option<&[u8]>, n: u64) -> i32 {
+    let count = partitions.len().max(1);
+    let index = match key {
+        Some(k) => partition_of(k, count) as usize,
+        None => (n % count as u64) as usize,
+    };
+    partitions.get(index).copied().unwrap_or(0)
+}
+
+/// Queues `record`, waiting while the local queue is full (a slow or absent broker) unless
+/// `cancel` says to stop.
+fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, [u8], str>,
+    cancel: &dyn Fn() -> bool,
+) -> Result<(), ConnectorError> {
+    let topic = record.topic.to_string();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if cancel() {
+                    return Err(ConnectorError::Kafka(format!(
+                        "topic {topic}: stopped while the producer queue was full"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                record = r;
+            }
+            Err((e, _)) => return Err(kafka_err(&format!("producing to {topic}"), e)),
+        }
+    }
+}
+
+/// The first delivery of `producer` that failed for good, as an error naming `topic`.
+fn delivery_failure(
+    producer: &ThreadedProducer<Context>,
+    topic: &str,
+) -> Result<(), ConnectorError> {
+    let failed = producer
+        .context()
+        .failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match failed {
+        Some(f) => Err(ConnectorError::Kafka(format!("topic {topic}: {f}"))),
+        None => Ok(()),
+    }
+}
+
 /// Writes rendered records to a topic, each keyed by a field and tagged with the run and its
 /// sequence number.
 pub struct KafkaWriter {
@@ -679,28 +742,8 @@ impl KafkaWriter {
         &self.run
     }
 
-    fn key_of(&self, line: &str) -> Option<Vec<u8>> {
-        let field = self.key_field.as_deref()?;
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        match value.get(field)? {
-            serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string().into_bytes()),
-        }
-    }
-
     fn check_failed(&self) -> Result<(), ConnectorError> {
-        let failed = self
-            .producer
-            .context()
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match failed {
-            Some(f) => Err(ConnectorError::Kafka(format!("topic {}: {f}", self.topic))),
-            None => Ok(()),
-        }
+        delivery_failure(&self.producer, &self.topic)
     }
 }
 
@@ -708,12 +751,8 @@ impl LineSink for KafkaWriter {
     fn write_line(&mut self, line: &str) -> Result<(), ConnectorError> {
         let seq = self.seq;
         self.seq += 1;
-        let key = self.key_of(line);
-        let n = self.partitions.len();
-        let partition = match &key {
-            Some(k) => self.partitions[partition_of(k, n) as usize],
-            None => self.partitions[(seq % n as u64) as usize],
-        };
+        let key = key_of(line, self.key_field.as_deref());
+        let partition = pick_partition(&self.partitions, key.as_deref(), seq);
         if !self.written.is_empty() {
             let id = (
                 partition,
@@ -746,29 +785,9 @@ impl LineSink for KafkaWriter {
         if let Some(k) = key.as_deref() {
             record = record.key(k);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    // The local queue is full (a slow or absent broker): wait for room.
-                    if (self.cancel)() {
-                        return Err(ConnectorError::Kafka(format!(
-                            "topic {}: stopped while the producer queue was full",
-                            self.topic
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                    record = r;
-                }
-                Err((e, _)) => {
-                    self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(kafka_err(&format!("producing to {}", self.topic), e));
-                }
-            }
-        }
+        send_waiting(&self.producer, record, &*self.cancel).inspect_err(|_| {
+            self.stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
@@ -999,38 +1018,16 @@ impl LineProducer {
 
     /// Queues one line (waits while the local queue is full); returns its partition.
     pub fn send(&mut self, line: &str) -> Result<i32, ConnectorError> {
-        let key = self.key_field.as_deref().and_then(|f| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            match v.get(f)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            }
-        });
-        let n = self.partitions.len();
-        let partition = match &key {
-            Some(k) => self.partitions[partition_of(k.as_bytes(), n) as usize],
-            None => self.partitions[(self.next % n as u64) as usize],
-        };
+        let key = key_of(line, self.key_field.as_deref());
+        let partition = pick_partition(&self.partitions, key.as_deref(), self.next);
         self.next += 1;
-        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(&self.topic)
+        let mut record: BaseRecord<'_, [u8], str> = BaseRecord::to(&self.topic)
             .payload(line)
             .partition(partition);
         if let Some(k) = key.as_deref() {
             record = record.key(k);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(partition),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    std::thread::sleep(Duration::from_millis(2));
-                    record = r;
-                }
-                Err((e, _)) => return Err(kafka_err(&format!("producing to {}", self.topic), e)),
-            }
-        }
+        send_waiting(&self.producer, record, &|| false).map(|_| partition)
     }
 
     /// Waits for every queued record to be acknowledged; returns how many were.
@@ -1038,16 +1035,7 @@ impl LineProducer {
         self.producer
             .flush(Duration::from_secs(120))
             .map_err(|e| kafka_err(&format!("flushing {}", self.topic), e))?;
-        if let Some(f) = self
-            .producer
-            .context()
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Err(ConnectorError::Kafka(format!("topic {}: {f}", self.topic)));
-        }
+        delivery_failure(&self.producer, &self.topic)?;
         Ok(self.stats.records_out.load(Ordering::Relaxed))
     }
 }

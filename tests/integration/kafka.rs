@@ -304,34 +304,30 @@ fn kafka_example_with_two_workers_equals_the_file_run_and_python_reads_the_same(
         .output()
         .unwrap();
     assert!(o.status.success(), "python reader: {}", stderr(&o));
-    let mut py: Vec<(i64, i64, String, String)> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (
-                v["partition"].as_i64().unwrap(),
-                v["offset"].as_i64().unwrap(),
-                v["key"].as_str().unwrap_or("").to_string(),
-                v["value"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    py.sort();
-    let mut ours: Vec<(i64, i64, String, String)> = s
-        .broker
-        .read(BARS)
-        .iter()
-        .map(|v| {
-            (
-                v["partition"].as_i64().unwrap(),
-                v["offset"].as_i64().unwrap(),
-                v["key"].as_str().unwrap_or("").to_string(),
-                v["value"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    ours.sort();
+    // (partition, offset, key, value), sorted.
+    let records = |rows: Vec<Value>| {
+        let mut out: Vec<(i64, i64, String, String)> = rows
+            .iter()
+            .map(|v| {
+                (
+                    v["partition"].as_i64().unwrap(),
+                    v["offset"].as_i64().unwrap(),
+                    v["key"].as_str().unwrap_or("").to_string(),
+                    v["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let py = records(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    );
+    let ours = records(s.broker.read(BARS));
     assert_eq!(py.len(), s.file_bars.len());
     assert!(py == ours, "python and tickflow read different records");
     // Keyed by instrument: every record's key is its value's instrument_id.
