@@ -27,7 +27,7 @@ use crate::bench::BenchArgs;
 use crate::gen::{generate, GenArgs};
 
 const OOO_MS: u64 = 200;
-const WINDOW: &str = "1s";
+const WINDOW: &str = "250ms";
 
 fn graph(dir: &Path, brokers: &str, raw: &str, bars: &str, bounded: bool) -> String {
     let refs = dir.join("instruments.csv").display().to_string();
@@ -277,11 +277,14 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         .filter_map(|(w, at)| trigger(*w).map(|t| at.saturating_sub(t) as f64))
         .collect();
     lat.sort_by(f64::total_cmp);
+    let windows: std::collections::BTreeSet<u64> = seen.iter().map(|(w, _)| *w).collect();
     println!(
-        "steady input: {} ticks at a target of {rate}/s, produced at {:.0}/s; {} bars read back",
+        "steady input: {} ticks at a target of {rate}/s, produced at {:.0}/s; {} bars of {} \
+         windows ({WINDOW} tumbling) read back",
         args.ticks,
         args.ticks as f64 / produce_secs,
-        seen.len()
+        seen.len(),
+        windows.len()
     );
     if lat.is_empty() {
         println!("  no window closed while input was steady: no latency samples");
