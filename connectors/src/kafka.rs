@@ -149,8 +149,15 @@ impl ClientContext for Context {
         let mut lag = self.stats.lag.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                // The partition's end (the fetch's high watermark) minus the application's
+                // position; librdkafka's own `consumer_lag` counts from the committed offset.
+                let value = if p.hi_offset >= 0 && p.app_offset >= 0 {
+                    (p.hi_offset - p.app_offset).max(0)
+                } else {
+                    p.consumer_lag
+                };
+                if partition >= 0 && value >= 0 {
+                    lag.insert((topic.clone(), partition), value);
                 }
             }
         }

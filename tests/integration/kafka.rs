@@ -135,6 +135,8 @@ struct Setup {
     file_bars: Vec<String>,
     file_dead: usize,
     ticks: u64,
+    /// Records per partition of the raw topic.
+    raw_counts: std::collections::BTreeMap<i64, i64>,
 }
 
 fn setup(ticks: u64, storage: &'static str) -> Setup {
@@ -174,17 +176,20 @@ fn setup(ticks: u64, storage: &'static str) -> Setup {
     assert!(o.status.success(), "produce: {}", stderr(&o));
     let raw = broker.read(RAW);
     assert_eq!(raw.len() as u64, ticks);
-    let used: std::collections::BTreeSet<i64> = raw
-        .iter()
-        .map(|r| r["partition"].as_i64().unwrap())
-        .collect();
-    assert_eq!(used.len(), 4, "ticks spread over all 4 partitions");
+    let mut raw_counts = std::collections::BTreeMap::new();
+    for r in &raw {
+        *raw_counts
+            .entry(r["partition"].as_i64().unwrap())
+            .or_insert(0i64) += 1;
+    }
+    assert_eq!(raw_counts.len(), 4, "ticks spread over all 4 partitions");
     Setup {
         root,
         broker,
         file_bars,
         file_dead,
         ticks,
+        raw_counts,
     }
 }
 
@@ -288,8 +293,6 @@ fn kafka_example_with_two_workers_equals_the_file_run_and_python_reads_the_same(
     );
     check_outputs(&s);
 
-    // The consumer group has the final offsets: lag shows in standard tools.
-    // An independent client (librdkafka through Python's confluent-kafka) reads the same.
     let python = Command::new("bash")
         .arg(script())
         .arg("python")
@@ -297,6 +300,26 @@ fn kafka_example_with_two_workers_equals_the_file_run_and_python_reads_the_same(
         .unwrap();
     assert!(python.status.success(), "{}", stderr(&python));
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
+    // The consumer group holds the final offsets, so lag shows in standard tools (read here by
+    // confluent-kafka, as `kafka-consumer-groups --describe` would): every partition's committed
+    // offset is its record count (offsets start at 0).
+    let groups = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/group_offsets.py");
+    let o = Command::new(&python)
+        .arg(&groups)
+        .args(["--brokers", &s.broker.addr(), "--topic", RAW])
+        .args(["--group", "tickflow.kafka-bars.ticks"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "group offsets: {}", stderr(&o));
+    let offsets: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (p, count) in &s.raw_counts {
+        assert_eq!(
+            offsets["partitions"][p.to_string()]["committed"].as_i64(),
+            Some(*count),
+            "committed offset of partition {p}: {offsets}"
+        );
+    }
+    // An independent client (librdkafka through Python's confluent-kafka) reads the same.
     let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/read_topic.py");
     let o = Command::new(&python)
         .arg(&reader)
@@ -417,6 +440,24 @@ fn broker_killed_and_restarted_mid_run_is_reported_and_the_run_continues() {
             .and_then(|n| n.iter().find(|n| n["name"] == "bars"))
             .is_some_and(|n| n["records_in"].as_u64().unwrap_or(0) > 1000)
     });
+    // Consumer lag per partition is in the metrics (from librdkafka's statistics, each second).
+    let started = Instant::now();
+    loop {
+        let (_, body) = server.call("GET", "/metrics", Some(crate::serve::VIEWER_KEY), None);
+        let text = body.as_str().unwrap_or_default().to_string();
+        let lags = text
+            .lines()
+            .filter(|l| l.starts_with("tickflow_kafka_consumer_lag{") && l.contains("partition="))
+            .count();
+        if lags == 4 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag per partition:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     s.broker.kill();
     let metrics = |server: &Server| -> String {
         let (_, body) = server.call("GET", "/metrics", Some(crate::serve::VIEWER_KEY), None);
