@@ -289,3 +289,53 @@ fn graph_prints_dot_with_every_edge() {
         "{dot}"
     );
 }
+
+#[test]
+fn kafka_nodes_are_checked_key_by_key() {
+    let f = Fixture::new();
+    let kafka_source = "type = \"kafka\"\nbrokers = \"\"\ntopic = \"raw\"\nidle_timeout = \"soon\"";
+    let g = f
+        .good()
+        .replace(
+            &format!(
+                "type = \"file\"\npath = \"{}\"",
+                f.dir.path().join("ticks.jsonl").display()
+            ),
+            kafka_source,
+        )
+        .replace(
+            "type = \"stdout\"",
+            "type = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"bars\"\nkey = \"instrument_id\"\npartitions = 4",
+        );
+    assert!(g.contains("idle_timeout"), "{g}");
+    let (code, err) = f.validate(&g);
+    assert_eq!(code, 1, "{err}");
+    // Every problem at once, each with its line and TOML key.
+    for (needle, key, what) in [
+        (
+            "brokers = \"\"",
+            "sources.ticks.brokers",
+            "must not be empty",
+        ),
+        ("idle_timeout", "sources.ticks.idle_timeout", "soon"),
+        (
+            "partitions = 4",
+            "sinks.bars.partitions",
+            "unknown field `partitions`",
+        ),
+    ] {
+        let want = format!("g.toml:{}: {key}: ", line_of(&g, needle));
+        let hit = err
+            .lines()
+            .find(|l| l.contains(&want))
+            .unwrap_or_else(|| panic!("no error `{want}` in:\n{err}"));
+        assert!(hit.contains(what), "`{what}` not in `{hit}`");
+    }
+    // Valid Kafka nodes validate without a broker (topics are checked when the graph runs).
+    let ok = g
+        .replace("brokers = \"\"", "brokers = \"127.0.0.1:1\"")
+        .replace("idle_timeout = \"soon\"", "idle_timeout = \"5s\"")
+        .replace("\npartitions = 4", "");
+    let (code, err) = f.validate(&ok);
+    assert_eq!(code, 0, "{err}");
+}
