@@ -497,3 +497,82 @@ fn broker_killed_and_restarted_mid_run_is_reported_and_the_run_continues() {
     assert!(log.contains("kafka"), "outage not in the log: {log}");
     check_outputs(&s);
 }
+
+#[test]
+fn a_silent_partition_holds_the_watermark_until_its_idle_timeout() {
+    // Keyed by venue (6 values) over 8 partitions: some partitions get no ticks at all.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    gen(
+        &data,
+        20_000,
+        50,
+        3,
+        &["--late-ratio", "0", "--rate", "2000"],
+    );
+    let broker = Broker::start("memory://tansu/");
+    broker.create(RAW, 8);
+    for t in [NORMALIZED, BARS, DEAD, LATE] {
+        broker.create(t, 1);
+    }
+    let o = run_cli(&[
+        "produce",
+        data.join("ticks.jsonl").to_str().unwrap(),
+        "--topic",
+        RAW,
+        "--key",
+        "venue",
+        "--brokers",
+        &broker.addr(),
+    ]);
+    assert!(o.status.success(), "produce: {}", stderr(&o));
+    let used: std::collections::BTreeSet<i64> = broker
+        .read(RAW)
+        .iter()
+        .map(|r| r["partition"].as_i64().unwrap())
+        .collect();
+    assert!(used.len() < 8, "some partition must stay empty: {used:?}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafka-bars.toml");
+    let graph = |idle: &str, group: &str| {
+        let text = std::fs::read_to_string(&example)
+            .unwrap()
+            .replace("127.0.0.1:9092", &broker.addr())
+            .replace(
+                "examples/data/instruments.csv",
+                data.join("instruments.csv").to_str().unwrap(),
+            )
+            .replace(
+                "idle_timeout = \"5s\"",
+                &format!("idle_timeout = \"{idle}\"\ngroup_id = \"{group}\""),
+            );
+        let path = root.path().join(format!("idle-{group}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // Unbounded runs: the silent partitions never end. Without idleness nothing closes.
+    let bars_after = |graph: PathBuf, secs: u64| -> usize {
+        let mut child = tickflow()
+            .arg("run")
+            .arg(&graph)
+            .args(["--workers", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(secs));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        broker.read(BARS).len()
+    };
+    assert_eq!(
+        bars_after(graph("0s", "never-idle"), 6),
+        0,
+        "silent partitions held no watermark back"
+    );
+    let bars = bars_after(graph("1s", "idle"), 8);
+    assert!(
+        bars > 0,
+        "after the idle timeout the other partitions' watermark closes windows"
+    );
+}
