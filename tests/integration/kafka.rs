@@ -108,6 +108,21 @@ impl Broker {
         assert!(o.status.success(), "topics create {topic}: {}", stderr(&o));
     }
 
+    /// Loads a JSON-lines file into `topic` with `tickflow produce`, keyed by `key`.
+    fn produce(&self, file: &Path, topic: &str, key: &str) {
+        let o = run_cli(&[
+            "produce",
+            file.to_str().unwrap(),
+            "--topic",
+            topic,
+            "--key",
+            key,
+            "--brokers",
+            &self.addr(),
+        ]);
+        assert!(o.status.success(), "produce: {}", stderr(&o));
+    }
+
     /// Every record of `topic` as `tickflow topics read --json` prints it.
     fn read(&self, topic: &str) -> Vec<Value> {
         let o = run_cli(&["topics", "read", topic, "--json", "--brokers", &self.addr()]);
@@ -165,15 +180,7 @@ fn setup(ticks: u64, storage: &'static str) -> Setup {
     broker.create(BARS, 4);
     broker.create(DEAD, 1);
     broker.create(LATE, 1);
-    let o = run_cli(&[
-        "produce",
-        data.join("ticks.jsonl").to_str().unwrap(),
-        "--topic",
-        RAW,
-        "--brokers",
-        &broker.addr(),
-    ]);
-    assert!(o.status.success(), "produce: {}", stderr(&o));
+    broker.produce(&data.join("ticks.jsonl"), RAW, "symbol");
     let raw = broker.read(RAW);
     assert_eq!(raw.len() as u64, ticks);
     let mut raw_counts = std::collections::BTreeMap::new();
@@ -515,17 +522,7 @@ fn a_silent_partition_holds_the_watermark_until_its_idle_timeout() {
     for t in [NORMALIZED, BARS, DEAD, LATE] {
         broker.create(t, 1);
     }
-    let o = run_cli(&[
-        "produce",
-        data.join("ticks.jsonl").to_str().unwrap(),
-        "--topic",
-        RAW,
-        "--key",
-        "venue",
-        "--brokers",
-        &broker.addr(),
-    ]);
-    assert!(o.status.success(), "produce: {}", stderr(&o));
+    broker.produce(&data.join("ticks.jsonl"), RAW, "venue");
     let used: std::collections::BTreeSet<i64> = broker
         .read(RAW)
         .iter()
