@@ -66,9 +66,19 @@ struct Reading {
     cap: timely::dataflow::operators::Capability<u64>,
     /// Offsets saved for checkpoints not yet committed to the group: `(checkpoint, offsets)`.
     saved: VecDeque<(u64, Vec<(i32, i64)>)>,
+    /// Whether the source has been activated yet.
+    polled: bool,
 }
 
 impl Reading {
+    /// Not listening now: no partition counts this time towards its idle timeout.
+    fn hold(&mut self) {
+        let now = Instant::now();
+        for p in &mut self.partitions {
+            p.last_seen = now;
+        }
+    }
+
     fn position(&self, watermark: u64) -> SourcePosition {
         SourcePosition {
             offset: 0,
@@ -208,6 +218,7 @@ pub(crate) fn kafka_source<'s>(
                             partitions,
                             cap,
                             saved: VecDeque::new(),
+                            polled: false,
                         };
                         if let Some(pos) = &restored {
                             reading.cap.downgrade(&pos.watermark_ms);
@@ -231,7 +242,15 @@ pub(crate) fn kafka_source<'s>(
             let Some(r) = state.as_mut() else {
                 return;
             };
+            // Idleness counts only while the source is polling: not while the rest of the
+            // dataflow is built (a Kafka sink reading its topic back after a restore can take
+            // seconds), nor while paused or held back by flow control.
+            if !r.polled {
+                r.polled = true;
+                r.hold();
+            }
             if live.as_ref().is_some_and(|l| l.is_paused()) {
+                r.hold();
                 activator.activate_after(Duration::from_millis(50));
                 return;
             }
@@ -241,6 +260,7 @@ pub(crate) fn kafka_source<'s>(
             if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
                 && in_flight.front().is_some_and(|t| t < r.cap.time())
             {
+                r.hold();
                 activator.activate_after(Duration::from_micros(200));
                 return;
             }
