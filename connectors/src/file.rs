@@ -98,11 +98,7 @@ impl LineReader {
             if let Some(rest) = bytes.strip_suffix(b"\r") {
                 bytes = rest;
             }
-            let text = match std::str::from_utf8(bytes) {
-                Ok(s) => s.to_owned(),
-                Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-            };
-            out.push((self.line, text));
+            out.push((self.line, String::from_utf8_lossy(bytes).into_owned()));
         }
         Ok(true)
     }

@@ -244,32 +244,37 @@ pub fn partitions(
     let started = std::time::Instant::now();
     loop {
         match partitions_once(brokers, topic, options) {
-            Err(ConnectorError::Kafka(e))
-                if e.contains("metadata") && started.elapsed() < CONNECT_PATIENCE =>
-            {
+            Ok(found) => return Ok(found),
+            Err(Lookup::Unanswered(e)) if started.elapsed() < CONNECT_PATIENCE => {
                 tracing::warn!("{e}; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            other => return other,
+            Err(Lookup::Unanswered(e) | Lookup::Failed(e)) => return Err(e),
         }
     }
+}
+
+/// Why a metadata lookup failed: the brokers did not answer (worth retrying), or anything else.
+enum Lookup {
+    Unanswered(ConnectorError),
+    Failed(ConnectorError),
 }
 
 fn partitions_once(
     brokers: &str,
     topic: &str,
     options: &BTreeMap<String, String>,
-) -> Result<Vec<i32>, ConnectorError> {
+) -> Result<Vec<i32>, Lookup> {
     let consumer: BaseConsumer = client_config(brokers, &[], options)
         .create()
-        .map_err(|e| kafka_err(brokers, e))?;
+        .map_err(|e| Lookup::Failed(kafka_err(brokers, e)))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(|e| {
-            kafka_err(
+            Lookup::Unanswered(kafka_err(
                 &format!("reading metadata of topic {topic} from {brokers}"),
                 e,
-            )
+            ))
         })?;
     let mut out: Vec<i32> = metadata
         .topics()
@@ -278,10 +283,10 @@ fn partitions_once(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if out.is_empty() {
-        return Err(ConnectorError::Kafka(format!(
+        return Err(Lookup::Failed(ConnectorError::Kafka(format!(
             "topic {topic} does not exist on {brokers} (create it first: `tickflow topics create \
              --brokers {brokers} {topic} --partitions N`)"
-        )));
+        ))));
     }
     out.sort_unstable();
     Ok(out)
@@ -340,24 +345,34 @@ pub struct KafkaReader {
 /// offset.
 const SEEK_BACK: i64 = 10_000;
 
-/// Where to start reading to resume each `(partition, offset)`. A fetch from an offset inside
-/// a record batch should return that batch (the client drops the records before the offset),
-/// but tansu 0.6's memory storage returns the *next* batch, silently skipping records. So a
-/// resume starts up to [`SEEK_BACK`] records earlier (dropping what comes before the offset),
-/// checked with a probe: if the first record fetched from there is still past the offset, it
-/// starts from the beginning of the partition instead.
-fn seek_points(
+/// Where each partition starts, and below which offset its records are dropped.
+type ResumePlan = (Vec<(i32, Offset)>, HashMap<i32, i64>);
+
+/// Where each partition starts: `fresh` where no offset is given, else where resuming at the
+/// offset is safe, with the offsets below which records are read again only to be dropped.
+///
+/// A fetch from an offset inside a record batch should return that batch (the client drops
+/// the records before the offset), but tansu 0.6's memory storage returns the *next* batch,
+/// silently skipping records. So a resume starts up to [`SEEK_BACK`] records earlier, checked
+/// with a probe: if the first record fetched from there is still past the offset, it starts
+/// from the beginning of the partition instead.
+fn resume_plan(
     brokers: &str,
     options: &BTreeMap<String, String>,
     topic: &str,
-    resumes: &[(i32, i64)],
-) -> Result<HashMap<i32, Offset>, ConnectorError> {
-    let mut out = HashMap::new();
+    partitions: &[(i32, Option<i64>)],
+    fresh: Offset,
+) -> Result<ResumePlan, ConnectorError> {
+    let resumes: HashMap<i32, i64> = partitions
+        .iter()
+        .filter_map(|(p, o)| o.map(|o| (*p, o)))
+        .collect();
+    let mut safe: HashMap<i32, Offset> = HashMap::new();
     for (round, back) in [(0, SEEK_BACK), (1, i64::MAX)] {
         let pending: Vec<(i32, i64)> = resumes
             .iter()
-            .copied()
-            .filter(|(p, _)| round == 0 || !out.contains_key(p))
+            .map(|(p, o)| (*p, *o))
+            .filter(|(p, _)| !safe.contains_key(p))
             .collect();
         if pending.is_empty() {
             break;
@@ -374,23 +389,30 @@ fn seek_points(
             match firsts.get(p) {
                 // Nothing from there on, or the first record is at or before the offset.
                 None => {
-                    out.insert(*p, *start);
+                    safe.insert(*p, *start);
                 }
                 Some(first) if first <= o => {
-                    out.insert(*p, *start);
+                    safe.insert(*p, *start);
                 }
                 Some(first) if round == 1 => {
                     tracing::warn!(
                         "{topic}/{p}: resuming at offset {o}, but the partition starts at \
                          {first}: records {o}..{first} are gone (retention?)"
                     );
-                    out.insert(*p, Offset::Offset(*first));
+                    safe.insert(*p, Offset::Offset(*first));
                 }
                 Some(_) => {}
             }
         }
     }
-    Ok(out)
+    let assignment = partitions
+        .iter()
+        .map(|(p, o)| match o {
+            Some(o) => (*p, safe.get(p).copied().unwrap_or(Offset::Offset(*o))),
+            None => (*p, fresh),
+        })
+        .collect();
+    Ok((assignment, resumes))
 }
 
 /// The offset of the first record each partition delivers from `starts` (none: the
@@ -433,23 +455,20 @@ impl KafkaReader {
             client_config(&config.brokers, &defaults, &config.options)
                 .create_with_context(context(&format!("source {}", config.topic), stats))
                 .map_err(|e| kafka_err(&config.brokers, e))?;
-        let resumes: Vec<(i32, i64)> = partitions
-            .iter()
-            .filter_map(|(p, o)| o.map(|o| (*p, o)))
-            .collect();
-        let starts = seek_points(&config.brokers, &config.options, &config.topic, &resumes)?;
+        let fresh = match config.start {
+            StartPosition::Earliest => Offset::Beginning,
+            StartPosition::Latest => Offset::End,
+        };
+        let (assignment, skip_below) = resume_plan(
+            &config.brokers,
+            &config.options,
+            &config.topic,
+            partitions,
+            fresh,
+        )?;
         let mut tpl = TopicPartitionList::new();
-        let mut skip_below = HashMap::new();
-        for (p, offset) in partitions {
-            let at = match (offset, config.start) {
-                (Some(o), _) => {
-                    skip_below.insert(*p, *o);
-                    starts.get(p).copied().unwrap_or(Offset::Offset(*o))
-                }
-                (None, StartPosition::Earliest) => Offset::Beginning,
-                (None, StartPosition::Latest) => Offset::End,
-            };
-            tpl.add_partition_offset(&config.topic, *p, at)
+        for (p, at) in assignment {
+            tpl.add_partition_offset(&config.topic, p, at)
                 .map_err(|e| kafka_err(&config.topic, e))?;
         }
         consumer
@@ -492,14 +511,10 @@ impl KafkaReader {
                     self.stats
                         .bytes_in
                         .fetch_add(bytes as u64, Ordering::Relaxed);
-                    let text = match std::str::from_utf8(payload) {
-                        Ok(s) => s.to_owned(),
-                        Err(_) => String::from_utf8_lossy(payload).into_owned(),
-                    };
                     out.push(KafkaRecord {
                         partition: m.partition(),
                         offset: m.offset(),
-                        text,
+                        text: String::from_utf8_lossy(payload).into_owned(),
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -561,16 +576,6 @@ fn partition_of(key: &[u8], partitions: usize) -> i32 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % partitions.max(1) as u64) as i32
-}
-
-/// The value of `field` in a JSON record, as key bytes (strings without quotes).
-fn key_of(line: &str, field: Option<&str>) -> Option<Vec<u8>> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    match value.get(field?)? {
-        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string().into_bytes()),
-    }
 }
 
 /// The partition of a record: by key hash, or round robin on `n` without a key.
@@ -698,22 +703,15 @@ impl KafkaWriter {
     ) -> Result<Self, ConnectorError> {
         let mut writer = Self::create(config, &position.run, stats, cancel)?;
         writer.seq = lines;
-        let starts: Vec<(i32, Offset)> = writer
+        writer.read_back_from = writer
             .partitions
             .iter()
-            .map(|p| {
-                (
-                    *p,
-                    Offset::Offset(position.offsets.get(p).copied().unwrap_or(0)),
-                )
-            })
+            .map(|p| (*p, position.offsets.get(p).copied().unwrap_or(0)))
             .collect();
-        writer.read_back_from = starts
+        let starts: Vec<(i32, Option<i64>)> = writer
+            .read_back_from
             .iter()
-            .filter_map(|(p, o)| match o {
-                Offset::Offset(o) => Some((*p, *o)),
-                _ => None,
-            })
+            .map(|(p, o)| (*p, Some(*o)))
             .collect();
         let written = &mut writer.written;
         read_to_end(
@@ -744,11 +742,6 @@ impl KafkaWriter {
         Ok(writer)
     }
 
-    /// The run id.
-    pub fn run(&self) -> &str {
-        &self.run
-    }
-
     fn check_failed(&self) -> Result<(), ConnectorError> {
         delivery_failure(&self.producer, &self.topic)
     }
@@ -758,7 +751,11 @@ impl LineSink for KafkaWriter {
     fn write_line(&mut self, line: &str) -> Result<(), ConnectorError> {
         let seq = self.seq;
         self.seq += 1;
-        let key = key_of(line, self.key_field.as_deref());
+        let key = self
+            .key_field
+            .as_deref()
+            .and_then(|f| crate::record_key(line, f))
+            .map(String::into_bytes);
         let partition = pick_partition(&self.partitions, key.as_deref(), seq);
         if !self.written.is_empty() {
             let id = (
@@ -846,9 +843,9 @@ impl LineSink for KafkaWriter {
 /// `(partition, offset, key, value, headers)`. For tests, tools and the benchmark.
 pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, ConnectorError> {
     let none = BTreeMap::new();
-    let starts: Vec<(i32, Offset)> = partitions(brokers, topic, &none)?
+    let starts: Vec<(i32, Option<i64>)> = partitions(brokers, topic, &none)?
         .into_iter()
-        .map(|p| (p, Offset::Beginning))
+        .map(|p| (p, None))
         .collect();
     let mut out = Vec::new();
     read_to_end(brokers, &none, topic, &starts, |m| {
@@ -874,38 +871,23 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, Con
     Ok(out)
 }
 
-/// Reads `partitions` of `topic` from their start offsets to their ends (the end the fetch
-/// reports), handing each record to `f`. Fails after 60 s without a record or an end.
+/// Reads `partitions` of `topic` from the given offsets (the beginning where none is given) to
+/// their ends (the end the fetch reports), handing each record to `f`. Resumes like a source
+/// does ([`resume_plan`]). Fails after 60 s without a record or an end.
 fn read_to_end(
     brokers: &str,
     options: &BTreeMap<String, String>,
     topic: &str,
-    starts: &[(i32, Offset)],
+    partitions: &[(i32, Option<i64>)],
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), ConnectorError> {
-    // Start early enough to not depend on where batches begin (see `seek_points`), and drop
-    // what comes before each start.
-    let below: HashMap<i32, i64> = starts
-        .iter()
-        .filter_map(|(p, o)| match o {
-            Offset::Offset(o) => Some((*p, *o)),
-            _ => None,
-        })
-        .collect();
-    let early: Vec<(i32, Offset)> = starts
-        .iter()
-        .map(|(p, o)| match o {
-            Offset::Offset(o) if *o > SEEK_BACK => (*p, Offset::Offset(o - SEEK_BACK)),
-            Offset::Offset(_) => (*p, Offset::Beginning),
-            other => (*p, *other),
-        })
-        .collect();
+    let (starts, below) = resume_plan(brokers, options, topic, partitions, Offset::Beginning)?;
     let mut keep = |m: &rdkafka::message::BorrowedMessage<'_>| {
         if below.get(&m.partition()).is_none_or(|b| m.offset() >= *b) {
             f(m);
         }
     };
-    read_until(brokers, options, topic, &early, &mut keep, false)
+    read_until(brokers, options, topic, &starts, &mut keep, false)
 }
 
 /// Reads `starts` to each partition's end (or, with `first_only`, to its first record).
@@ -1025,7 +1007,11 @@ impl LineProducer {
 
     /// Queues one line (waits while the local queue is full); returns its partition.
     pub fn send(&mut self, line: &str) -> Result<i32, ConnectorError> {
-        let key = key_of(line, self.key_field.as_deref());
+        let key = self
+            .key_field
+            .as_deref()
+            .and_then(|f| crate::record_key(line, f))
+            .map(String::into_bytes);
         let partition = pick_partition(&self.partitions, key.as_deref(), self.next);
         self.next += 1;
         let mut record: BaseRecord<'_, [u8], str> = BaseRecord::to(&self.topic)

@@ -80,6 +80,18 @@ pub struct ProjectionSinkConfig {
     pub key: String,
 }
 
+/// The key of a JSON record: its `field`, text as is, any other value in JSON form; `None` if
+/// the line is not a JSON object with that field (or it is `null`). Kafka sinks key messages
+/// and projection sinks key their rows with it.
+pub fn record_key(line: &str, field: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    match value.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 /// Somewhere rendered records go, one line each.
 pub trait LineSink: Send {
     /// Writes one line (a terminator is added).

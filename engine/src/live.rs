@@ -116,21 +116,9 @@ impl ProjectionView {
         }
     }
 
-    /// The key of a JSON record: its `key_field`, text as is, anything else in JSON form.
-    pub fn key_of(&self, record: &serde_json::Value) -> Option<String> {
-        match record.get(&self.key_field)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string()),
-        }
-    }
-
     /// Keeps `line` as the latest record of its key; `false` if it has no key.
     pub fn upsert(&self, line: &str) -> bool {
-        let Some(key) = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| self.key_of(&v))
-        else {
+        let Some(key) = tickflow_connectors::record_key(line, &self.key_field) else {
             return false;
         };
         if let Ok(mut t) = self.table.lock() {
