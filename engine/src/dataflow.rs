@@ -53,6 +53,41 @@ pub const BATCH: usize = 1_000;
 /// completed them: the flow control that keeps memory flat when one worker reads for all.
 pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
+/// A source's flow control: the watermarks of its recent batches, oldest first. A source holds
+/// back while the sinks (`probe`) have not completed the batch sent [`MAX_BATCHES_IN_FLIGHT`]
+/// watermarks ago, which keeps memory flat when sources read faster than sinks write.
+pub(crate) struct FlowControl {
+    probe: ProbeHandle<u64>,
+    in_flight: std::collections::VecDeque<u64>,
+}
+
+impl FlowControl {
+    pub(crate) fn new(probe: ProbeHandle<u64>) -> Self {
+        FlowControl {
+            probe,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Whether a source whose capability is at `now` should wait before reading more.
+    pub(crate) fn hold(&mut self, now: u64) -> bool {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|t| !self.probe.less_equal(t))
+        {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.len() >= MAX_BATCHES_IN_FLIGHT
+            && self.in_flight.front().is_some_and(|t| *t < now)
+    }
+
+    /// Records that the source leaves watermark `t` behind.
+    pub(crate) fn sent(&mut self, t: u64) {
+        self.in_flight.push_back(t);
+    }
+}
+
 /// The first error a worker hit; the run reports it when the dataflow ends.
 pub type Failure = Arc<Mutex<Option<String>>>;
 
@@ -109,6 +144,13 @@ impl Part {
             ctx: ctx.clone(),
             id,
         }
+    }
+
+    /// A source's position in the checkpoint being restored: `None` without one, `Err(id)` if
+    /// checkpoint `id` has none for `name`.
+    pub(crate) fn restored_source(&self, name: &str) -> Option<Result<SourcePosition, u64>> {
+        let m = self.ctx.restore.as_ref()?;
+        Some(m.sources.get(name).cloned().ok_or(m.id))
     }
 
     pub(crate) fn report(
@@ -507,10 +549,7 @@ fn file_source<'s>(
             let activator = scope.activator_for(info.address);
             let mut state = None;
             if reads_here {
-                let restored = part
-                    .as_ref()
-                    .and_then(|p| p.ctx.restore.as_ref())
-                    .map(|m| m.sources.get(&name).cloned().ok_or(m.id));
+                let restored = part.as_ref().and_then(|p| p.restored_source(&name));
                 let opened = LineReader::open(&path).map_err(|e| e.to_string());
                 match (opened, restored) {
                     (Err(e), _) => fail(&failure, e),
@@ -552,8 +591,7 @@ fn file_source<'s>(
                 }
             }
             let mut batch = Vec::with_capacity(BATCH);
-            // Watermarks of recent batches, oldest first.
-            let mut in_flight: std::collections::VecDeque<u64> = Default::default();
+            let mut flow = FlowControl::new(probe);
             move |output| {
                 let Some((reader, cap, max_ts)) = state.as_mut() else {
                     return;
@@ -562,12 +600,7 @@ fn file_source<'s>(
                     activator.activate_after(std::time::Duration::from_millis(50));
                     return;
                 }
-                while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
-                    in_flight.pop_front();
-                }
-                if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
-                    && in_flight.front().is_some_and(|t| t < cap.time())
-                {
+                if flow.hold(*cap.time()) {
                     activator.activate_after(std::time::Duration::from_micros(200));
                     return;
                 }
@@ -628,7 +661,7 @@ fn file_source<'s>(
                 }
                 if more {
                     if let Some(w) = next {
-                        in_flight.push_back(*cap.time());
+                        flow.sent(*cap.time());
                         cap.downgrade(&w);
                     }
                     activator.activate();

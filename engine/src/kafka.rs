@@ -25,10 +25,10 @@ use tickflow_operators::record::{Ordinal, RawLine};
 use tickflow_operators::tick::event_time_ms;
 
 use crate::checkpoint::{PartInfo, PartitionPosition, SourcePosition};
-use crate::dataflow::{fail, Failure, Part, BATCH, MAX_BATCHES_IN_FLIGHT, S};
+use crate::dataflow::{fail, Failure, FlowControl, Part, BATCH, S};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::plan::{Plan, SourceKind};
+use crate::plan::{Plan, SourceKind, SourcePlan};
 
 /// How long a worker with nothing to read waits before polling again.
 const POLL_PAUSE: Duration = Duration::from_millis(1);
@@ -79,6 +79,14 @@ impl Reading {
         }
     }
 
+    /// `(partition, next offset)` of every partition read from.
+    fn offsets(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.offset.map(|o| (p.id, o)))
+            .collect()
+    }
+
     fn position(&self, watermark: u64) -> SourcePosition {
         SourcePosition {
             offset: 0,
@@ -107,13 +115,11 @@ impl Reading {
 /// Opens this worker's partitions: from the restored checkpoint's offsets where it has them,
 /// else from the configured start.
 fn open(
-    plan: &Plan,
-    id: usize,
+    src: &SourcePlan,
     (index, peers): (usize, usize),
     restored: Option<&SourcePosition>,
     metrics: &Metrics,
 ) -> Result<Option<(KafkaReader, Vec<PartitionState>)>, String> {
-    let src = &plan.sources[id];
     let SourceKind::Kafka {
         config, group_id, ..
     } = &src.kind
@@ -133,7 +139,7 @@ fn open(
     }
     let stats = metrics.kafka_stats(&src.name);
     let now = Instant::now();
-    let mut partitions: Vec<PartitionState> = mine
+    let partitions: Vec<PartitionState> = mine
         .iter()
         .map(|p| {
             let pos = restored.and_then(|r| r.partitions.get(p));
@@ -142,14 +148,11 @@ fn open(
                 offset: pos.map(|pos| pos.offset),
                 max_ts: pos.and_then(|pos| pos.max_ts_ms),
                 last_seen: now,
-                stop_at_end: false,
+                stop_at_end: config.stop_at_end,
                 end: None,
             }
         })
         .collect();
-    for p in partitions.iter_mut() {
-        p.stop_at_end = config.stop_at_end;
-    }
     let assignment: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (p.id, p.offset)).collect();
     let reader = KafkaReader::open(config, group_id, &assignment, &stats)
         .map_err(|e| format!("source {}: {e}", src.name))?;
@@ -178,14 +181,11 @@ pub(crate) fn kafka_source<'s>(
     let metrics = Arc::clone(metrics);
     let failure = Arc::clone(failure);
     let node_idx = metrics.index_of("source", &src.name);
-    let plan = plan.clone();
+    let src = src.clone();
     let (index, peers) = (scope.index(), scope.peers());
     source(scope, &format!("Source({name})"), move |cap, info| {
         let activator = scope.activator_for(info.address);
-        let restored = part
-            .as_ref()
-            .and_then(|p| p.ctx.restore.as_ref())
-            .map(|m| m.sources.get(&name).cloned().ok_or(m.id));
+        let restored = part.as_ref().and_then(|p| p.restored_source(&name));
         let mut state = None;
         match restored {
             Some(Err(ckpt)) => fail(
@@ -195,7 +195,7 @@ pub(crate) fn kafka_source<'s>(
             Some(Ok(pos)) if pos.watermark_ms == u64::MAX => {}
             restored => {
                 let restored = restored.and_then(Result::ok);
-                match open(&plan, id, (index, peers), restored.as_ref(), &metrics) {
+                match open(&src, (index, peers), restored.as_ref(), &metrics) {
                     Err(e) => fail(&failure, e),
                     // More workers than partitions: nothing to read here, ever.
                     Ok(None) => {
@@ -237,7 +237,9 @@ pub(crate) fn kafka_source<'s>(
         }
         let mut batch: Vec<KafkaRecord> = Vec::with_capacity(BATCH);
         let mut at_end: Vec<(i32, Option<i64>)> = Vec::new();
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut flow = FlowControl::new(probe);
+        // What this worker last published in `active_watermarks`.
+        let mut published: Option<Option<u64>> = None;
         move |output| {
             let Some(r) = state.as_mut() else {
                 return;
@@ -254,12 +256,7 @@ pub(crate) fn kafka_source<'s>(
                 activator.activate_after(Duration::from_millis(50));
                 return;
             }
-            while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
-                in_flight.pop_front();
-            }
-            if in_flight.len() >= MAX_BATCHES_IN_FLIGHT
-                && in_flight.front().is_some_and(|t| t < r.cap.time())
-            {
+            if flow.hold(*r.cap.time()) {
                 r.hold();
                 activator.activate_after(Duration::from_micros(200));
                 return;
@@ -334,18 +331,22 @@ pub(crate) fn kafka_source<'s>(
             } else {
                 own
             };
-            metrics
-                .active_watermarks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((name.clone(), index), own.filter(|_| !active.is_empty()));
+            // Shared with the other workers only when it changes (a lock and a key per change).
+            let mine = own.filter(|_| !active.is_empty());
+            if published != Some(mine) {
+                published = Some(mine);
+                metrics
+                    .active_watermarks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((name.clone(), index), mine);
+            }
             let next = target.filter(|w| w > r.cap.time());
             if let (Some(next), Some(p)) = (next, part.as_mut()) {
                 if let Some(due) = p.cadence.due(next) {
                     let pos = r.position(next);
-                    let offsets = pos.partitions.iter().map(|(p, o)| (*p, o.offset)).collect();
                     match p.save_position(due, PartInfo::Source(pos), Instant::now()) {
-                        Ok(()) => r.saved.push_back((due.1, offsets)),
+                        Ok(()) => r.saved.push_back((due.1, r.offsets())),
                         Err(e) => fail(&failure, e),
                     }
                 }
@@ -368,17 +369,12 @@ pub(crate) fn kafka_source<'s>(
             match next {
                 Some(u64::MAX) => {
                     // Bounded and finished: the group gets the final offsets now.
-                    let offsets: Vec<(i32, i64)> = r
-                        .partitions
-                        .iter()
-                        .filter_map(|p| p.offset.map(|o| (p.id, o)))
-                        .collect();
-                    r.reader.commit(&offsets);
+                    r.reader.commit(&r.offsets());
                     state = None;
                     return;
                 }
                 Some(w) => {
-                    in_flight.push_back(*r.cap.time());
+                    flow.sent(*r.cap.time());
                     r.cap.downgrade(&w);
                 }
                 None => {}
