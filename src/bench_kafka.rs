@@ -9,7 +9,7 @@
 //!    bar's window end (the first tick with event time > end + max_out_of_orderness in the
 //!    last partition to get one) to the bar being read from the output topic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,8 +230,9 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         .filter_map(|l| l.split(',').next().map(str::to_string))
         .collect();
     let mut producer = LineProducer::new(brokers, &live_raw, Some("symbol"), &BTreeMap::new())?;
-    // Per partition: wall time of the first tick produced with each event-time ms.
-    let mut firsts: HashMap<i32, BTreeMap<u64, u64>> = HashMap::new();
+    // Per partition, the event times produced: each tick's event time is its produce time (ms),
+    // so the first tick at or after a time is also when it was produced.
+    let mut produced: HashMap<i32, BTreeSet<u64>> = HashMap::new();
     let started = Instant::now();
     let t0 = now_ms();
     for i in 0..args.ticks {
@@ -247,7 +248,7 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             i % 100
         );
         let p = producer.send(&line)?;
-        firsts.entry(p).or_default().entry(ts).or_insert(ts);
+        produced.entry(p).or_default().insert(ts);
     }
     producer.finish()?;
     let produce_secs = started.elapsed().as_secs_f64();
@@ -264,9 +265,9 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     // The trigger of window end W: the latest over partitions of the first tick with event time
     // > W + OOO.
     let trigger = |w: u64| -> Option<u64> {
-        firsts
+        produced
             .values()
-            .map(|m| m.range(w + OOO_MS + 1..).next().map(|(_, wall)| *wall))
+            .map(|m| m.range(w + OOO_MS + 1..).next().copied())
             .collect::<Option<Vec<u64>>>()
             .and_then(|v| v.into_iter().max())
     };
