@@ -5,8 +5,9 @@
 //! are. Each partition has its own watermark (`newest event time seen - max_out_of_orderness`);
 //! a worker holds its capability at the least watermark of its partitions and emits what it
 //! reads there, so the dataflow's frontier is the least watermark over every partition. A
-//! partition with nothing new for `idle_timeout` stops holding the watermark back; a worker
-//! whose partitions are all idle follows the others.
+//! partition read to its end with nothing new for `idle_timeout` stops holding the watermark
+//! back (one with records waiting never does); a worker whose partitions are all idle follows
+//! the others.
 //!
 //! Checkpoints: before a worker moves its capability past a checkpoint time it saves the next
 //! offset of each of its partitions (with their newest event times); a restore seeks there.
@@ -39,7 +40,10 @@ struct PartitionState {
     /// The next offset to read, once known.
     offset: Option<i64>,
     max_ts: Option<u64>,
-    last_seen: Instant,
+    /// Since when the partition has been read to its end with nothing new: it is idle once
+    /// this lasts `idle_timeout`. A partition with records waiting is never idle, however
+    /// slowly they arrive (start-up, a restore's read-back, a busy machine).
+    at_end_since: Option<Instant>,
     /// Bounded runs: stop once the end of the partition is reached.
     stop_at_end: bool,
     /// The end offset the broker reported when this reader first got there.
@@ -66,19 +70,9 @@ struct Reading {
     cap: timely::dataflow::operators::Capability<u64>,
     /// Offsets saved for checkpoints not yet committed to the group: `(checkpoint, offsets)`.
     saved: VecDeque<(u64, Vec<(i32, i64)>)>,
-    /// Whether the source has been activated yet.
-    polled: bool,
 }
 
 impl Reading {
-    /// Not listening now: no partition counts this time towards its idle timeout.
-    fn hold(&mut self) {
-        let now = Instant::now();
-        for p in &mut self.partitions {
-            p.last_seen = now;
-        }
-    }
-
     /// `(partition, next offset)` of every partition read from.
     fn offsets(&self) -> Vec<(i32, i64)> {
         self.partitions
@@ -138,7 +132,6 @@ fn open(
         return Ok(None);
     }
     let stats = metrics.kafka_stats(&src.name);
-    let now = Instant::now();
     let partitions: Vec<PartitionState> = mine
         .iter()
         .map(|p| {
@@ -147,7 +140,7 @@ fn open(
                 id: *p,
                 offset: pos.map(|pos| pos.offset),
                 max_ts: pos.and_then(|pos| pos.max_ts_ms),
-                last_seen: now,
+                at_end_since: None,
                 stop_at_end: config.stop_at_end,
                 end: None,
             }
@@ -218,7 +211,6 @@ pub(crate) fn kafka_source<'s>(
                             partitions,
                             cap,
                             saved: VecDeque::new(),
-                            polled: false,
                         };
                         if let Some(pos) = &restored {
                             reading.cap.downgrade(&pos.watermark_ms);
@@ -244,20 +236,11 @@ pub(crate) fn kafka_source<'s>(
             let Some(r) = state.as_mut() else {
                 return;
             };
-            // Idleness counts only while the source is polling: not while the rest of the
-            // dataflow is built (a Kafka sink reading its topic back after a restore can take
-            // seconds), nor while paused or held back by flow control.
-            if !r.polled {
-                r.polled = true;
-                r.hold();
-            }
             if live.as_ref().is_some_and(|l| l.is_paused()) {
-                r.hold();
                 activator.activate_after(Duration::from_millis(50));
                 return;
             }
             if flow.hold(*r.cap.time()) {
-                r.hold();
                 activator.activate_after(Duration::from_micros(200));
                 return;
             }
@@ -274,7 +257,7 @@ pub(crate) fn kafka_source<'s>(
                     bytes += rec.text.len() as u64;
                     if let Some(p) = r.partitions.iter_mut().find(|p| p.id == rec.partition) {
                         p.offset = Some(rec.offset + 1);
-                        p.last_seen = now;
+                        p.at_end_since = None;
                         if let Some(ts) = event_time_ms(&rec.text) {
                             p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
                         }
@@ -287,11 +270,11 @@ pub(crate) fn kafka_source<'s>(
             }
             // After this batch's records: the end notice follows the records before it.
             for (id, end) in &at_end {
-                if let Some(p) = r
-                    .partitions
-                    .iter_mut()
-                    .find(|p| p.id == *id && p.end.is_none())
-                {
+                let Some(p) = r.partitions.iter_mut().find(|p| p.id == *id) else {
+                    continue;
+                };
+                p.at_end_since.get_or_insert(now);
+                if p.end.is_none() {
                     // Without a position the reader read nothing: where it started is the end.
                     let end = end.or(p.offset).unwrap_or(0);
                     tracing::debug!("source {name}: partition {id} ends at offset {end}");
@@ -308,7 +291,11 @@ pub(crate) fn kafka_source<'s>(
             let active: Vec<&PartitionState> = live_parts
                 .iter()
                 .copied()
-                .filter(|p| idle.is_zero() || now.duration_since(p.last_seen) < idle)
+                .filter(|p| {
+                    idle.is_zero()
+                        || p.at_end_since
+                            .is_none_or(|since| now.duration_since(since) < idle)
+                })
                 .collect();
             let own = if active.iter().all(|p| p.max_ts.is_some()) {
                 active.iter().filter_map(|p| p.watermark(ooo)).min()
