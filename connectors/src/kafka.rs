@@ -336,8 +336,10 @@ pub struct KafkaReader {
     consumer: BaseConsumer<Context>,
     topic: String,
     stats: Arc<KafkaStats>,
-    /// Resumed partitions: records before these offsets are read again and dropped.
-    skip_below: HashMap<i32, i64>,
+    /// Per partition, the next offset to hand out: anything below it (records read again
+    /// after starting early to resume, or delivered twice by the client, which the kill test
+    /// saw happen under load) is dropped, so each offset is handed out once.
+    next: HashMap<i32, i64>,
 }
 
 /// How long a restored sink's read-back goes on after reaching the end of its topic with
@@ -473,7 +475,7 @@ impl KafkaReader {
             StartPosition::Earliest => Offset::Beginning,
             StartPosition::Latest => Offset::End,
         };
-        let (assignment, skip_below) = resume_plan(
+        let (assignment, next) = resume_plan(
             &config.brokers,
             &config.options,
             &config.topic,
@@ -492,7 +494,7 @@ impl KafkaReader {
             consumer,
             topic: config.topic.clone(),
             stats: Arc::clone(stats),
-            skip_below,
+            next,
         })
     }
 
@@ -513,13 +515,11 @@ impl KafkaReader {
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => {
-                    if self
-                        .skip_below
-                        .get(&m.partition())
-                        .is_some_and(|below| m.offset() < *below)
-                    {
+                    let next = self.next.entry(m.partition()).or_insert(0);
+                    if m.offset() < *next {
                         continue;
                     }
+                    *next = m.offset() + 1;
                     let payload = m.payload().unwrap_or_default();
                     let bytes = payload.len() + m.key().map_or(0, <[u8]>::len);
                     self.stats
