@@ -7,7 +7,7 @@
 //! reads there, so the dataflow's frontier is the least watermark over every partition. A
 //! partition read to its end with nothing new for `idle_timeout` stops holding the watermark
 //! back (one with records waiting never does); a worker whose partitions are all idle follows
-//! the others.
+//! the others, or, when they are all idle too, goes as far as its partitions got.
 //!
 //! Checkpoints: before a worker moves its capability past a checkpoint time it saves the next
 //! offset of each of its partitions (with their newest event times); a restore seeks there.
@@ -302,10 +302,18 @@ pub(crate) fn kafka_source<'s>(
             } else {
                 None
             };
+            // What this worker offers the others: its watermark, or, when every partition here
+            // is idle, the greatest watermark its partitions reached (nothing here is pending).
+            let offer = if active.is_empty() {
+                live_parts.iter().filter_map(|p| p.watermark(ooo)).max()
+            } else {
+                own
+            };
             let target = if live_parts.is_empty() {
                 Some(u64::MAX)
             } else if active.is_empty() {
-                // Every partition here is idle: follow the other workers' watermarks.
+                // Every partition here is idle: follow the other workers' offers, or, when they
+                // have none, go as far as these partitions got.
                 let shared = metrics
                     .active_watermarks
                     .lock()
@@ -315,18 +323,18 @@ pub(crate) fn kafka_source<'s>(
                     .filter(|((s, w), _)| *s == name && *w != index)
                     .filter_map(|(_, wm)| *wm)
                     .min()
+                    .or(offer)
             } else {
                 own
             };
             // Shared with the other workers only when it changes (a lock and a key per change).
-            let mine = own.filter(|_| !active.is_empty());
-            if published != Some(mine) {
-                published = Some(mine);
+            if published != Some(offer) {
+                published = Some(offer);
                 metrics
                     .active_watermarks
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert((name.clone(), index), mine);
+                    .insert((name.clone(), index), offer);
             }
             let next = target.filter(|w| w > r.cap.time());
             if let (Some(next), Some(p)) = (next, part.as_mut()) {

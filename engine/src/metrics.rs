@@ -70,8 +70,9 @@ pub struct Metrics {
     pub unkeyed: AtomicU64,
     /// Kafka client counters by source or sink name.
     pub kafka: Mutex<Vec<(String, Arc<KafkaStats>)>>,
-    /// Per `(Kafka source, worker)`, the least watermark over the worker's partitions that are
-    /// not idle: a worker whose partitions are all idle follows the others.
+    /// Per `(Kafka source, worker)`, the watermark the worker offers the others: the least over
+    /// its partitions that are not idle, or, when all are idle, the greatest they reached. A
+    /// worker whose partitions are all idle follows the others.
     pub active_watermarks: Mutex<HashMap<(String, usize), Option<u64>>>,
 }
 
