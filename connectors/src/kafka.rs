@@ -342,13 +342,6 @@ pub struct KafkaReader {
     next: HashMap<i32, i64>,
 }
 
-/// How long a restored sink's read-back goes on after reaching the end of its topic with
-/// nothing new. Without transactions nothing fences the crashed process's writes: a produce
-/// request it sent just before it died can still be in the broker's queue and land after the
-/// read-back reached the end, and its records would then be written twice. Waiting for the
-/// topic to stay quiet this long makes that unlikely; it cannot make it impossible.
-pub const READBACK_SETTLE: Duration = Duration::from_secs(1);
-
 /// How far before a resume offset a reader starts: at least one producer batch (librdkafka's
 /// `batch.num.messages` default), so the fetch starts at or before the batch holding the
 /// offset.
@@ -436,14 +429,7 @@ fn first_offsets(
     let mut first = |m: &rdkafka::message::BorrowedMessage<'_>| {
         firsts.entry(m.partition()).or_insert(m.offset());
     };
-    read_until(
-        brokers,
-        options,
-        topic,
-        starts,
-        &mut first,
-        ReadTo::FirstRecord,
-    )?;
+    read_until(brokers, options, topic, starts, &mut first, true)?;
     Ok(firsts)
 }
 
@@ -733,7 +719,6 @@ impl KafkaWriter {
             &config.options,
             &config.topic,
             &starts,
-            READBACK_SETTLE,
             |m| {
                 let ours = m.headers().is_some_and(|h| {
                     h.iter()
@@ -863,7 +848,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, Con
         .map(|p| (p, None))
         .collect();
     let mut out = Vec::new();
-    read_to_end(brokers, &none, topic, &starts, Duration::ZERO, |m| {
+    read_to_end(brokers, &none, topic, &starts, |m| {
         let headers = m
             .headers()
             .map(|h| {
@@ -887,15 +872,13 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, Con
 }
 
 /// Reads `partitions` of `topic` from the given offsets (the beginning where none is given) to
-/// their ends (the end the fetch reports; then, for `settle`, until nothing more arrives),
-/// handing each record to `f`. Resumes like a source does ([`resume_plan`]). Fails after 60 s
-/// without a record or an end.
+/// their ends (the end the fetch reports), handing each record to `f`. Resumes like a source
+/// does ([`resume_plan`]). Fails after 60 s without a record or an end.
 fn read_to_end(
     brokers: &str,
     options: &BTreeMap<String, String>,
     topic: &str,
     partitions: &[(i32, Option<i64>)],
-    settle: Duration,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), ConnectorError> {
     let (starts, below) = resume_plan(brokers, options, topic, partitions, Offset::Beginning)?;
@@ -904,33 +887,17 @@ fn read_to_end(
             f(m);
         }
     };
-    read_until(
-        brokers,
-        options,
-        topic,
-        &starts,
-        &mut keep,
-        ReadTo::End(settle),
-    )
+    read_until(brokers, options, topic, &starts, &mut keep, false)
 }
 
-/// How far [`read_until`] reads.
-#[derive(Clone, Copy)]
-enum ReadTo {
-    /// Each partition's first record.
-    FirstRecord,
-    /// Each partition's end, then until nothing has arrived for the given time.
-    End(Duration),
-}
-
-/// Reads `starts` as far as `to` says.
+/// Reads `starts` to each partition's end (or, with `first_only`, to its first record).
 fn read_until(
     brokers: &str,
     options: &BTreeMap<String, String>,
     topic: &str,
     starts: &[(i32, Offset)],
     f: &mut dyn FnMut(&rdkafka::message::BorrowedMessage<'_>),
-    to: ReadTo,
+    first_only: bool,
 ) -> Result<(), ConnectorError> {
     let stats = Arc::new(KafkaStats::default());
     let consumer: BaseConsumer<Context> = client_config(
@@ -971,18 +938,9 @@ fn read_until(
             Some(Ok(m)) => {
                 progress = std::time::Instant::now();
                 f(&m);
-                if matches!(to, ReadTo::FirstRecord) {
+                if first_only {
                     pending.remove(&m.partition());
                 }
-            }
-        }
-    }
-    if let ReadTo::End(settle) = to {
-        let mut quiet = std::time::Instant::now();
-        while quiet.elapsed() < settle {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-                f(&m);
-                quiet = std::time::Instant::now();
             }
         }
     }
