@@ -34,12 +34,51 @@ pub struct ServeArgs {
 }
 
 fn report_open(path: &Path, report: &OpenReport) {
-    if let Some((offset, bytes, why)) = &report.truncated {
-        eprintln!(
-            "warning: {}: torn tail of {bytes} byte(s) at offset {offset} ({why}); the \
-             complete records before it are kept",
-            path.display()
-        );
+    let Some(cut) = &report.truncated else {
+        return;
+    };
+    match &cut.saved_copy {
+        None => eprintln!(
+            "warning: {}: torn tail of {} byte(s) at offset {} ({}); the complete records \
+             before it are kept",
+            path.display(),
+            cut.bytes,
+            cut.offset,
+            cut.why
+        ),
+        Some(copy) => eprintln!(
+            "warning: {}: repaired: cut {} byte(s) at offset {} ({}); the original file is \
+             kept as {}",
+            path.display(),
+            cut.bytes,
+            cut.offset,
+            cut.why,
+            copy.display()
+        ),
+    }
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`), so that what an API
+/// client wrote cannot forge lines or drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) ends the output quietly.
+fn out_line(line: &str) -> std::io::Result<bool> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -64,6 +103,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: config.data_dir.clone(),
         workers: config.workers,
         repair: args.repair,
+        read_roots: config.paths.read_roots.clone(),
+        output_root: config.paths.output_root.clone(),
+        max_graph_nodes: config.max_graph_nodes,
+        stop_timeout: std::time::Duration::from_secs(config.stop_timeout_secs),
     })?;
     report_open(&config.data_dir.join("events.log"), &report);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,13 +218,13 @@ fn describe(e: &LoggedEvent) -> String {
         e.event
             .time
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        e.event.actor,
+        printable(&e.event.actor),
         kind,
-        details,
+        printable(&details),
         e.event
             .reason
             .as_deref()
-            .map_or(String::new(), |r| format!("  reason: {r}"))
+            .map_or(String::new(), |r| format!("  reason: {}", printable(r)))
     )
 }
 
@@ -190,10 +233,13 @@ pub fn events(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> 
     let (events, report) = read_events(dir, repair)?;
     report_open(&dir.join("events.log"), &report);
     for e in &events {
-        if json {
-            println!("{}", serde_json::to_string(e)?);
+        let line = if json {
+            serde_json::to_string(e)?
         } else {
-            println!("{}", describe(e));
+            describe(e)
+        };
+        if !out_line(&line)? {
+            break;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -205,30 +251,41 @@ pub fn replay(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> 
     report_open(&dir.join("events.log"), &report);
     let state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
     if json {
-        println!("{}", serde_json::to_string_pretty(&state)?);
+        out_line(&serde_json::to_string_pretty(&state)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{} event(s) verified (checksums, sequence, format); last seq {}",
-        events.len(),
-        state.last_seq
-    );
+    let mut lines = vec![
+        format!(
+            "{} event(s) verified (checksums, sequence, hash chain, format); last seq {}",
+            events.len(),
+            state.last_seq
+        ),
+        format!(
+            "chain head sha256 {} (note it elsewhere: a rewritten log has another)",
+            report.head
+        ),
+    ];
     for (name, versions) in &state.graphs {
         let v: Vec<String> = versions.keys().map(|v| format!("v{v}")).collect();
-        println!("graph {name}: {}", v.join(", "));
+        lines.push(format!("graph {}: {}", printable(name), v.join(", ")));
     }
     for d in state.deployments.values() {
-        println!(
+        lines.push(format!(
             "deployment {}: {} v{} {} (dir {}{})",
             d.id,
-            d.graph,
+            printable(&d.graph),
             d.version,
             d.state.name(),
-            d.state_dir,
+            printable(&d.state_dir),
             d.restored_from.map_or(String::new(), |c| format!(
                 ", last resumed from checkpoint {c}"
             ))
-        );
+        ));
+    }
+    for line in lines {
+        if !out_line(&line)? {
+            break;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -237,7 +294,8 @@ pub fn replay(dir: &Path, json: bool, repair: bool) -> anyhow::Result<ExitCode> 
 pub fn hash_key_cmd() -> anyhow::Result<ExitCode> {
     let mut key = String::new();
     std::io::stdin().read_line(&mut key)?;
-    let key = key.trim_end_matches(['\r', '\n']);
+    // The server trims the key it is presented with; so does this.
+    let key = key.trim();
     anyhow::ensure!(!key.is_empty(), "no key on standard input");
     println!("{}", hash_key(key));
     Ok(ExitCode::SUCCESS)

@@ -20,6 +20,28 @@ pub struct ServeConfig {
     pub workers: usize,
     /// The HTTP API.
     pub api: ApiConfig,
+    /// Where submitted graphs may read and write files.
+    #[serde(default)]
+    pub paths: PathsConfig,
+    /// The most sources, operators and sinks a submitted graph may have (422 above it).
+    pub max_graph_nodes: usize,
+    /// Seconds a stopping deployment's dataflow may take before the deployment is failed.
+    pub stop_timeout_secs: u64,
+}
+
+/// `[paths]`: the only places a graph submitted over the API may touch. The default grants
+/// nothing: file sources, reference files and file sinks are refused until configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Directories file sources and reference files may be read from (symbolic links are
+    /// followed and must stay inside). Relative graph paths are looked up in each in turn.
+    #[serde(default)]
+    pub read_roots: Vec<PathBuf>,
+    /// Directory under which file sinks write: each deployment gets its own subdirectory,
+    /// and a graph's sink paths must be relative.
+    #[serde(default)]
+    pub output_root: Option<PathBuf>,
 }
 
 /// `[api]`.
@@ -58,6 +80,9 @@ impl Default for ServeConfig {
                 max_body_bytes: 1 << 20,
                 keys: Vec::new(),
             },
+            paths: PathsConfig::default(),
+            max_graph_nodes: tickflow_engine::policy::DEFAULT_MAX_NODES,
+            stop_timeout_secs: 30,
         }
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tickflow_engine::control::Command;
 use tickflow_engine::supervisor::LoggedEvent;
-use tickflow_engine::{compile_str, EngineError};
+use tickflow_engine::{compile_confined, EngineError};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
@@ -293,19 +293,20 @@ async fn submit_graph(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::invalid("the graph must be UTF-8 TOML text"))?;
     blocking(move || {
-        let plan = compile_str(&text, "request body").map_err(|e| match e {
-            EngineError::Invalid(errors) => ApiError::Unprocessable {
-                message: format!("{} error(s) in graph", errors.len()),
-                details: errors
-                    .iter()
-                    .map(|e| {
-                        json!({"line": e.line, "path": e.path, "message": e.message,
+        let plan =
+            compile_confined(&text, "request body", app.sup.policy()).map_err(|e| match e {
+                EngineError::Invalid(errors) => ApiError::Unprocessable {
+                    message: format!("{} error(s) in graph", errors.len()),
+                    details: errors
+                        .iter()
+                        .map(|e| {
+                            json!({"line": e.line, "path": e.path, "message": e.message,
                                "text": e.to_string()})
-                    })
-                    .collect(),
-            },
-            other => ApiError::invalid(other.to_string()),
-        })?;
+                        })
+                        .collect(),
+                },
+                other => ApiError::invalid(other.to_string()),
+            })?;
         let sha256 = crate::auth::sha256_hex(&text);
         let command = Command::Submit {
             name: plan.name.clone(),

@@ -21,6 +21,10 @@ fn start() -> Api {
         data_dir: dir.path().join("engine"),
         workers: 1,
         repair: false,
+        read_roots: Vec::new(),
+        output_root: None,
+        max_graph_nodes: 100,
+        stop_timeout: std::time::Duration::from_secs(30),
     })
     .unwrap();
     let key = |name: &str, role| KeyConfig {

@@ -24,6 +24,7 @@ use tickflow_operators::{duration_ms, OperatorError, RecordKind};
 
 use crate::checkpoint::CheckpointConfig;
 use crate::plan::*;
+use crate::policy::GraphPolicy;
 use crate::{EngineError, ValidationError};
 
 /// Default for `[graph].base_currency`.
@@ -34,6 +35,28 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_OUT_OF_ORDERNESS: &str = "1s";
 /// Dedup retention when the graph has no window to derive it from.
 pub const DEFAULT_DEDUP_RETENTION_MS: u64 = 60_000;
+
+/// Longest graph or node name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a graph name (`dots`: `.` allowed) or a node name (no dots: `node.output` names an
+/// output): 1 to [`MAX_NAME_LEN`] characters of `A-Z a-z 0-9 _ -`. Names reach file names,
+/// column families, metric labels and the audit trail, so nothing else is accepted.
+pub fn identifier(name: &str, dots: bool) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (dots && c == '.');
+    let alphabet = if dots {
+        "A-Z a-z 0-9 _ - ."
+    } else {
+        "A-Z a-z 0-9 _ -"
+    };
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || !name.chars().all(allowed) {
+        return Err(format!(
+            "must be 1 to {MAX_NAME_LEN} characters of {alphabet} (got {:?})",
+            name.chars().take(MAX_NAME_LEN + 1).collect::<String>()
+        ));
+    }
+    Ok(())
+}
 
 /// Reads and compiles a graph file.
 pub fn compile_file(path: impl AsRef<Path>) -> Result<Plan, EngineError> {
@@ -48,16 +71,26 @@ pub fn compile_file(path: impl AsRef<Path>) -> Result<Plan, EngineError> {
 /// Compiles graph TOML; `file` names it in error messages. Relative paths inside the graph
 /// are relative to the working directory.
 pub fn compile_str(text: &str, file: &str) -> Result<Plan, EngineError> {
+    compile_confined(text, file, &GraphPolicy::free())
+}
+
+/// Compiles graph TOML whose file paths must satisfy `policy` (a graph submitted over the
+/// API): a path that breaks it is an error naming its TOML key and the rule; no file outside
+/// the policy's roots is opened.
+pub fn compile_confined(text: &str, file: &str, policy: &GraphPolicy) -> Result<Plan, EngineError> {
     let mut c = Compiler {
         file: file.to_string(),
         text,
         errors: Vec::new(),
         warnings: Vec::new(),
+        policy,
+        files_read: Vec::new(),
     };
     let plan = c.compile();
     match plan {
         Some(plan) if c.errors.is_empty() => Ok(Plan {
             warnings: c.warnings,
+            files_read: c.files_read,
             ..plan
         }),
         _ => Err(EngineError::Invalid(c.errors)),
@@ -111,6 +144,9 @@ struct Compiler<'t> {
     text: &'t str,
     errors: Vec<ValidationError>,
     warnings: Vec<ValidationError>,
+    policy: &'t GraphPolicy,
+    /// The files the graph reads, by TOML key.
+    files_read: Vec<(String, PathBuf)>,
 }
 
 fn span_start(span: Option<Range<usize>>) -> Option<usize> {
@@ -164,6 +200,22 @@ impl Compiler<'_> {
                     "unknown table; expected `graph`, `checkpoint`, `sources`, `operators` or `sinks`",
                 );
             }
+        }
+        let nodes: usize = ["sources", "operators", "sinks"]
+            .iter()
+            .filter_map(|k| root.get(k).and_then(Item::as_table))
+            .map(Table::len)
+            .sum();
+        if nodes > self.policy.max_nodes {
+            self.error(
+                "",
+                None,
+                format!(
+                    "the graph has {nodes} nodes; at most {} are allowed",
+                    self.policy.max_nodes
+                ),
+            );
+            return None;
         }
         let header = self.graph_section(root);
         let checkpoint = self.checkpoint_section(root);
@@ -241,9 +293,10 @@ impl Compiler<'_> {
             let line = self.key_line(graph, key);
             let path = format!("graph.{key}");
             match key {
-                "name" => match item.as_str() {
-                    Some(s) if !s.trim().is_empty() => header.name = s.to_string(),
-                    _ => self.error(path, line, "must be a non-empty string"),
+                "name" => match item.as_str().map(|s| (s, identifier(s, true))) {
+                    Some((s, Ok(()))) => header.name = s.to_string(),
+                    Some((_, Err(rule))) => self.error(path, line, rule),
+                    None => self.error(path, line, "must be a string"),
                 },
                 "version" => match item.as_integer() {
                     Some(v) if v >= 1 => header.version = v,
@@ -319,6 +372,11 @@ impl Compiler<'_> {
             };
             for (name, node_item) in table.iter() {
                 let line = self.key_line(table, name);
+                if let Err(rule) = identifier(name, false) {
+                    let shown = format!("{}.\"{}\"", section.key(), name.escape_debug());
+                    self.error(shown, line, format!("node name: {rule}"));
+                    continue;
+                }
                 let path = format!("{}.{name}", section.key());
                 let Some(node_table) = node_item.as_table() else {
                     self.error(path, line, "must be a table such as `[sources.ticks]`");
@@ -504,7 +562,8 @@ impl Compiler<'_> {
         ok
     }
 
-    /// The path, if it names an existing file; otherwise reports the key and returns `None`.
+    /// The file to read, if `path` names one the path policy allows; otherwise reports the
+    /// key and the rule and returns `None`.
     fn existing_file(
         &mut self,
         node: &RawNode,
@@ -512,17 +571,18 @@ impl Compiler<'_> {
         path: &str,
         what: &str,
     ) -> Option<PathBuf> {
-        let p = PathBuf::from(path);
-        if p.is_file() {
-            return Some(p);
+        let toml_key = format!("{}.{key}", node.path());
+        match self.policy.readable(path) {
+            Ok(p) => {
+                self.files_read.push((toml_key, p.clone()));
+                Some(p)
+            }
+            Err(rule) => {
+                let line = self.key_line(node.table, key);
+                self.error(toml_key, line, format!("{what}: {rule}"));
+                None
+            }
         }
-        let line = self.key_line(node.table, key);
-        self.error(
-            format!("{}.{key}", node.path()),
-            line,
-            format!("{what} {path} does not exist or is not a file"),
-        );
-        None
     }
 
     fn build_plan(&mut self, header: GraphHeader, nodes: Vec<RawNode>) -> Option<Plan> {
@@ -623,8 +683,19 @@ impl Compiler<'_> {
                     } else {
                         let kind = match node.type_name.as_str() {
                             "file" => match self.config::<FileSinkConfig>(node) {
-                                Some(cfg) => SinkKind::File {
-                                    path: PathBuf::from(cfg.path),
+                                Some(cfg) => match self.policy.writable(&cfg.path) {
+                                    Ok(()) => SinkKind::File {
+                                        path: PathBuf::from(cfg.path),
+                                    },
+                                    Err(rule) => {
+                                        let line = self.key_line(node.table, "path");
+                                        self.error(
+                                            format!("{}.path", node.path()),
+                                            line,
+                                            format!("output file: {rule}"),
+                                        );
+                                        continue;
+                                    }
                                 },
                                 None => continue,
                             },
@@ -918,6 +989,7 @@ impl Compiler<'_> {
             warnings: Vec::new(),
             checkpoint: CheckpointConfig::default(),
             fingerprint: String::new(),
+            files_read: Vec::new(),
         })
     }
 

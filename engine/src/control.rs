@@ -115,6 +115,11 @@ pub struct ControlState {
     pub deployments: BTreeMap<u64, Deployment>,
     /// Sequence number of the last event applied.
     pub last_seq: u64,
+    /// The least id a new deployment may take, whatever the log says: set by the engine
+    /// from the deployment directories on disk, so that ids and directories are never
+    /// reused, even after a repair cut events from the log. Not part of the fold.
+    #[serde(skip)]
+    pub id_floor: u64,
 }
 
 impl ControlState {
@@ -226,7 +231,11 @@ impl ControlState {
 
     /// The id the next deployment gets.
     pub fn next_deployment_id(&self) -> u64 {
-        self.deployments.keys().next_back().map_or(1, |id| id + 1)
+        self.deployments
+            .keys()
+            .next_back()
+            .map_or(1, |id| id + 1)
+            .max(self.id_floor)
     }
 }
 

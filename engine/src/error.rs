@@ -42,6 +42,9 @@ pub enum EngineError {
     /// The graph failed validation; every problem is listed.
     #[error("{} error(s) in graph:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ValidationError>),
+    /// A file sink would write where it must not (over an input, inside the data directory).
+    #[error("refused: {0}")]
+    Files(String),
     /// A connector failed while the graph ran.
     #[error("while running: {0}")]
     Connector(String),
@@ -54,4 +57,13 @@ pub enum EngineError {
     /// The control plane (event log, supervisor) failed.
     #[error("control plane: {0}")]
     Control(String),
+}
+
+/// The message a panic carried (`panic!("...")`), for reporting it as a failure.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }

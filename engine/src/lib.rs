@@ -9,6 +9,7 @@
 //! - [`metrics`]: counters shared by all workers, read for the summary and progress.
 //! - [`control`]: the control plane's state, a pure fold over the event log, and its rules.
 //! - [`live`]: pause, resume and stop a running dataflow; projection views.
+//! - [`policy`]: what a graph submitted over the API may reach: files, size (the trust boundary).
 //! - [`supervisor`]: the long-running engine of `tickflow serve`.
 
 pub mod checkpoint;
@@ -21,10 +22,11 @@ mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod run;
 pub mod supervisor;
 
-pub use compile::{compile_file, compile_str};
+pub use compile::{compile_confined, compile_file, compile_str};
 pub use error::{EngineError, ValidationError};
 pub use metrics::Metrics;
 pub use plan::Plan;

@@ -153,6 +153,8 @@ pub struct Plan {
     pub checkpoint: CheckpointConfig,
     /// SHA-256 of the graph definition without `[checkpoint]`: what a data directory is tied to.
     pub fingerprint: String,
+    /// The files it reads (sources, reference data), by TOML key.
+    pub files_read: Vec<(String, PathBuf)>,
 }
 
 impl Plan {

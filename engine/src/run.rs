@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -206,7 +206,9 @@ pub fn run(
     metrics: Arc<Metrics>,
 ) -> Result<Summary, EngineError> {
     let workers = options.workers.max(1);
-    let failure: Failure = Arc::new(Mutex::new(None));
+    crate::policy::check_plan_files(&plan, options.data_dir.as_deref(), &[])
+        .map_err(EngineError::Files)?;
+    let failure: Failure = Arc::default();
     let start = Instant::now();
     let mut restored_from = None;
     let mut restore_read = None;
@@ -276,26 +278,34 @@ pub fn run(
         let failure = Arc::clone(&failure);
         let live = live.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.next_dataflow_index();
-            worker.dataflow::<u64, _, _>(|scope| {
-                dataflow::build(
-                    scope,
-                    &plan,
-                    &metrics,
-                    &failure,
-                    durability.as_ref(),
-                    live.as_ref(),
-                )
-            });
-            if let Some(live) = &live {
-                // Step until done or told to stop; a stop drops the dataflow unflushed.
+            let me = worker.index();
+            // A panic in an operator fails the run (and so every worker) instead of leaving
+            // the other workers waiting for this one for ever.
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let index = worker.next_dataflow_index();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    dataflow::build(
+                        scope,
+                        &plan,
+                        &metrics,
+                        &failure,
+                        durability.as_ref(),
+                        live.as_ref(),
+                    )
+                });
+                // Step until done, told to stop, or failed (here or on another worker); a
+                // stop or a failure drops the dataflow unflushed.
                 while worker.has_dataflows() {
-                    if live.is_stopping() {
+                    if failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping()) {
                         worker.drop_dataflow(index);
                         break;
                     }
                     worker.step_or_park(Some(std::time::Duration::from_millis(20)));
                 }
+            }));
+            if let Err(panic) = stepped {
+                let what = crate::error::panic_message(&*panic);
+                dataflow::fail(&failure, format!("worker {me} panicked: {what}"));
             }
         })
         .map_err(EngineError::Dataflow)?
@@ -315,7 +325,7 @@ pub fn run(
     for r in results {
         r.map_err(EngineError::Dataflow)?;
     }
-    if let Some(message) = failure.lock().ok().and_then(|mut f| f.take()) {
+    if let Some(message) = failure.message() {
         return Err(EngineError::Connector(message));
     }
     let mut summary = Summary::of(&plan, workers, &metrics, elapsed);

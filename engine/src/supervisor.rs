@@ -22,8 +22,10 @@ use tickflow_state::{EventLog, LogRecord, OpenReport, Store};
 use crate::checkpoint::list_markers;
 use crate::control::{decide, Command, ControlState, Deployment, DeploymentState, Refusal};
 use crate::live::Live;
+use crate::plan::SinkKind;
+use crate::policy::{check_plan_files, files_read, files_written, GraphPolicy};
 use crate::run::{NodeSummary, RunOptions, Summary};
-use crate::{compile_str, EngineError, Metrics, Plan};
+use crate::{compile_confined, EngineError, Metrics, Plan};
 
 /// The event log's file name in the engine's data directory.
 pub const EVENT_LOG: &str = "events.log";
@@ -37,6 +39,16 @@ pub struct SupervisorConfig {
     pub workers: usize,
     /// Truncate the event log at a damaged record instead of refusing to start.
     pub repair: bool,
+    /// Directories graphs may read files from (sources, reference data); none: no file
+    /// inputs at all.
+    pub read_roots: Vec<PathBuf>,
+    /// The directory under which file sinks write, each deployment in its own
+    /// subdirectory; none: no file sinks.
+    pub output_root: Option<PathBuf>,
+    /// The most nodes a submitted graph may have.
+    pub max_graph_nodes: usize,
+    /// How long a stopping dataflow may take before its deployment is failed.
+    pub stop_timeout: std::time::Duration,
 }
 
 /// Why a command did not happen.
@@ -105,6 +117,8 @@ enum Notice {
         generation: u64,
         result: Result<Box<Summary>, String>,
     },
+    /// A stopped dataflow did not end within the stop timeout.
+    StopTimedOut { id: u64, generation: u64 },
 }
 
 /// A dataflow of one deployment: running, or the last one that ran in this process.
@@ -122,11 +136,16 @@ struct Inner {
     state: ControlState,
     runs: BTreeMap<u64, RunHandle>,
     generation: u64,
+    /// One lock per deployment data directory, held by the dataflow using it: a deployment
+    /// continuing another's directory waits for the old dataflow to let go, on its own
+    /// thread, never the supervisor's.
+    dir_locks: BTreeMap<String, Arc<Mutex<()>>>,
 }
 
 /// The engine of `tickflow serve`.
 pub struct Supervisor {
     config: SupervisorConfig,
+    policy: GraphPolicy,
     inner: Mutex<Inner>,
     notices: crossbeam_channel::Sender<Notice>,
     ready: AtomicBool,
@@ -148,17 +167,37 @@ impl Supervisor {
         let ctl = |m: String| EngineError::Control(m);
         std::fs::create_dir_all(config.data_dir.join("deployments"))
             .map_err(|e| ctl(format!("{}: {e}", config.data_dir.display())))?;
+        let policy = GraphPolicy::confined(
+            &config.read_roots,
+            config.output_root.as_deref(),
+            &config.data_dir,
+        )
+        .map_err(|e| ctl(e.to_string()))?
+        .with_max_nodes(config.max_graph_nodes);
         let (log, report, events) = read_log(&config.data_dir, config.repair)?;
-        let state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
+        let mut state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
+        let used = [
+            Some(config.data_dir.join("deployments")),
+            config.output_root.clone(),
+        ];
+        state.id_floor = used
+            .iter()
+            .flatten()
+            .map(|d| used_dir_ids(d))
+            .max()
+            .unwrap_or(0)
+            + 1;
         let (tx, rx) = crossbeam_channel::unbounded();
         let sup = Arc::new(Supervisor {
             config,
+            policy,
             inner: Mutex::new(Inner {
                 log,
                 events,
                 state,
                 runs: BTreeMap::new(),
                 generation: 0,
+                dir_locks: BTreeMap::new(),
             }),
             notices: tx,
             ready: AtomicBool::new(false),
@@ -192,6 +231,11 @@ impl Supervisor {
         Ok((sup, report))
     }
 
+    /// Where submitted graphs may read and write files.
+    pub fn policy(&self) -> &GraphPolicy {
+        &self.policy
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (events are applied only
         // after they are durable), so a poisoned lock is still usable.
@@ -206,6 +250,9 @@ impl Supervisor {
         actor: &str,
         reason: Option<String>,
     ) -> Result<Vec<LoggedEvent>, CommandError> {
+        if let Some(reason) = &reason {
+            free_text("reason", reason).map_err(CommandError::Refused)?;
+        }
         let mut inner = self.lock();
         let kinds = decide(&inner.state, command).map_err(CommandError::Refused)?;
         let mut appended = Vec::new();
@@ -259,9 +306,8 @@ impl Supervisor {
             if let Some(run) = inner.runs.get_mut(&id) {
                 run.live.stop();
                 if let Some(t) = run.thread.take() {
-                    let _ = t.join();
+                    self.reap(id, run.generation, t);
                 }
-                tracing::info!("deployment {id}: dataflow stopped");
             }
         }
         let active: Vec<Deployment> = inner
@@ -290,14 +336,64 @@ impl Supervisor {
         }
     }
 
+    /// Waits, on a thread of its own, for a stopped dataflow to end; reports one that takes
+    /// longer than the stop timeout, so that its deployment is failed.
+    fn reap(&self, id: u64, generation: u64, thread: JoinHandle<()>) {
+        let timeout = self.config.stop_timeout;
+        let tx = self.notices.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("stop-{id}"))
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                while !thread.is_finished() {
+                    if started.elapsed() > timeout {
+                        let _ = tx.send(Notice::StopTimedOut { id, generation });
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let _ = thread.join();
+                tracing::info!("deployment {id}: dataflow stopped");
+            });
+        if let Err(e) = spawned {
+            tracing::error!("deployment {id}: cannot watch the stop: {e}");
+        }
+    }
+
     /// Starts the dataflow of `d` on its data directory.
     fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), String> {
         let version = inner
             .state
             .graph_version(&d.graph, d.version)
             .ok_or_else(|| format!("graph `{}` v{} is not in the log", d.graph, d.version))?;
-        let plan = compile_str(&version.toml, &format!("{} v{}", d.graph, d.version))
-            .map_err(|e| e.to_string())?;
+        // Compiled again with the path policy: a file swapped for a symbolic link since the
+        // submit is caught here.
+        let mut plan = compile_confined(
+            &version.toml,
+            &format!("{} v{}", d.graph, d.version),
+            &self.policy,
+        )
+        .map_err(|e| e.to_string())?;
+        for sink in &mut plan.sinks {
+            if let SinkKind::File { path } = &mut sink.kind {
+                *path = self
+                    .policy
+                    .sink_file(path, &d.state_dir)
+                    .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?;
+            }
+        }
+        let others: Vec<(String, PathBuf)> = inner
+            .runs
+            .iter()
+            .filter(|(other, r)| **other != d.id && r.thread.is_some())
+            .flat_map(|(other, r)| {
+                files_read(&r.plan)
+                    .into_iter()
+                    .chain(files_written(&r.plan))
+                    .map(move |(key, p)| (format!("deployment {other}: {key}"), p))
+            })
+            .collect();
+        check_plan_files(&plan, Some(&self.config.data_dir), &others)?;
         let plan = Arc::new(plan);
         inner.generation += 1;
         let generation = inner.generation;
@@ -322,15 +418,48 @@ impl Supervisor {
             live: Some(Arc::clone(&live)),
         };
         let tx = self.notices.clone();
+        let dir_lock = Arc::clone(inner.dir_locks.entry(d.state_dir.clone()).or_default());
+        let stop_timeout = self.config.stop_timeout;
         let thread = {
             let plan = Arc::clone(&plan);
             let metrics = Arc::clone(&metrics);
+            let live = Arc::clone(&live);
             std::thread::Builder::new()
                 .name(format!("deployment-{id}"))
                 .spawn(move || {
-                    let result = crate::run(plan, &options, metrics)
-                        .map(Box::new)
-                        .map_err(|e| e.to_string());
+                    // The data directory is free once the dataflow before it has ended.
+                    let Some(_dir) = wait_for_dir(&dir_lock, &live, stop_timeout) else {
+                        let result = if live.is_stopping() {
+                            let mut stopped = Summary::of(&plan, 1, &metrics, 0.0);
+                            stopped.stopped = true;
+                            Ok(Box::new(stopped))
+                        } else {
+                            Err(format!(
+                                "its data directory is still in use by a dataflow that did \
+                                 not stop within {} s",
+                                stop_timeout.as_secs()
+                            ))
+                        };
+                        let _ = tx.send(Notice::Ended {
+                            id,
+                            generation,
+                            result,
+                        });
+                        return;
+                    };
+                    // A panic here must still end the deployment with an event, never
+                    // leave it starting for ever.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::run(plan, &options, metrics)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = crate::error::panic_message(&*panic);
+                        Err(EngineError::Dataflow(format!(
+                            "the deployment panicked: {what}"
+                        )))
+                    })
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
                     let _ = tx.send(Notice::Ended {
                         id,
                         generation,
@@ -361,9 +490,9 @@ impl Supervisor {
     fn handle(&self, notice: Notice) {
         let mut inner = self.lock();
         let (id, generation) = match &notice {
-            Notice::Started { id, generation, .. } | Notice::Ended { id, generation, .. } => {
-                (*id, *generation)
-            }
+            Notice::Started { id, generation, .. }
+            | Notice::Ended { id, generation, .. }
+            | Notice::StopTimedOut { id, generation } => (*id, *generation),
         };
         if inner
             .runs
@@ -392,6 +521,14 @@ impl Supervisor {
                 );
             }
             Notice::Started { .. } => {}
+            Notice::StopTimedOut { .. } => {
+                let error = format!(
+                    "its dataflow did not stop within {} s",
+                    self.config.stop_timeout.as_secs()
+                );
+                tracing::error!("deployment {id}: {error}");
+                self.append_system(&mut inner, None, EventKind::DeploymentFailed { id, error });
+            }
             Notice::Ended { result, .. } => {
                 if let Some(run) = inner.runs.get_mut(&id) {
                     if let Some(t) = run.thread.take() {
@@ -576,14 +713,91 @@ impl Supervisor {
     /// Stops every dataflow (each keeps its newest checkpoint; nothing is appended, so a
     /// restart resumes them).
     pub fn shutdown(&self) {
-        let mut inner = self.lock();
-        for run in inner.runs.values_mut() {
-            run.live.stop();
-            if let Some(t) = run.thread.take() {
+        let threads: Vec<(u64, JoinHandle<()>)> = {
+            let mut inner = self.lock();
+            inner
+                .runs
+                .iter_mut()
+                .filter_map(|(id, run)| {
+                    run.live.stop();
+                    run.thread.take().map(|t| (*id, t))
+                })
+                .collect()
+        };
+        let started = std::time::Instant::now();
+        for (id, t) in threads {
+            while !t.is_finished() && started.elapsed() < self.config.stop_timeout {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if t.is_finished() {
                 let _ = t.join();
+            } else {
+                tracing::error!(
+                    "deployment {id}: its dataflow did not stop within {} s; exiting anyway",
+                    self.config.stop_timeout.as_secs()
+                );
             }
         }
     }
+}
+
+/// The highest `N` of the `dN` deployment directories in `dir` (0 when none).
+fn used_dir_ids(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix('d')?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Takes the lock of a data directory, waiting for the dataflow holding it to end; `None`
+/// when this dataflow is stopped meanwhile or the wait passes `timeout`.
+fn wait_for_dir<'a>(
+    lock: &'a Mutex<()>,
+    live: &Live,
+    timeout: std::time::Duration,
+) -> Option<MutexGuard<'a, ()>> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if live.is_stopping() || started.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Longest reason or other free text recorded on an event.
+pub const MAX_TEXT_LEN: usize = 2_000;
+
+/// Checks free text that goes into the audit trail (a reason): any printable text up to
+/// [`MAX_TEXT_LEN`] characters, no control characters (no newline to forge a line with, no
+/// terminal escape).
+pub fn free_text(what: &str, text: &str) -> Result<(), Refusal> {
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(Refusal::Invalid(format!(
+            "{what} must not contain control characters (found {:?})",
+            c
+        )));
+    }
+    if text.chars().count() > MAX_TEXT_LEN {
+        return Err(Refusal::Invalid(format!(
+            "{what} is longer than {MAX_TEXT_LEN} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Opens the event log and decodes every record.

@@ -435,9 +435,14 @@ fn broker_killed_and_restarted_mid_run_is_reported_and_the_run_continues() {
     let s = setup(30_000, "sqlite");
     let graph = kafka_graph(&s);
     let root = s.root.path().join("serve");
-    std::fs::create_dir_all(&root).unwrap();
+    // The server reads reference data only inside its read root (`root/data`).
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let reference = s.root.path().join("data/instruments.csv");
+    std::fs::copy(&reference, root.join("data/instruments.csv")).unwrap();
     let server = Server::start(&root, &[]);
-    let toml = std::fs::read_to_string(&graph).unwrap();
+    let toml = std::fs::read_to_string(&graph)
+        .unwrap()
+        .replace(reference.to_str().unwrap(), "instruments.csv");
     let (status, body) = server.call(
         "POST",
         "/api/v1/graphs",

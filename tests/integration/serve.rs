@@ -42,9 +42,12 @@ impl Server {
             std::fs::write(
                 &config,
                 format!(
-                    "workers = 2\n[api]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n\
+                    "workers = 2\n[paths]\nread_roots = [{:?}]\noutput_root = {:?}\n\
+                     [api]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n\
                      [[api.keys]]\nname = \"ops-alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\
                      [[api.keys]]\nname = \"viewer-bob\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+                    root.join("data").display().to_string(),
+                    root.join("outputs").display().to_string(),
                     hash(OPERATOR_KEY),
                     hash(VIEWER_KEY)
                 ),
@@ -215,6 +218,9 @@ fn setup(ticks: u64) -> Setup {
         .map(|f| std::fs::read(out.join(f)).unwrap())
         .collect();
     std::fs::remove_dir_all(&out).unwrap();
+    // Over the API, file sinks are relative: they write under the server's output root, in
+    // the deployment's own directory.
+    let toml = toml.replace(&format!("{}/", out.display()), "");
     Setup {
         root,
         toml,
@@ -301,7 +307,7 @@ fn serve_deploys_pauses_resumes_and_survives_sigkill_with_exact_outputs() {
     let done = server.wait_for(&dep, "the end of input", |v| v["state"] == "finished");
     assert_eq!(done["error"], Value::Null);
     for (i, name) in OUTPUTS.iter().enumerate() {
-        let got = std::fs::read(root.join("out").join(name)).unwrap();
+        let got = std::fs::read(root.join("outputs/d1").join(name)).unwrap();
         assert!(
             got == s.reference[i],
             "{name} after pause, resume and SIGKILL differs from an uninterrupted run"
