@@ -113,6 +113,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let limits = tickflow_api::serve::ServeLimits {
+        header_read_timeout: std::time::Duration::from_secs(config.api.header_read_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(config.api.idle_timeout_secs),
+        max_connections: config.api.max_connections,
+    };
     let router = tickflow_api::router(
         std::sync::Arc::clone(&sup),
         Keys::new(&config.api.keys),
@@ -128,7 +133,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display()
         );
         tokio::select! {
-            served = tickflow_api::serve(listener, router) => served?,
+            () = tickflow_api::serve::serve(listener, router, limits) => {},
             signal = shutdown_signal() => signal?,
         }
         anyhow::Ok(())

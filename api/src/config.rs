@@ -52,6 +52,12 @@ pub struct ApiConfig {
     pub listen: String,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's headers; then the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay silent; then it closes.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
     /// API keys (`[[api.keys]]`).
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -78,6 +84,9 @@ impl Default for ServeConfig {
             api: ApiConfig {
                 listen: "127.0.0.1:8080".into(),
                 max_body_bytes: 1 << 20,
+                header_read_timeout_secs: 10,
+                idle_timeout_secs: 60,
+                max_connections: 256,
                 keys: Vec::new(),
             },
             paths: PathsConfig::default(),
@@ -111,7 +120,18 @@ impl ServeConfig {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
         for (i, k) in self.api.keys.iter().enumerate() {
+            if let Some(other) = seen.insert(k.sha256.to_ascii_lowercase(), k.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "api.keys[{i}] ({}): the same key hash is configured for `{other}`; one \
+                     key, one name and role",
+                    k.name
+                )));
+            }
+            if let Err(rule) = tickflow_engine::compile::identifier(&k.name, true) {
+                return Err(ConfigError(format!("api.keys[{i}].name: {rule}")));
+            }
             let valid = k.sha256.len() == 64 && k.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !valid {
                 return Err(ConfigError(format!(
@@ -123,6 +143,16 @@ impl ServeConfig {
             if k.name.trim().is_empty() {
                 return Err(ConfigError(format!("api.keys[{i}]: name is empty")));
             }
+        }
+        if self.api.header_read_timeout_secs == 0
+            || self.api.idle_timeout_secs == 0
+            || self.api.max_connections == 0
+        {
+            return Err(ConfigError(
+                "api.header_read_timeout_secs, api.idle_timeout_secs and api.max_connections \
+                 must be at least 1"
+                    .into(),
+            ));
         }
         if self.workers == 0 {
             return Err(ConfigError("workers must be at least 1".into()));

@@ -30,6 +30,9 @@ pub enum ApiError {
         /// Every problem.
         details: Vec<serde_json::Value>,
     },
+    /// Any other status (400, 405, 413, 415, ...), with its message.
+    #[error("{1}")]
+    Status(StatusCode, String),
     /// The engine failed (500).
     #[error("{0}")]
     Internal(String),
@@ -47,9 +50,19 @@ impl ApiError {
         }
     }
 
+    /// An error for `status` with `message`.
+    pub fn from_status(status: StatusCode, message: String) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => ApiError::NotFound(message),
+            StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal(message),
+            _ => ApiError::Status(status, message),
+        }
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Status(status, _) => *status,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -62,6 +75,14 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
+            ApiError::Status(status, _) => match *status {
+                StatusCode::BAD_REQUEST => "bad_request",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                s if s.is_server_error() => "internal",
+                _ => "error",
+            },
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",

@@ -30,6 +30,8 @@ pub struct ApiMetrics {
     pub registry: Registry,
     /// Requests by route, method and status.
     pub requests: Family<Labels, Counter>,
+    /// Requests refused for want of a valid key, by reason.
+    pub refused_logins: Family<Labels, Counter>,
 }
 
 impl ApiMetrics {
@@ -42,8 +44,18 @@ impl ApiMetrics {
             "HTTP API requests by route, method and status",
             requests.clone(),
         );
+        let refused_logins = Family::<Labels, Counter>::default();
+        registry.register(
+            "tickflow_api_refused_logins",
+            "Requests refused for want of a valid API key (no key, unknown key)",
+            refused_logins.clone(),
+        );
         registry.register_collector(Box::new(EngineCollector { sup }));
-        ApiMetrics { registry, requests }
+        ApiMetrics {
+            registry,
+            requests,
+            refused_logins,
+        }
     }
 }
 

@@ -8,48 +8,102 @@ use serde_json::{json, Map, Value};
 use crate::routes::routes;
 use crate::AppState;
 
+/// Error statuses every authenticated route may answer with (besides its own).
+const ERRORS: [(u16, &str); 10] = [
+    (400, "Malformed request (path parameter, query)"),
+    (401, "No key or an unknown key"),
+    (403, "The key's role is too weak"),
+    (404, "No such graph, version, deployment, sink or key"),
+    (405, "The path exists with another method"),
+    (409, "Conflicts with the current state"),
+    (413, "Request body too large"),
+    (422, "Invalid request; details list every problem"),
+    (500, "The engine failed"),
+    (503, "Not ready"),
+];
+
+/// The JSON shape of every error.
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "A code: not_found, conflict, ..."},
+            "message": {"type": "string"},
+            "details": {"type": "array", "items": {"type": "object"}},
+        },
+    })
+}
+
+fn param_schema(name: &str) -> Value {
+    match name {
+        "id" | "version" => json!({"type": "integer", "minimum": 0}),
+        _ => json!({"type": "string"}),
+    }
+}
+
 /// The document.
 pub fn build() -> Value {
     let mut paths = Map::new();
     for r in routes() {
-        let params: Vec<Value> = r
+        let mut params: Vec<Value> = r
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| {
                 json!({"name": name, "in": "path", "required": true,
-                               "schema": {"type": "string"}})
+                       "schema": param_schema(name)})
             })
             .collect();
+        for q in r.query {
+            let mut schema = json!({"type": q.kind});
+            if !q.format.is_empty() {
+                schema["format"] = json!(q.format);
+            }
+            if q.kind == "integer" {
+                schema["minimum"] = json!(0);
+            }
+            params.push(json!({"name": q.name, "in": "query", "required": false,
+                               "description": q.description, "schema": schema}));
+        }
+        let success_content = match r.path {
+            "/metrics" => json!({"application/openmetrics-text": {"schema": {"type": "string"}}}),
+            _ => json!({"application/json": {"schema": {"type": "object"}}}),
+        };
+        let mut responses = Map::new();
+        for status in r.success {
+            let description = match status {
+                201 => "Created",
+                _ => "OK",
+            };
+            responses.insert(
+                status.to_string(),
+                json!({"description": description, "content": success_content}),
+            );
+        }
+        for (status, description) in ERRORS {
+            let open = r.role.is_none();
+            if open && !matches!(status, 405 | 500 | 503) {
+                continue;
+            }
+            responses.insert(
+                status.to_string(),
+                json!({"description": description,
+                       "content": {"application/json": {"schema": error_schema()}}}),
+            );
+        }
         let mut op = json!({
             "summary": r.summary,
             "operationId": format!("{} {}", r.method, r.path),
             "parameters": params,
-            "responses": {
-                "200": {"description": "OK"},
-                "401": {"description": "No key or an unknown key"},
-                "403": {"description": "The key's role is too weak"},
-            },
+            "responses": responses,
         });
         match r.role {
             Some(role) => {
                 op["security"] = json!([{"apiKey": []}]);
                 op["x-required-role"] = json!(role.name());
             }
-            None => {
-                op["security"] = json!([]);
-                if let Some(resp) = op["responses"].as_object_mut() {
-                    resp.remove("401");
-                    resp.remove("403");
-                }
-            }
-        }
-        if r.is_mutating() {
-            let responses = &mut op["responses"];
-            responses["409"] = json!({"description": "Conflicts with the current state"});
-            responses["413"] = json!({"description": "Request body too large"});
-            responses["422"] =
-                json!({"description": "Invalid request; details list every problem"});
+            None => op["security"] = json!([]),
         }
         if let Some(schema) = r.body {
             op["requestBody"] = json!({

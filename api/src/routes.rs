@@ -37,9 +37,33 @@ pub struct RouteSpec {
     pub body: Option<fn() -> Value>,
     /// Whether the body is TOML text.
     pub toml_body: bool,
+    /// The success statuses it answers with.
+    pub success: &'static [u16],
+    /// Its query parameters.
+    pub query: &'static [QueryParam],
     /// The handler.
     pub handler: fn() -> MethodRouter<AppState>,
 }
+
+/// A query parameter, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParam {
+    /// Name.
+    pub name: &'static str,
+    /// JSON Schema type: `integer` or `string`.
+    pub kind: &'static str,
+    /// String format (`date-time`) or "".
+    pub format: &'static str,
+    /// What it does.
+    pub description: &'static str,
+}
+
+const REASON: QueryParam = QueryParam {
+    name: "reason",
+    kind: "string",
+    format: "",
+    description: "Why (recorded on the event)",
+};
 
 impl RouteSpec {
     /// Whether it changes anything.
@@ -69,6 +93,8 @@ pub fn routes() -> &'static [RouteSpec] {
             summary,
             body: None,
             toml_body: false,
+            success: &[200],
+            query: &[],
             handler,
         }
     }
@@ -101,6 +127,8 @@ pub fn routes() -> &'static [RouteSpec] {
             ),
             RouteSpec {
                 toml_body: true,
+                success: &[200, 201],
+                query: &[REASON],
                 ..r(
                     "POST",
                     "/api/v1/graphs",
@@ -132,6 +160,7 @@ pub fn routes() -> &'static [RouteSpec] {
             ),
             RouteSpec {
                 body: Some(schema::<DeployRequest>),
+                success: &[201],
                 ..r(
                     "POST",
                     "/api/v1/deployments",
@@ -174,27 +203,59 @@ pub fn routes() -> &'static [RouteSpec] {
                 "Stop and redeploy the previous deployed version of the graph",
                 || post(rollback),
             ),
-            r(
-                "GET",
-                "/api/v1/deployments/{id}/views/{sink}",
-                Some(Viewer),
-                "A projection sink's latest record for ?key=, or its keys",
-                || get(view),
-            ),
-            r(
-                "GET",
-                "/api/v1/events",
-                Some(Viewer),
-                "The audit trail: events after ?after=SEQ, at most ?limit=N",
-                || get(events),
-            ),
-            r(
-                "GET",
-                "/api/v1/state",
-                Some(Viewer),
-                "The control state, now or as it was ?at=RFC3339",
-                || get(state),
-            ),
+            RouteSpec {
+                query: &[QueryParam {
+                    name: "key",
+                    kind: "string",
+                    format: "",
+                    description: "The key whose latest record to return; without it, the keys",
+                }],
+                ..r(
+                    "GET",
+                    "/api/v1/deployments/{id}/views/{sink}",
+                    Some(Viewer),
+                    "A projection sink's latest record for ?key=, or its keys",
+                    || get(view),
+                )
+            },
+            RouteSpec {
+                query: &[
+                    QueryParam {
+                        name: "after",
+                        kind: "integer",
+                        format: "",
+                        description: "Events with a sequence number after this one",
+                    },
+                    QueryParam {
+                        name: "limit",
+                        kind: "integer",
+                        format: "",
+                        description: "At most this many (1 to 10000, default 100)",
+                    },
+                ],
+                ..r(
+                    "GET",
+                    "/api/v1/events",
+                    Some(Viewer),
+                    "The audit trail: events after ?after=SEQ, at most ?limit=N",
+                    || get(events),
+                )
+            },
+            RouteSpec {
+                query: &[QueryParam {
+                    name: "at",
+                    kind: "string",
+                    format: "date-time",
+                    description: "The control state as it was at this RFC 3339 time",
+                }],
+                ..r(
+                    "GET",
+                    "/api/v1/state",
+                    Some(Viewer),
+                    "The control state, now or as it was ?at=RFC3339",
+                    || get(state),
+                )
+            },
         ]
     })
 }
@@ -212,6 +273,8 @@ fn action(
         summary,
         body: Some(schema::<ActionRequest>),
         toml_body: false,
+        success: &[200],
+        query: &[],
         handler,
     }
 }

@@ -48,7 +48,7 @@ fn start() -> Api {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            tickflow_api::serve(listener, router).await.unwrap();
+            tickflow_api::serve::serve(listener, router, Default::default()).await;
         });
     });
     Api { base, _dir: dir }
