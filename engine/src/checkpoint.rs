@@ -585,6 +585,15 @@ impl DataDir {
         let valid: Vec<&MarkerFile> = markers.iter().filter(|f| f.manifest.is_ok()).collect();
         let keep = self.config.retain.max(1);
         if let Some(oldest_kept) = valid.get(keep - 1).and_then(|f| f.manifest.as_ref().ok()) {
+            // Old markers go first, right after the new one is durable (a crash between the
+            // two leaves one marker more than `retain`, never fewer), then the slow fold.
+            for old in markers.iter().filter(|f| {
+                f.manifest
+                    .as_ref()
+                    .map_or(true, |om| om.id < oldest_kept.id)
+            }) {
+                fs::remove_file(&old.path).map_err(|e| io(&old.path, e))?;
+            }
             let base = self
                 .store
                 .base_version()
@@ -596,13 +605,6 @@ impl DataDir {
                 self.store
                     .fold_through(oldest_kept.id)
                     .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-            }
-            for old in markers.iter().filter(|f| {
-                f.manifest
-                    .as_ref()
-                    .map_or(true, |om| om.id < oldest_kept.id)
-            }) {
-                fs::remove_file(&old.path).map_err(|e| io(&old.path, e))?;
             }
         }
         Ok(())

@@ -6,5 +6,6 @@ mod kafka;
 mod oracle;
 mod pipeline;
 mod recovery;
+mod security;
 mod serve;
 mod validation;

@@ -27,32 +27,35 @@ fn hash(key: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// The test server's configuration: `top` holds extra top-level keys, `api` extra `[api]`
+/// keys.
+pub(crate) fn config_text(root: &Path, top: &str, api: &str) -> String {
+    format!(
+        "workers = 2\n{top}\n[paths]\nread_roots = [{:?}]\noutput_root = {:?}\n\
+         [api]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{api}\n\
+         [[api.keys]]\nname = \"ops-alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\
+         [[api.keys]]\nname = \"viewer-bob\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        root.join("data").display().to_string(),
+        root.join("outputs").display().to_string(),
+        hash(OPERATOR_KEY),
+        hash(VIEWER_KEY)
+    )
+}
+
 /// A running `tickflow serve` and its address.
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) base: String,
     pub(crate) log: PathBuf,
 }
 
 impl Server {
-    /// Starts `tickflow serve` on a free port with the test keys, data in `root/engine`.
+    /// Starts `tickflow serve` on a free port with the test keys, data in `root/engine`,
+    /// reading inside `root/data` and writing file sinks under `root/outputs`.
     pub(crate) fn start(root: &Path, extra: &[&str]) -> Server {
         let config = root.join("serve.toml");
         if !config.exists() {
-            std::fs::write(
-                &config,
-                format!(
-                    "workers = 2\n[paths]\nread_roots = [{:?}]\noutput_root = {:?}\n\
-                     [api]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n\
-                     [[api.keys]]\nname = \"ops-alice\"\nrole = \"operator\"\nsha256 = \"{}\"\n\
-                     [[api.keys]]\nname = \"viewer-bob\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
-                    root.join("data").display().to_string(),
-                    root.join("outputs").display().to_string(),
-                    hash(OPERATOR_KEY),
-                    hash(VIEWER_KEY)
-                ),
-            )
-            .unwrap();
+            std::fs::write(&config, config_text(root, "", "")).unwrap();
         }
         let log = unique(root.join("serve.log"));
         let child = tickflow()
