@@ -98,7 +98,7 @@ impl LineReader {
             if let Some(rest) = bytes.strip_suffix(b"\r") {
                 bytes = rest;
             }
-            out.push((self.line, String::from_utf8_lossy(bytes).into_owned()));
+            out.push((self.line, tickflow_state::text::line_text(bytes)));
         }
         Ok(true)
     }

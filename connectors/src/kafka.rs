@@ -514,7 +514,7 @@ impl KafkaReader {
                     out.push(KafkaRecord {
                         partition: m.partition(),
                         offset: m.offset(),
-                        text: String::from_utf8_lossy(payload).into_owned(),
+                        text: tickflow_state::text::line_text(payload),
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {

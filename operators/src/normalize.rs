@@ -24,6 +24,12 @@ use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
 use crate::tick::parse_tick;
 use crate::OperatorError;
 
+/// Largest magnitude (exclusive) of a price or size: one tick's notional (< 10^26) then
+/// always fits the decimal type, and a bar's sums overflow only past 792 such ticks.
+pub fn max_magnitude() -> Decimal {
+    Decimal::from(10_000_000_000_000_i64)
+}
+
 /// Configuration of a `normalize` operator (besides `type` and `input`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,20 +112,44 @@ impl Normalizer {
             ordinal,
             raw,
         };
+        if let Some((offset, _)) = tickflow_state::text::invalid_utf8(&text) {
+            let message = format!("not valid UTF-8 (first invalid byte at {offset})");
+            return Err(dead(DeadLetterReason::Malformed, message, text));
+        }
         let parsed = match parse_tick(&text) {
             Ok(p) => p,
             Err(r) => return Err(dead(r.reason, r.message, text)),
         };
+        for (field, value) in [("price", parsed.price), ("size", parsed.size)] {
+            if value.abs() >= max_magnitude() {
+                return Err(dead(
+                    DeadLetterReason::InvalidValue,
+                    format!(
+                        "`{field}` {value} is beyond 10^13, the largest value whose bar sums \
+                         tickflow computes exactly"
+                    ),
+                    text,
+                ));
+            }
+        }
         let price = match parsed.currency.as_deref() {
             None => parsed.price,
             Some(c) if c == self.base_currency => parsed.price,
             Some(c) => match self.rates.get(c) {
-                Some(rate) => match parsed.price.checked_mul(*rate) {
+                Some(rate) => match parsed
+                    .price
+                    .checked_mul(*rate)
+                    .filter(|p| p.abs() < max_magnitude())
+                {
                     Some(p) => p.round_dp_with_strategy(8, RoundingStrategy::MidpointNearestEven),
                     None => {
                         return Err(dead(
                             DeadLetterReason::InvalidValue,
-                            format!("`price` {} x rate {rate} overflows", parsed.price),
+                            format!(
+                                "`price` {} x rate {rate} is beyond 10^13, the largest value \
+                                 whose bar sums tickflow computes exactly",
+                                parsed.price
+                            ),
                             text,
                         ))
                     }
@@ -368,6 +398,46 @@ mod tests {
         };
         assert_eq!(p("0.00000005"), "0.00000002");
         assert_eq!(p("0.00000007"), "0.00000004");
+    }
+
+    #[test]
+    fn values_beyond_exact_sums_and_bytes_that_are_not_utf8_are_dead_letters() {
+        use crate::record::ToJsonLine;
+        let n = normalizer();
+        let line = |price: &str, size: &str, cur: &str| {
+            raw(&format!(
+                r#"{{"venue":"V","symbol":"X","ts":1,"price":"{price}","size":"{size}","seq":1{cur}}}"#
+            ))
+        };
+        for (l, field) in [
+            (line("10000000000000", "1", ""), "`price`"),
+            (line("1", "79228162514264337593543950335", ""), "`size`"),
+            (line("9999999999999", "1", r#","currency":"EUR""#), "rate"),
+        ] {
+            let d = n.normalize(l).unwrap_err();
+            assert_eq!(d.reason, DeadLetterReason::InvalidValue);
+            assert!(
+                d.message.contains(field) && d.message.contains("10^13"),
+                "{}",
+                d.message
+            );
+        }
+        assert!(n
+            .normalize(line("9999999999999", "9999999999999", ""))
+            .is_ok());
+        let bytes = b"{\"venue\":\"V\xff\",\"symbol\":\"X\",\"ts\":1,\"price\":\"1\",\"size\":\"1\",\"seq\":1}";
+        let d = n
+            .normalize(RawLine {
+                ordinal: Ordinal { source: 0, line: 3 },
+                text: tickflow_state::text::line_text(bytes),
+            })
+            .unwrap_err();
+        assert_eq!(d.reason, DeadLetterReason::Malformed);
+        assert!(d.message.contains("UTF-8"), "{}", d.message);
+        let json: serde_json::Value =
+            serde_json::from_str(&d.to_json_line(&["ticks".into()])).unwrap();
+        assert!(json["raw"].as_str().unwrap().contains('\u{fffd}'), "{json}");
+        assert!(json["raw_base64"].is_string(), "{json}");
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub struct Bar {
     pub trades: u64,
     /// 0 for the first emission, +1 for each update by an allowed-late tick.
     pub revision: u32,
+    /// The sums outgrew the decimal type (more than 79,228 x 10^24 of notional or volume in
+    /// one bar): `volume` and `vwap` are then shown as null, never as a wrong number.
+    pub overflow: bool,
 }
 
 /// Why a record was rejected. Listed in the order the checks apply.
@@ -286,10 +289,12 @@ struct BarJson<'a> {
     high: String,
     low: String,
     close: String,
-    volume: String,
+    volume: Option<String>,
     vwap: Option<String>,
     trades: u64,
     revision: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    overflow: bool,
 }
 
 impl ToJsonLine for Bar {
@@ -303,10 +308,11 @@ impl ToJsonLine for Bar {
             high: decimal_text(self.high),
             low: decimal_text(self.low),
             close: decimal_text(self.close),
-            volume: decimal_text(self.volume),
-            vwap: self.vwap.map(decimal_text),
+            volume: (!self.overflow).then(|| decimal_text(self.volume)),
+            vwap: self.vwap.filter(|_| !self.overflow).map(decimal_text),
             trades: self.trades,
             revision: self.revision,
+            overflow: self.overflow,
         })
         .unwrap_or_default()
     }
@@ -324,6 +330,10 @@ struct DeadLetterJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<i64>,
     raw: &'a str,
+    /// The original bytes, base64, when they were not UTF-8 (`raw` then shows them with
+    /// U+FFFD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<&'a str>,
 }
 
 impl ToJsonLine for DeadLetter {
@@ -333,6 +343,8 @@ impl ToJsonLine for DeadLetter {
             .map(String::as_str)
             .unwrap_or("?");
         let kafka = self.ordinal.kafka_position();
+        let invalid = tickflow_state::text::invalid_utf8(&self.raw).map(|(_, b64)| b64);
+        let lossy = invalid.map(tickflow_state::text::lossy);
         serde_json::to_string(&DeadLetterJson {
             reason: self.reason.name(),
             message: &self.message,
@@ -340,7 +352,8 @@ impl ToJsonLine for DeadLetter {
             line: kafka.is_none().then_some(self.ordinal.line),
             partition: kafka.map(|k| k.0),
             offset: kafka.map(|k| k.1),
-            raw: &self.raw,
+            raw: lossy.as_deref().unwrap_or(&self.raw),
+            raw_base64: invalid,
         })
         .unwrap_or_default()
     }
@@ -348,7 +361,10 @@ impl ToJsonLine for DeadLetter {
 
 impl ToJsonLine for RawLine {
     fn to_json_line(&self, _: &[String]) -> String {
-        self.text.clone()
+        match tickflow_state::text::invalid_utf8(&self.text) {
+            Some((_, b64)) => tickflow_state::text::lossy(b64),
+            None => self.text.clone(),
+        }
     }
 }
 

@@ -246,7 +246,8 @@ impl BarAcc {
         if t.price < self.low {
             self.low = t.price;
         }
-        // 28 significant digits hold any realistic volume; saturate rather than panic beyond.
+        // Normalize bounds price and size (below 10^13 each), so one tick's notional fits;
+        // sums beyond the decimal type saturate at MAX, which the bar reports as an overflow.
         self.volume = self.volume.checked_add(t.size).unwrap_or(Decimal::MAX);
         let notional = t.price.checked_mul(t.size).unwrap_or(Decimal::MAX);
         self.notional = self.notional.checked_add(notional).unwrap_or(Decimal::MAX);
@@ -254,7 +255,8 @@ impl BarAcc {
     }
 
     fn to_bar(&self, end_ms: u64, revision: u32) -> Bar {
-        let vwap = (!self.volume.is_zero()).then(|| {
+        let overflow = self.volume == Decimal::MAX || self.notional == Decimal::MAX;
+        let vwap = (!self.volume.is_zero() && !overflow).then(|| {
             self.notional
                 .checked_div(self.volume)
                 .unwrap_or(Decimal::MAX)
@@ -272,6 +274,7 @@ impl BarAcc {
             vwap,
             trades: self.trades,
             revision,
+            overflow,
         }
     }
 }
@@ -633,6 +636,29 @@ mod tests {
         assert_eq!(bars[0].volume, Decimal::ZERO);
         // (1 + 4) / 3 = 1.666666666... -> 1.66666667
         assert_eq!(bars[1].vwap, Some(d("1.66666667")));
+    }
+
+    #[test]
+    fn sums_beyond_the_decimal_type_are_reported_never_wrong() {
+        use crate::record::ToJsonLine;
+        let mut w = WindowState::new(spec("1s", None, "0s"));
+        let mut bars = vec![];
+        // 9.99e12 x 9.99e12 ~ 1e26 of notional a tick: the 800th passes 7.9e28.
+        for seq in 0..800 {
+            let big = "9990000000000";
+            w.apply(0, tick("A", 1, "V", seq, big, big), &mut bars);
+        }
+        w.apply(0, tick("B", 1, "V", 900, "2", "3"), &mut bars);
+        w.advance(u64::MAX, &mut bars);
+        assert!(bars[0].overflow && bars[0].vwap.is_none());
+        let json: serde_json::Value = serde_json::from_str(&bars[0].to_json_line(&[])).unwrap();
+        assert_eq!(json["overflow"], true);
+        assert!(json["volume"].is_null() && json["vwap"].is_null(), "{json}");
+        assert_eq!(json["trades"], 800);
+        assert!(!bars[1].overflow);
+        let json: serde_json::Value = serde_json::from_str(&bars[1].to_json_line(&[])).unwrap();
+        assert!(json.get("overflow").is_none(), "{json}");
+        assert_eq!(json["vwap"], "2");
     }
 
     #[test]

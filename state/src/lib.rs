@@ -15,6 +15,7 @@ mod eventlog;
 pub mod events;
 mod store;
 mod table;
+pub mod text;
 
 pub use delta::{split_u64, DeltaOp, Durable};
 pub use error::StateError;

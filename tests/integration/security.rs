@@ -715,3 +715,88 @@ fn a_sink_whose_disk_fills_fails_the_deployment_and_a_redeploy_ends_exactly() {
     }
     drop(server);
 }
+
+#[test]
+fn overflowing_decimals_and_invalid_utf8_become_dead_letters_and_leave_other_bars_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    gen(&data, 20_000, 50, 4, &["--bad-ratio", "0"]);
+    let run = |name: &str| -> (Vec<String>, Vec<serde_json::Value>) {
+        let out = root.path().join(name);
+        let dir = root.path().join(format!("{name}-graph"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = write_graph(&dir, &data, &out, TUMBLING);
+        run_graph(&g, 2);
+        let dead = std::fs::read_to_string(out.join("dead_letters.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (sorted_lines(&out.join("bars.jsonl")), dead)
+    };
+    let (bars, dead) = run("clean");
+    assert!(dead.is_empty());
+    // The same ticks with hostile lines among them: unique venues and sequence numbers, so
+    // no clean tick is taken for a duplicate.
+    let ticks = data.join("ticks.jsonl");
+    let clean = std::fs::read(&ticks).unwrap();
+    let first_line: serde_json::Value =
+        serde_json::from_slice(clean.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let symbol = first_line["symbol"].as_str().unwrap();
+    let ts = &first_line["ts"];
+    let bad: Vec<Vec<u8>> = vec![
+        format!(r#"{{"venue":"ZZ1","symbol":"{symbol}","ts":{ts},"price":"100000000000000000000","size":"1","seq":1}}"#).into_bytes(),
+        format!(r#"{{"venue":"ZZ2","symbol":"{symbol}","ts":{ts},"price":"1","size":"79228162514264337593543950335","seq":1}}"#).into_bytes(),
+        format!(r#"{{"venue":"ZZ3","symbol":"{symbol}","ts":{ts},"price":"9999999999999","size":"1","seq":1,"currency":"GBP"}}"#).into_bytes(),
+        [
+            &b"{\"venue\":\"ZZ\xff\xfe4\",\"symbol\":\""[..],
+            symbol.as_bytes(),
+            format!(r#"","ts":{ts},"price":"1","size":"1","seq":1}}"#).as_bytes(),
+        ]
+        .concat(),
+    ];
+    let mut hostile = Vec::new();
+    for (i, line) in clean.split_inclusive(|b| *b == b'\n').enumerate() {
+        hostile.extend_from_slice(line);
+        if i % 5_000 == 1 {
+            if let Some(b) = bad.get(i / 5_000) {
+                hostile.extend_from_slice(b);
+                hostile.push(b'\n');
+            }
+        }
+    }
+    std::fs::write(&ticks, &hostile).unwrap();
+    let (bars_after, dead_after) = run("hostile");
+    assert!(bars_after == bars, "the other ticks' bars changed");
+    assert_eq!(dead_after.len(), 4, "{dead_after:#?}");
+    let reasons: Vec<&str> = dead_after
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "invalid_value").count(),
+        3,
+        "{dead_after:#?}"
+    );
+    let utf8 = dead_after
+        .iter()
+        .find(|d| d["reason"] == "malformed")
+        .unwrap();
+    assert!(
+        utf8["message"].as_str().unwrap().contains("UTF-8"),
+        "{utf8}"
+    );
+    // The original bytes come back from the dead letter.
+    let b64 = utf8["raw_base64"].as_str().unwrap();
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(decoded.stdout, bad[3]);
+}
