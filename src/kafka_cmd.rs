@@ -106,7 +106,7 @@ pub fn topics(command: &TopicsCommand) -> anyhow::Result<()> {
             brokers,
         } => {
             let created = kafka::create_topic(brokers, topic, *partitions)?;
-            let n = kafka::partitions(brokers, topic, &BTreeMap::new())?.len();
+            let n = kafka::partitions(brokers, topic, &BTreeMap::new(), &|| false)?.len();
             let what = if created { "created" } else { "exists" };
             println!("topic {topic} {what} with {n} partition(s)");
         }

@@ -231,25 +231,45 @@ fn client_config(
 }
 
 /// How long [`partitions`] keeps retrying while the brokers do not answer.
-pub const CONNECT_PATIENCE: Duration = Duration::from_secs(120);
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One metadata request of [`partitions`]: short, so that a stop is seen soon (it retries).
+const RETRY_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The partitions of `topic`, sorted; an error names the topic and brokers if it does not
 /// exist. While the brokers do not answer it retries (logging each failure) for
-/// [`CONNECT_PATIENCE`], so a graph started during a broker outage waits for the broker.
+/// [`CONNECT_PATIENCE`], so a graph started during a short broker outage waits for the broker;
+/// then it gives up with an error naming brokers and topic. `cancel` is asked between
+/// attempts: a stop (SIGTERM, Ctrl-C, an API stop) ends the wait at once.
 pub fn partitions(
     brokers: &str,
     topic: &str,
     options: &BTreeMap<String, String>,
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Vec<i32>, ConnectorError> {
     let started = std::time::Instant::now();
     loop {
-        match partitions_once(brokers, topic, options) {
+        if cancel() {
+            return Err(ConnectorError::Kafka(format!(
+                "topic {topic} on {brokers}: stopped before its partitions were known"
+            )));
+        }
+        match partitions_once(brokers, topic, options, RETRY_REQUEST_TIMEOUT) {
             Ok(found) => return Ok(found),
+            Err(Lookup::Unanswered(e)) if cancel() => {
+                return Err(ConnectorError::Kafka(format!("{e}; stopped while waiting")))
+            }
             Err(Lookup::Unanswered(e)) if started.elapsed() < CONNECT_PATIENCE => {
                 tracing::warn!("{e}; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(Lookup::Unanswered(e) | Lookup::Failed(e)) => return Err(e),
+            Err(Lookup::Unanswered(e)) => {
+                return Err(ConnectorError::Kafka(format!(
+                    "{e}; gave up after {} s",
+                    CONNECT_PATIENCE.as_secs()
+                )))
+            }
+            Err(Lookup::Failed(e)) => return Err(e),
         }
     }
 }
@@ -264,18 +284,17 @@ fn partitions_once(
     brokers: &str,
     topic: &str,
     options: &BTreeMap<String, String>,
+    timeout: Duration,
 ) -> Result<Vec<i32>, Lookup> {
     let consumer: BaseConsumer = client_config(brokers, &[], options)
         .create()
         .map_err(|e| Lookup::Failed(kafka_err(brokers, e)))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(|e| {
-            Lookup::Unanswered(kafka_err(
-                &format!("reading metadata of topic {topic} from {brokers}"),
-                e,
-            ))
-        })?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        Lookup::Unanswered(kafka_err(
+            &format!("reading metadata of topic {topic} from {brokers}"),
+            e,
+        ))
+    })?;
     let mut out: Vec<i32> = metadata
         .topics()
         .iter()
@@ -657,7 +676,7 @@ impl KafkaWriter {
         stats: &Arc<KafkaStats>,
         cancel: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Result<Self, ConnectorError> {
-        let partitions = partitions(&config.brokers, &config.topic, &config.options)?;
+        let partitions = partitions(&config.brokers, &config.topic, &config.options, &*cancel)?;
         let defaults = [
             ("acks", "all"),
             ("linger.ms", "2"),
@@ -843,7 +862,7 @@ impl LineSink for KafkaWriter {
 /// `(partition, offset, key, value, headers)`. For tests, tools and the benchmark.
 pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, ConnectorError> {
     let none = BTreeMap::new();
-    let starts: Vec<(i32, Option<i64>)> = partitions(brokers, topic, &none)?
+    let starts: Vec<(i32, Option<i64>)> = partitions(brokers, topic, &none, &|| false)?
         .into_iter()
         .map(|p| (p, None))
         .collect();
@@ -982,7 +1001,7 @@ impl LineProducer {
         options: &BTreeMap<String, String>,
     ) -> Result<Self, ConnectorError> {
         let stats = Arc::new(KafkaStats::default());
-        let partitions = partitions(brokers, topic, options)?;
+        let partitions = partitions(brokers, topic, options, &|| false)?;
         let producer: ThreadedProducer<Context> = client_config(
             brokers,
             &[

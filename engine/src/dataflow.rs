@@ -1018,8 +1018,10 @@ fn write_sink(
             (SinkKind::Kafka { config }, restored) => {
                 let stats = counters_.0.kafka_stats(&name);
                 let live = live.clone();
-                let cancel: Arc<dyn Fn() -> bool + Send + Sync> =
-                    Arc::new(move || live.as_ref().is_some_and(|l| l.is_stopping()));
+                let failed = Arc::clone(&failure);
+                let cancel: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
+                    failed.is_set() || live.as_ref().is_some_and(|l| l.is_stopping())
+                });
                 let resumed = restored.and_then(Result::ok);
                 let opened = match resumed
                     .as_ref()

@@ -113,6 +113,7 @@ fn open(
     (index, peers): (usize, usize),
     restored: Option<&SourcePosition>,
     metrics: &Metrics,
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Option<(KafkaReader, Vec<PartitionState>)>, String> {
     let SourceKind::Kafka {
         config, group_id, ..
@@ -120,7 +121,7 @@ fn open(
     else {
         return Err(format!("source {}: not a Kafka source", src.name));
     };
-    let all = kafka::partitions(&config.brokers, &config.topic, &config.options)
+    let all = kafka::partitions(&config.brokers, &config.topic, &config.options, cancel)
         .map_err(|e| format!("source {}: {e}", src.name))?;
     let mine: Vec<i32> = all
         .iter()
@@ -188,7 +189,8 @@ pub(crate) fn kafka_source<'s>(
             Some(Ok(pos)) if pos.watermark_ms == u64::MAX => {}
             restored => {
                 let restored = restored.and_then(Result::ok);
-                match open(&src, (index, peers), restored.as_ref(), &metrics) {
+                let cancel = || failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping());
+                match open(&src, (index, peers), restored.as_ref(), &metrics, &cancel) {
                     Err(e) => fail(&failure, e),
                     // More workers than partitions: nothing to read here, ever.
                     Ok(None) => {

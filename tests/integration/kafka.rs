@@ -589,3 +589,50 @@ fn a_silent_partition_holds_the_watermark_until_its_idle_timeout() {
         "after the idle timeout the other partitions' watermark closes windows"
     );
 }
+
+#[test]
+fn without_a_broker_the_run_stops_on_sigterm_naming_broker_and_topic() {
+    let root = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafka-bars.toml");
+    // A port nobody listens on.
+    let port = free_port();
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("127.0.0.1:9092", &format!("127.0.0.1:{port}"))
+        .replace(
+            "examples/data/instruments.csv",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/data/instruments.csv")
+                .to_str()
+                .unwrap(),
+        );
+    let graph = root.path().join("g.toml");
+    std::fs::write(&graph, text).unwrap();
+    let child = tickflow()
+        .arg("run")
+        .arg(&graph)
+        .args(["--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let o = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let sent = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop after SIGTERM",
+        sent.elapsed()
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("ingestion.market.raw.v1"),
+        "{err}"
+    );
+}
