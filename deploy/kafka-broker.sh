@@ -6,8 +6,9 @@
 #   deploy/kafka-broker.sh stop  [PORT]     stop the broker started by `start` on that port
 #   deploy/kafka-broker.sh reset [PORT]     stop it and delete its topics
 #   deploy/kafka-broker.sh path             print the tansu binary's path
-#   deploy/kafka-broker.sh python           print a Python with confluent-kafka (a venv in $TICKFLOW_TOOLS,
-#                                           made on first use), the independent reader of the tests
+#   deploy/kafka-broker.sh python           print a Python with confluent-kafka (the independent
+#                                           reader of the tests) and schemathesis (a venv in
+#                                           $TICKFLOW_TOOLS, made on first use)
 #
 # Storage is SQLite in the run folder (`$TICKFLOW_BROKER_RUN/tansu-PORT.db`) by default, kept
 # across restarts (`reset PORT` deletes it). TICKFLOW_BROKER_STORAGE=memory://tansu/ is faster
@@ -103,9 +104,10 @@ stop() {
 
 python() {
   local venv="$TOOLS/venv"
-  if ! "$venv/bin/python" -c "import confluent_kafka" 2>/dev/null; then
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "confluent-kafka>=2.6" >&2
+  if ! "$venv/bin/python" -c "import confluent_kafka, schemathesis" 2>/dev/null; then
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "confluent-kafka>=2.6" \
+      "schemathesis>=4,<5" >&2
   fi
   echo "$venv/bin/python"
 }

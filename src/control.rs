@@ -107,6 +107,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         output_root: config.paths.output_root.clone(),
         max_graph_nodes: config.max_graph_nodes,
         stop_timeout: std::time::Duration::from_secs(config.stop_timeout_secs),
+        metrics_grace: std::time::Duration::from_secs(config.metrics_grace_secs),
     })?;
     report_open(&config.data_dir.join("events.log"), &report);
     let runtime = tokio::runtime::Builder::new_multi_thread()

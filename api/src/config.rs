@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub max_graph_nodes: usize,
     /// Seconds a stopping deployment's dataflow may take before the deployment is failed.
     pub stop_timeout_secs: u64,
+    /// Seconds `/metrics` keeps the series of a deployment after it ended.
+    pub metrics_grace_secs: u64,
 }
 
 /// `[paths]`: the only places a graph submitted over the API may touch. The default grants
@@ -92,6 +94,7 @@ impl Default for ServeConfig {
             paths: PathsConfig::default(),
             max_graph_nodes: tickflow_engine::policy::DEFAULT_MAX_NODES,
             stop_timeout_secs: 30,
+            metrics_grace_secs: 300,
         }
     }
 }

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use tickflow_engine::metrics::ALIGN_BUCKETS_SECONDS;
 use tickflow_engine::supervisor::Supervisor;
 use tickflow_operators::record::DeadLetterReason;
 
@@ -113,7 +114,7 @@ impl Collector for EngineCollector {
         let mut dups = Vec::new();
         let mut lag = Vec::new();
         let mut ckpts = Vec::new();
-        let mut ckpt_secs = Vec::new();
+        let mut align = Vec::new();
         let mut up = Vec::new();
         let (mut kafka_bytes, mut produce_errors, mut client_errors) = (vec![], vec![], vec![]);
         let (mut replay_skipped, mut broker_down, mut consumer_lag) = (vec![], vec![], vec![]);
@@ -141,7 +142,14 @@ impl Collector for EngineCollector {
             }
             ckpts.push((labels(&base), m.checkpoints.load(Ordering::Relaxed)));
             let us = m.checkpoint_us_total.load(Ordering::Relaxed);
-            ckpt_secs.push((labels(&base), us as f64 / 1e6));
+            let buckets: Vec<(f64, u64)> = ALIGN_BUCKETS_SECONDS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(&m.checkpoint_align_buckets)
+                .map(|(bound, c)| (bound, c.load(Ordering::Relaxed)))
+                .collect();
+            align.push((labels(&base), us as f64 / 1e6, buckets));
             let state = d.state.name();
             up.push((labels(&[base[0], base[1], ("state", state)]), 1.0));
             let clients = m.kafka.lock().map(|k| k.clone()).unwrap_or_default();
@@ -244,12 +252,17 @@ impl Collector for EngineCollector {
             "Checkpoints committed",
             &ckpts,
         )?;
-        gauge(
-            &mut enc,
-            "tickflow_checkpoint_align_seconds_sum",
-            "Time from a checkpoint's first save to its commit, summed",
-            &ckpt_secs,
+        let mut m = enc.encode_descriptor(
+            "tickflow_checkpoint_align_seconds",
+            "Time from a checkpoint's first save to its commit",
+            None,
+            MetricType::Histogram,
         )?;
+        for (labels, sum, buckets) in &align {
+            let count = buckets.iter().map(|b| b.1).sum();
+            m.encode_family(labels)?
+                .encode_histogram::<Labels>(*sum, count, buckets, None)?;
+        }
         gauge(
             &mut enc,
             "tickflow_deployment_info",
@@ -260,17 +273,100 @@ impl Collector for EngineCollector {
     }
 }
 
-/// `GET /metrics`.
-pub async fn render(State(app): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /metrics`: OpenMetrics for a client that asks for it (Prometheus does), else the
+/// Prometheus text format 0.0.4 (what `curl` and `promtool check metrics` read).
+pub async fn render(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &app.metrics.registry)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [(
-            CONTENT_TYPE,
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+            text,
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            text_format(&text),
+        )
+    };
+    Ok(([(CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// OpenMetrics text as the Prometheus text format: a counter family `x` is named `x_total`
+/// in its `HELP` and `TYPE` lines (its samples already are), and there is no `# EOF`.
+fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct One;
+
+    impl Collector for One {
+        fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let mut m = enc.encode_descriptor("x_seconds", "x", None, MetricType::Histogram)?;
+            let buckets = [(0.5, 1u64), (f64::INFINITY, 2)];
+            m.encode_family(&vec![("d".to_string(), "1".to_string())])?
+                .encode_histogram::<Labels>(3.0, 3, &buckets, None)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_counters_with_total() {
+        let om = "# HELP a_x Xs.\n# TYPE a_x counter\na_x_total{k=\"v\"} 1\n\
+                  # HELP b Bees.\n# TYPE b gauge\nb 2\n# EOF\n";
+        assert_eq!(
+            text_format(om),
+            "# HELP a_x_total Xs.\n# TYPE a_x_total counter\na_x_total{k=\"v\"} 1\n\
+             # HELP b Bees.\n# TYPE b gauge\nb 2\n"
+        );
+    }
+
+    #[test]
+    fn histograms_encode_cumulative_buckets() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(One));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        // Buckets are cumulative.
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.5\",d=\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"+Inf\",d=\"1\"} 3"),
+            "{text}"
+        );
+    }
 }

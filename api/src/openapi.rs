@@ -67,7 +67,10 @@ pub fn build() -> Value {
                                "description": q.description, "schema": schema}));
         }
         let success_content = match r.path {
-            "/metrics" => json!({"application/openmetrics-text": {"schema": {"type": "string"}}}),
+            "/metrics" => json!({
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            }),
             _ => json!({"application/json": {"schema": {"type": "object"}}}),
         };
         let mut responses = Map::new();

@@ -25,6 +25,7 @@ fn start() -> Api {
         output_root: None,
         max_graph_nodes: 100,
         stop_timeout: std::time::Duration::from_secs(30),
+        metrics_grace: std::time::Duration::from_secs(300),
     })
     .unwrap();
     let key = |name: &str, role| KeyConfig {

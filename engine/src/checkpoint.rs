@@ -786,9 +786,7 @@ impl Coordinator {
         if let Some(metrics) = &self.metrics {
             metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
             metrics.last_checkpoint.store(id, Ordering::Relaxed);
-            metrics
-                .checkpoint_us_total
-                .fetch_add((m.align_ms * 1000.0) as u64, Ordering::Relaxed);
+            metrics.observe_align(m.align_ms);
         }
         self.stats.write_ms.push(m.write_ms);
         for rs in self.reports.values_mut() {

@@ -12,6 +12,10 @@ use tickflow_operators::record::DeadLetterReason;
 
 use crate::Plan;
 
+/// Upper bounds (seconds) of the checkpoint align-time histogram's buckets.
+pub const ALIGN_BUCKETS_SECONDS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 /// Counters of one source, operator or sink.
 #[derive(Debug)]
 pub struct NodeMetrics {
@@ -66,6 +70,10 @@ pub struct Metrics {
     pub last_checkpoint: AtomicU64,
     /// Time from first save to commit, summed over committed checkpoints, µs.
     pub checkpoint_us_total: AtomicU64,
+    /// Committed checkpoints by align time: one count per bound of
+    /// [`ALIGN_BUCKETS_SECONDS`] (at or below it, above the one before), the last for
+    /// slower ones.
+    pub checkpoint_align_buckets: [AtomicU64; ALIGN_BUCKETS_SECONDS.len() + 1],
     /// Records a projection sink could not key (no key field).
     pub unkeyed: AtomicU64,
     /// Kafka client counters by source or sink name.
@@ -77,6 +85,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one committed checkpoint that took `align_ms` from first save to commit.
+    pub fn observe_align(&self, align_ms: f64) {
+        let secs = align_ms / 1000.0;
+        let bucket = ALIGN_BUCKETS_SECONDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(ALIGN_BUCKETS_SECONDS.len());
+        self.checkpoint_align_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_us_total
+            .fetch_add((align_ms * 1000.0) as u64, Ordering::Relaxed);
+    }
+
     /// Zeroed counters for every node of `plan`.
     pub fn for_plan(plan: &Plan) -> Self {
         let node = |name: &str, role, outputs: &[&str]| NodeMetrics {
@@ -115,6 +135,7 @@ impl Metrics {
             checkpoints: AtomicU64::new(0),
             last_checkpoint: AtomicU64::new(0),
             checkpoint_us_total: AtomicU64::new(0),
+            checkpoint_align_buckets: Default::default(),
             unkeyed: AtomicU64::new(0),
             kafka: Mutex::new(Vec::new()),
             active_watermarks: Mutex::new(HashMap::new()),

@@ -49,6 +49,8 @@ pub struct SupervisorConfig {
     pub max_graph_nodes: usize,
     /// How long a stopping dataflow may take before its deployment is failed.
     pub stop_timeout: std::time::Duration,
+    /// How long `/metrics` keeps the series of a deployment that ended.
+    pub metrics_grace: std::time::Duration,
 }
 
 /// Why a command did not happen.
@@ -651,15 +653,21 @@ impl Supervisor {
         })
     }
 
-    /// Every deployment's latest dataflow counters in this process, for `/metrics`.
+    /// The latest dataflow counters in this process of every deployment that is active or
+    /// ended less than the metrics grace period ago, for `/metrics` (series of deployments
+    /// that ended before disappear).
     pub fn metrics(&self) -> Vec<(Deployment, Arc<Metrics>)> {
         let inner = self.lock();
+        let grace =
+            chrono::Duration::from_std(self.config.metrics_grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
         inner
             .runs
             .iter()
             .filter_map(|(id, r)| {
-                let d = inner.state.deployments.get(id)?.clone();
-                Some((d, Arc::clone(&r.metrics)))
+                let d = inner.state.deployments.get(id)?;
+                let shown = d.state.is_active() || now - d.updated_at < grace;
+                shown.then(|| (d.clone(), Arc::clone(&r.metrics)))
             })
             .collect()
     }

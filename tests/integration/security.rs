@@ -800,3 +800,75 @@ fn overflowing_decimals_and_invalid_utf8_become_dead_letters_and_leave_other_bar
         .unwrap();
     assert_eq!(decoded.stdout, bad[3]);
 }
+
+/// `promtool check metrics` over `text`: its complaints (empty when clean).
+fn promtool(text: &str) -> String {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (deploy/install-deps.sh --test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    if !o.status.success() && out.trim().is_empty() {
+        out = format!("promtool failed: {}", o.status);
+    }
+    out.trim().to_string()
+}
+
+#[test]
+fn metrics_pass_promtool_and_ended_deployments_leave_them() {
+    let b = boundary("metrics_grace_secs = 2", "");
+    let toml = format!(
+        "{}\n[checkpoint]\ninterval = \"2s\"\nmin_pause = \"0ms\"\n",
+        graph("m", "ticks.jsonl", "instruments.csv", "bars.jsonl")
+    );
+    assert_eq!(b.submit(&toml).0, 201);
+    let (status, body) = b.server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "m", "version": 1, "reason": "metrics"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let metrics = || {
+        let (status, body) = b.server.call("GET", "/metrics", Some(VIEWER_KEY), None);
+        assert_eq!(status, 200);
+        body.as_str().unwrap().to_string()
+    };
+    // Right after the end the series are there, the align time a histogram.
+    b.server.wait_for("/api/v1/deployments/1", "the end", |v| {
+        v["state"] == "finished"
+    });
+    let text = metrics();
+    assert!(
+        text.contains("tickflow_records_in_total{deployment=\"1\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE tickflow_checkpoint_align_seconds histogram")
+            && text
+                .contains("tickflow_checkpoint_align_seconds_bucket{le=\"+Inf\",deployment=\"1\""),
+        "{text}"
+    );
+    let count: u64 = text
+        .lines()
+        .find(|l| l.starts_with("tickflow_checkpoint_align_seconds_count{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(count > 0, "no checkpoint observed: {text}");
+    let complaints = promtool(&text);
+    assert!(complaints.is_empty(), "promtool: {complaints}\n{text}");
+    // After the grace period they are gone.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let text = metrics();
+    assert!(!text.contains("deployment=\"1\""), "{text}");
+    assert!(promtool(&text).is_empty());
+}
