@@ -37,7 +37,8 @@ fn error_schema() -> Value {
 
 fn param_schema(name: &str) -> Value {
     match name {
-        "id" | "version" => json!({"type": "integer", "minimum": 0}),
+        "id" => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        "version" => json!({"type": "integer", "minimum": 1, "maximum": i64::MAX}),
         _ => json!({"type": "string"}),
     }
 }
@@ -62,6 +63,7 @@ pub fn build() -> Value {
             }
             if q.kind == "integer" {
                 schema["minimum"] = json!(0);
+                schema["maximum"] = json!(u64::MAX);
             }
             params.push(json!({"name": q.name, "in": "query", "required": false,
                                "description": q.description, "schema": schema}));
@@ -117,7 +119,10 @@ pub fn build() -> Value {
         if r.toml_body {
             op["requestBody"] = json!({
                 "required": true,
-                "content": {"application/toml": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/toml": {"schema": {"type": "string"}},
+                    "text/plain": {"schema": {"type": "string"}},
+                },
             });
         }
         let entry = paths

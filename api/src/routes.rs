@@ -284,19 +284,30 @@ fn action(
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// Graph name.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     pub graph: String,
     /// Graph version.
+    #[schemars(range(min = 1))]
     pub version: i64,
     /// Why (recorded on the events).
     #[serde(default)]
+    #[schemars(regex(pattern = TEXT_PATTERN), length(max = 2000))]
     pub reason: Option<String>,
 }
+
+/// Free text as the engine takes it: no control characters (U+0000-U+001F, U+007F-U+009F).
+const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+
+/// A reason: free text with at least one character that is not white space.
+const REASON_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
 /// `POST /api/v1/deployments/{id}/pause|resume|stop|rollback`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     /// Why (required; recorded on the event).
+    #[schemars(regex(pattern = REASON_PATTERN), length(min = 1, max = 2000))]
     pub reason: String,
 }
 

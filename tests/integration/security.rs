@@ -872,3 +872,65 @@ fn metrics_pass_promtool_and_ended_deployments_leave_them() {
     assert!(!text.contains("deployment=\"1\""), "{text}");
     assert!(promtool(&text).is_empty());
 }
+
+/// The Python of the test tools' venv (confluent-kafka, schemathesis).
+fn tools_python() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka-broker.sh");
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .arg("python")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+#[test]
+fn schemathesis_finds_no_server_error_and_no_response_outside_the_openapi_document() {
+    let b = boundary("", "");
+    // Something to find: a submitted graph and a deployment with id 1.
+    let toml = graph("fuzzed", "ticks.jsonl", "instruments.csv", "bars.jsonl");
+    assert_eq!(b.submit(&toml).0, 201);
+    let (status, _) = b.server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "fuzzed", "version": 1, "reason": "fuzz"}),
+    );
+    assert_eq!(status, 201);
+    let (status, doc) = b
+        .server
+        .call("GET", "/api/v1/openapi.json", Some(VIEWER_KEY), None);
+    assert_eq!(status, 200);
+    let schema = b.root().join("openapi.json");
+    std::fs::write(&schema, doc.to_string()).unwrap();
+    // TICKFLOW_FUZZ_SECONDS runs it longer (CI: 45 s).
+    let seconds = std::env::var("TICKFLOW_FUZZ_SECONDS").unwrap_or_else(|_| "45".into());
+    let st = tools_python().with_file_name("schemathesis");
+    let o = std::process::Command::new(&st)
+        .arg("run")
+        .arg(&schema)
+        .args(["--url", &b.server.base])
+        .args(["-H", &format!("Authorization: Bearer {OPERATOR_KEY}")])
+        // Every check but the one that expects any schema-valid input to be accepted: a
+        // TOML graph's validity, or whether a graph was submitted, is not in a JSON Schema.
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--max-examples", "40", "--max-time", &seconds])
+        .args(["--request-timeout", "5", "--seed", "11"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "schemathesis found problems:\n{out}\n{}",
+        stderr(&o)
+    );
+    assert!(out.contains("passed"), "{out}");
+    b.decoys_untouched();
+    // The server is still up and answers.
+    assert_eq!(b.server.call("GET", "/health/live", None, None).0, 200);
+}
