@@ -105,21 +105,25 @@ impl GraphPolicy {
             None => None,
         };
         let data_dir = canonical("data_dir", data_dir)?;
-        for root in read_roots.iter().chain(&output_root) {
-            if data_dir.starts_with(root) || root.starts_with(&data_dir) {
-                let key = if Some(root) == output_root.as_ref() {
-                    OUTPUT_ROOT_KEY
-                } else {
-                    READ_ROOTS_KEY
-                };
-                return Err(PolicyError {
-                    key,
-                    path: root.display().to_string(),
-                    source: std::io::Error::other(
-                        "overlaps the engine's data directory (graphs must never reach it)",
-                    ),
-                });
-            }
+        // A read root may hold the data directory (each path is checked not to lead into
+        // it); the output root may not overlap it either way: sinks create directories there.
+        let overlaps = |key: &'static str, root: &PathBuf| {
+            let inside = root.starts_with(&data_dir);
+            let around = key == OUTPUT_ROOT_KEY && data_dir.starts_with(root);
+            (inside || around).then(|| PolicyError {
+                key,
+                path: root.display().to_string(),
+                source: std::io::Error::other(
+                    "overlaps the engine's data directory (graphs must never reach it)",
+                ),
+            })
+        };
+        let roots = read_roots.iter().map(|r| (READ_ROOTS_KEY, r));
+        if let Some(e) = roots
+            .chain(output_root.iter().map(|o| (OUTPUT_ROOT_KEY, o)))
+            .find_map(|(key, root)| overlaps(key, root))
+        {
+            return Err(e);
         }
         Ok(GraphPolicy {
             confined: Some(Confined {
@@ -428,5 +432,13 @@ mod tests {
         assert_eq!(e.key, READ_ROOTS_KEY);
         let e = GraphPolicy::confined(&[], Some(&r.data.join("out")), &r.data).unwrap_err();
         assert_eq!(e.key, OUTPUT_ROOT_KEY);
+        let parent = r.data.parent().unwrap().to_path_buf();
+        let e = GraphPolicy::confined(&[], Some(&parent), &r.data).unwrap_err();
+        assert_eq!(e.key, OUTPUT_ROOT_KEY);
+        // A read root around the data directory is allowed; paths into it are not.
+        std::fs::write(r.data.join("events.log"), "x").unwrap();
+        let policy = GraphPolicy::confined(&[parent], None, &r.data).unwrap();
+        let e = policy.readable("data/events.log").unwrap_err();
+        assert!(e.contains("data directory"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! `tickflow` executable on real files, as a user would.
 
 mod common;
+mod fuzz;
 mod kafka;
 mod oracle;
 mod pipeline;
