@@ -85,6 +85,9 @@ pub fn compile_confined(text: &str, file: &str, policy: &GraphPolicy) -> Result<
         warnings: Vec::new(),
         policy,
         files_read: Vec::new(),
+        line_starts: std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect(),
     };
     let plan = c.compile();
     match plan {
@@ -147,6 +150,8 @@ struct Compiler<'t> {
     policy: &'t GraphPolicy,
     /// The files the graph reads, by TOML key.
     files_read: Vec<(String, PathBuf)>,
+    /// Byte offset of each line's start.
+    line_starts: Vec<usize>,
 }
 
 fn span_start(span: Option<Range<usize>>) -> Option<usize> {
@@ -154,8 +159,10 @@ fn span_start(span: Option<Range<usize>>) -> Option<usize> {
 }
 
 impl Compiler<'_> {
+    /// The 1-based line of a byte offset (a binary search over the line starts: compiling
+    /// stays linear in the graph's size).
     fn line_at(&self, offset: Option<usize>) -> Option<usize> {
-        offset.map(|o| self.text[..o.min(self.text.len())].matches('\n').count() + 1)
+        offset.map(|o| self.line_starts.partition_point(|start| *start <= o))
     }
 
     fn error(&mut self, path: impl Into<String>, line: Option<usize>, message: impl Into<String>) {
@@ -949,6 +956,8 @@ impl Compiler<'_> {
         {
             read.insert((input.node.clone(), input.output.clone()));
         }
+        let node_lines: HashMap<&str, Option<usize>> =
+            nodes.iter().map(|n| (n.name.as_str(), n.line)).collect();
         let mut all_outputs: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
         for (node, outs) in &outputs {
             all_outputs.insert(node.clone(), outs.iter().map(|(n, _)| *n).collect());
@@ -959,7 +968,7 @@ impl Compiler<'_> {
                     let section = section_of
                         .get(node.as_str())
                         .map_or("operators", |s| s.key());
-                    let line = nodes.iter().find(|n| n.name == node).and_then(|n| n.line);
+                    let line = node_lines.get(node.as_str()).copied().flatten();
                     self.warnings.push(ValidationError {
                         file: self.file.clone(),
                         line,
@@ -993,29 +1002,48 @@ impl Compiler<'_> {
         })
     }
 
-    /// Orders operators so each comes after the operators it reads; reports cycles.
+    /// Orders operators so each comes after the operators it reads, the first by name among
+    /// those ready at each step (Kahn's algorithm); reports cycles.
     fn topological(&mut self, operators: Vec<Pending<OperatorPlan>>) -> Vec<OperatorPlan> {
-        let names: BTreeSet<String> = operators.iter().map(|(o, _, _)| o.name.clone()).collect();
-        let mut remaining: Vec<(OperatorPlan, Option<usize>)> =
+        let mut all: Vec<(OperatorPlan, Option<usize>)> =
             operators.into_iter().map(|(o, _, l)| (o, l)).collect();
-        remaining.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let mut placed: BTreeSet<String> = BTreeSet::new();
-        let mut ordered = Vec::new();
-        loop {
-            let ready = remaining.iter().position(|(o, _)| {
-                o.inputs
-                    .iter()
-                    .all(|i| !names.contains(&i.node) || placed.contains(&i.node))
-            });
-            match ready {
-                Some(idx) => {
-                    let (op, _) = remaining.remove(idx);
-                    placed.insert(op.name.clone());
-                    ordered.push(op);
-                }
-                None => break,
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let index: HashMap<String, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, (o, _))| (o.name.clone(), i))
+            .collect();
+        let mut waiting = vec![0usize; all.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); all.len()];
+        for (i, (op, _)) in all.iter().enumerate() {
+            let deps: BTreeSet<usize> = op
+                .inputs
+                .iter()
+                .filter_map(|input| index.get(&input.node).copied())
+                .collect();
+            waiting[i] = deps.len();
+            for d in deps {
+                dependents[d].push(i);
             }
         }
+        let mut ready: BTreeSet<usize> = (0..all.len()).filter(|i| waiting[*i] == 0).collect();
+        let mut order = Vec::with_capacity(all.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+        let mut slots: Vec<Option<(OperatorPlan, Option<usize>)>> =
+            all.into_iter().map(Some).collect();
+        let ordered: Vec<OperatorPlan> = order
+            .iter()
+            .filter_map(|i| slots[*i].take().map(|(o, _)| o))
+            .collect();
+        let remaining: Vec<(OperatorPlan, Option<usize>)> = slots.into_iter().flatten().collect();
         if !remaining.is_empty() {
             let cycle: Vec<String> = remaining.iter().map(|(o, _)| o.name.clone()).collect();
             for (op, line) in &remaining {

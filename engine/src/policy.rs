@@ -62,11 +62,12 @@ pub struct PolicyError {
 }
 
 impl GraphPolicy {
-    /// No confinement: the paths a graph names are used as written.
+    /// No confinement and no node limit (`tickflow run`, `validate`: the user's own shell):
+    /// the paths a graph names are used as written.
     pub fn free() -> GraphPolicy {
         GraphPolicy {
             confined: None,
-            max_nodes: DEFAULT_MAX_NODES,
+            max_nodes: usize::MAX,
         }
     }
 
@@ -380,7 +381,8 @@ mod tests {
     #[test]
     fn reads_resolve_inside_the_roots_only() {
         let r = roots();
-        let policy = GraphPolicy::confined(&[r.read.clone()], Some(&r.out), &r.data).unwrap();
+        let policy =
+            GraphPolicy::confined(std::slice::from_ref(&r.read), Some(&r.out), &r.data).unwrap();
         assert_eq!(
             policy.readable("ticks.jsonl").unwrap(),
             r.read.join("ticks.jsonl")
@@ -407,7 +409,8 @@ mod tests {
     #[test]
     fn sinks_stay_in_their_deployment_directory() {
         let r = roots();
-        let policy = GraphPolicy::confined(&[r.read.clone()], Some(&r.out), &r.data).unwrap();
+        let policy =
+            GraphPolicy::confined(std::slice::from_ref(&r.read), Some(&r.out), &r.data).unwrap();
         let placed = policy.sink_file(Path::new("a/bars.jsonl"), "d1").unwrap();
         assert_eq!(placed, r.out.join("d1/a/bars.jsonl"));
         for bad in ["/tmp/x", "../x", "a/../../x", ""] {
@@ -421,14 +424,14 @@ mod tests {
         std::fs::create_dir_all(r.out.join("d1/adir")).unwrap();
         let e = policy.sink_file(Path::new("adir"), "d1").unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
-        let none = GraphPolicy::confined(&[r.read.clone()], None, &r.data).unwrap();
+        let none = GraphPolicy::confined(std::slice::from_ref(&r.read), None, &r.data).unwrap();
         assert!(none.writable("x").unwrap_err().contains(OUTPUT_ROOT_KEY));
     }
 
     #[test]
     fn roots_overlapping_the_data_directory_are_refused() {
         let r = roots();
-        let e = GraphPolicy::confined(&[r.data.clone()], None, &r.data).unwrap_err();
+        let e = GraphPolicy::confined(std::slice::from_ref(&r.data), None, &r.data).unwrap_err();
         assert_eq!(e.key, READ_ROOTS_KEY);
         let e = GraphPolicy::confined(&[], Some(&r.data.join("out")), &r.data).unwrap_err();
         assert_eq!(e.key, OUTPUT_ROOT_KEY);

@@ -180,10 +180,13 @@ fn fuzz_the_graph_compiler() {
     corpus.push(std::fs::read(g).unwrap());
     let engine = root.path().join("engine");
     std::fs::create_dir_all(&engine).unwrap();
-    let confined =
-        GraphPolicy::confined(&[data.clone()], Some(&root.path().join("outputs")), &engine)
-            .unwrap()
-            .with_max_nodes(200);
+    let confined = GraphPolicy::confined(
+        std::slice::from_ref(&data),
+        Some(&root.path().join("outputs")),
+        &engine,
+    )
+    .unwrap()
+    .with_max_nodes(200);
     let free = GraphPolicy::free();
     let cases = fuzz("compile", &corpus, |bytes| {
         // The API takes UTF-8 only; anything else is refused before compiling.

@@ -625,4 +625,32 @@ fn a_torn_event_log_tail_is_cut_and_a_damaged_record_stops_startup() {
         0,
         "repair keeps only what precedes the damage"
     );
+    // The damaged original is kept beside the log, byte for byte.
+    let kept: Vec<PathBuf> = std::fs::read_dir(&engine)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("events.log.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let mut damaged = bytes[..last_start].to_vec();
+    damaged[40] ^= 0x10;
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), damaged);
+    // Ids and directories are never reused: deployment 1's directory is still on disk, so
+    // the first deployment after the repair is 2.
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&s.toml))
+            .0,
+        201
+    );
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 1, "reason": "after repair"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], 2, "{body}");
+    let d = server.wait_for("/api/v1/deployments/2", "the run", |v| {
+        v["state"] == "finished"
+    });
+    assert_eq!(d["state_dir"], "d2");
 }
