@@ -257,6 +257,8 @@ impl Supervisor {
         }
         let mut inner = self.lock();
         let kinds = decide(&inner.state, command).map_err(CommandError::Refused)?;
+        self.check_placement(&inner, &kinds)
+            .map_err(CommandError::Refused)?;
         let mut appended = Vec::new();
         for kind in kinds {
             let event = Event::new(Utc::now(), actor, reason.clone(), kind);
@@ -338,6 +340,75 @@ impl Supervisor {
         }
     }
 
+    /// The plan of graph version `graph` v`version` as it would run on data directory
+    /// `state_dir`: compiled again with the path policy (a file swapped for a symbolic link
+    /// since the submit is caught here), file sinks placed in the deployment's output
+    /// directory, and refused if a sink would write over a file it reads, the data directory,
+    /// or a file any other running deployment (not in `except`) reads or writes.
+    fn placed_plan(
+        &self,
+        inner: &Inner,
+        graph: &str,
+        version: i64,
+        state_dir: &str,
+        except: &[u64],
+    ) -> Result<Plan, String> {
+        let toml = &inner
+            .state
+            .graph_version(graph, version)
+            .ok_or_else(|| format!("graph `{graph}` v{version} is not in the log"))?
+            .toml;
+        let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)
+            .map_err(|e| e.to_string())?;
+        for sink in &mut plan.sinks {
+            if let SinkKind::File { path } = &mut sink.kind {
+                *path = self
+                    .policy
+                    .sink_file(path, state_dir)
+                    .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?;
+            }
+        }
+        let others: Vec<(String, PathBuf)> = inner
+            .runs
+            .iter()
+            .filter(|(other, r)| !except.contains(other) && r.thread.is_some())
+            .flat_map(|(other, r)| {
+                files_read(&r.plan)
+                    .into_iter()
+                    .chain(files_written(&r.plan))
+                    .map(move |(key, p)| (format!("deployment {other}: {key}"), p))
+            })
+            .collect();
+        check_plan_files(&plan, Some(&self.config.data_dir), &others)?;
+        Ok(plan)
+    }
+
+    /// Refuses (422) a command whose new deployment could not start for its files, before
+    /// anything is appended: the deployments the same command stops are not in the way.
+    fn check_placement(&self, inner: &Inner, kinds: &[EventKind]) -> Result<(), Refusal> {
+        let leaving: Vec<u64> = kinds
+            .iter()
+            .filter_map(|k| match k {
+                EventKind::DeploymentStopped { id }
+                | EventKind::DeploymentRolledBack { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for kind in kinds {
+            if let EventKind::DeploymentRequested {
+                graph,
+                version,
+                state_dir,
+                ..
+            } = kind
+            {
+                self.placed_plan(inner, graph, *version, state_dir, &leaving)
+                    .map_err(Refusal::Invalid)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits, on a thread of its own, for a stopped dataflow to end; reports one that takes
     /// longer than the stop timeout, so that its deployment is failed.
     fn reap(&self, id: u64, generation: u64, thread: JoinHandle<()>) {
@@ -364,38 +435,7 @@ impl Supervisor {
 
     /// Starts the dataflow of `d` on its data directory.
     fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), String> {
-        let version = inner
-            .state
-            .graph_version(&d.graph, d.version)
-            .ok_or_else(|| format!("graph `{}` v{} is not in the log", d.graph, d.version))?;
-        // Compiled again with the path policy: a file swapped for a symbolic link since the
-        // submit is caught here.
-        let mut plan = compile_confined(
-            &version.toml,
-            &format!("{} v{}", d.graph, d.version),
-            &self.policy,
-        )
-        .map_err(|e| e.to_string())?;
-        for sink in &mut plan.sinks {
-            if let SinkKind::File { path } = &mut sink.kind {
-                *path = self
-                    .policy
-                    .sink_file(path, &d.state_dir)
-                    .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?;
-            }
-        }
-        let others: Vec<(String, PathBuf)> = inner
-            .runs
-            .iter()
-            .filter(|(other, r)| **other != d.id && r.thread.is_some())
-            .flat_map(|(other, r)| {
-                files_read(&r.plan)
-                    .into_iter()
-                    .chain(files_written(&r.plan))
-                    .map(move |(key, p)| (format!("deployment {other}: {key}"), p))
-            })
-            .collect();
-        check_plan_files(&plan, Some(&self.config.data_dir), &others)?;
+        let plan = self.placed_plan(inner, &d.graph, d.version, &d.state_dir, &[d.id])?;
         let plan = Arc::new(plan);
         inner.generation += 1;
         let generation = inner.generation;

@@ -934,3 +934,64 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_openapi_docume
     // The server is still up and answers.
     assert_eq!(b.server.call("GET", "/health/live", None, None).0, 200);
 }
+
+#[test]
+fn a_deployment_that_would_write_over_a_file_another_reads_is_refused_at_deploy() {
+    // Deployments may read what others wrote: the output root is a read root too.
+    let root = tempfile::tempdir().unwrap();
+    gen(&root.path().join("data"), 100_000, 50, 5, &[]);
+    let outputs = root.path().join("outputs");
+    std::fs::create_dir_all(&outputs).unwrap();
+    let config = config_text(root.path(), "", "").replacen(
+        "read_roots = [",
+        &format!("read_roots = [{:?}, ", outputs.display().to_string()),
+        1,
+    );
+    std::fs::write(root.path().join("serve.toml"), config).unwrap();
+    let server = Server::start(root.path(), &[]);
+    let submit = |toml: &str| {
+        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+        assert_eq!(status, 201, "{body}");
+    };
+    let deploy = |graph: &str| {
+        server.post(
+            "/api/v1/deployments",
+            &json!({"graph": graph, "version": 1, "reason": "test"}),
+        )
+    };
+    // `a` writes every enriched tick to all.jsonl, in outputs/d1/.
+    submit(&format!(
+        "{}\n[sinks.all]\ntype = \"file\"\ninput = \"enrich\"\npath = \"all.jsonl\"\n",
+        graph("a", "ticks.jsonl", "instruments.csv", "bars.jsonl")
+    ));
+    assert_eq!(deploy("a").0, 201);
+    server.wait_for("/api/v1/deployments/1", "a's end", |v| {
+        v["state"] == "finished"
+    });
+    // `r` reads it, and is held paused (active).
+    submit(&graph("r", "d1/all.jsonl", "instruments.csv", "bars.jsonl"));
+    assert_eq!(deploy("r").0, 201);
+    let (status, body) = server.post("/api/v1/deployments/2/pause", &json!({"reason": "hold it"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/api/v1/deployments/2")["state"], "paused");
+    // `a` again would continue d1 and rewrite all.jsonl under r: refused before anything is
+    // recorded, naming the key and the deployment in the way.
+    let before = server.events().len();
+    let (status, body) = deploy("a");
+    assert_eq!(status, 422, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("sinks.all.path") && message.contains("deployment 2"),
+        "{message}"
+    );
+    assert_eq!(
+        server.events().len(),
+        before,
+        "a refused deploy appended events"
+    );
+    // Once r is stopped, the same deploy goes through.
+    let (status, _) = server.post("/api/v1/deployments/2/stop", &json!({"reason": "done"}));
+    assert_eq!(status, 200);
+    let (status, body) = deploy("a");
+    assert_eq!(status, 201, "{body}");
+}
