@@ -159,7 +159,9 @@ impl Store {
         }
         let cfs = names.iter().map(|n| {
             let mut cf = Options::default();
-            cf.set_write_buffer_size(8 << 20);
+            // Every table shares `tables`: it gets the memtable budget the per-table column
+            // families had between them.
+            cf.set_write_buffer_size(if n == TABLES_CF { 32 << 20 } else { 8 << 20 });
             cf.set_memtable_factory(rocksdb::MemtableFactory::Vector);
             // Values are small and short-lived: compression would cost more than it saves.
             cf.set_compression_type(rocksdb::DBCompressionType::None);
