@@ -352,7 +352,16 @@ async fn health_ready(State(app): State<AppState>) -> Response {
     let sup = Arc::clone(&app.sup);
     let ready = blocking(move || Ok(sup.is_ready())).await.unwrap_or(false);
     if ready {
-        Json(json!({"status": "ready"})).into_response()
+        // Ready to serve; deployments that failed are listed (their dataflows are stopped).
+        let failed: Vec<u64> = app
+            .sup
+            .state()
+            .deployments
+            .values()
+            .filter(|d| d.state == tickflow_engine::control::DeploymentState::Failed)
+            .map(|d| d.id)
+            .collect();
+        Json(json!({"status": "ready", "failed_deployments": failed})).into_response()
     } else {
         ApiError::Unavailable("replaying or starting deployments".into()).into_response()
     }

@@ -693,6 +693,10 @@ fn a_sink_whose_disk_fills_fails_the_deployment_and_a_redeploy_ends_exactly() {
         ready["status"], "ready",
         "a failed deployment is not a starting one"
     );
+    assert_eq!(ready["failed_deployments"], json!([1]), "{ready}");
+    let (_, metrics) = server.call("GET", "/metrics", Some(VIEWER_KEY), None);
+    let info = "tickflow_deployment_info{deployment=\"1\",graph=\"full\",state=\"failed\"} 1";
+    assert!(metrics.as_str().unwrap().contains(info), "{metrics}");
 
     // The fault removed, the same version deployed again continues from the newest
     // checkpoint and ends with exactly the outputs of an uninterrupted run.
