@@ -162,15 +162,35 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     while kills < 6 {
         attempts += 1;
         assert!(attempts < 40, "could not kill the run 6 times");
+        // A random moment after this attempt committed a checkpoint of its own (on a loaded
+        // machine a fixed delay can fall before the restore is even done, every time).
+        let marker = || {
+            std::fs::read_dir(data_dir.join("checkpoints"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok().map(|e| e.file_name()))
+                        .filter(|n| n.to_string_lossy().ends_with(".ckpt"))
+                        .max()
+                })
+                .unwrap_or_default()
+        };
+        let before = marker();
         let mut child = case.run(&data_dir, 2, &[]).spawn().unwrap();
-        let delay = Duration::from_millis(rng.gen_range(150..1200));
         let started = Instant::now();
         let mut exited = false;
-        while started.elapsed() < delay {
+        let mut committed_at = None;
+        let delay = Duration::from_millis(rng.gen_range(0..600));
+        while committed_at.is_none_or(|t: Instant| t.elapsed() < delay) {
             if child.try_wait().unwrap().is_some() {
                 exited = true;
                 break;
             }
+            if committed_at.is_none() && marker() != before {
+                committed_at = Some(Instant::now());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no checkpoint committed in 2 minutes"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         if exited {
