@@ -279,10 +279,10 @@ pub fn run(
         let live = live.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let me = worker.index();
+            let index = worker.next_dataflow_index();
             // A panic in an operator fails the run (and so every worker) instead of leaving
             // the other workers waiting for this one for ever.
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let index = worker.next_dataflow_index();
                 worker.dataflow::<u64, _, _>(|scope| {
                     dataflow::build(
                         scope,
@@ -306,6 +306,11 @@ pub fn run(
             if let Err(panic) = stepped {
                 let what = crate::error::panic_message(&*panic);
                 dataflow::fail(&failure, format!("worker {me} panicked: {what}"));
+                // Timely steps a worker until it has no dataflow left: drop the broken one
+                // (if even that panics, the thread ends and the run reports it).
+                if worker.has_dataflows() {
+                    worker.drop_dataflow(index);
+                }
             }
         })
         .map_err(EngineError::Dataflow)?

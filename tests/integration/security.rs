@@ -999,3 +999,65 @@ fn a_deployment_that_would_write_over_a_file_another_reads_is_refused_at_deploy(
     let (status, body) = deploy("a");
     assert_eq!(status, 201, "{body}");
 }
+
+#[test]
+fn a_panic_on_a_worker_fails_the_run_and_the_deployment_never_hangs() {
+    // `tickflow run`: exits non-zero naming the panic, instead of the other worker waiting
+    // for ever.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    gen(&data, 50_000, 50, 2, &["--rate", "2000"]);
+    let dir = root.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = write_graph(&dir, &data, &root.path().join("out"), TUMBLING);
+    let o = tickflow()
+        .arg("run")
+        .arg(&g)
+        .args(["--workers", "2", "--data-dir"])
+        .arg(root.path().join("state"))
+        .env("TICKFLOW_FAULT", "after-state-write:3:panic")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("panicked") && err.contains("injected panic"),
+        "{err}"
+    );
+
+    // `tickflow serve`: the deployment fails with an event; the server stays up.
+    std::fs::write(
+        root.path().join("serve.toml"),
+        config_text(root.path(), "", ""),
+    )
+    .unwrap();
+    let server = Server::start_with_env(
+        root.path(),
+        &[],
+        &[("TICKFLOW_FAULT", "after-state-write:3:panic")],
+    );
+    let toml = format!(
+        "{}\n[checkpoint]\ninterval = \"2s\"\nmin_pause = \"0ms\"\n",
+        graph("p", "ticks.jsonl", "instruments.csv", "bars.jsonl")
+    );
+    let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(&toml));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "p", "version": 1, "reason": "panic"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let d = server.wait_for("/api/v1/deployments/1", "the failure", |v| {
+        v["state"] != "starting" && v["state"] != "running"
+    });
+    assert_eq!(d["state"], "failed", "{d}");
+    assert!(
+        d["error"].as_str().unwrap().contains("injected panic"),
+        "{d}"
+    );
+    assert!(server
+        .events()
+        .iter()
+        .any(|e| e["type"] == "deployment_failed"));
+    assert_eq!(server.call("GET", "/health/live", None, None).0, 200);
+}

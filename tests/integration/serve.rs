@@ -53,6 +53,11 @@ impl Server {
     /// Starts `tickflow serve` on a free port with the test keys, data in `root/engine`,
     /// reading inside `root/data` and writing file sinks under `root/outputs`.
     pub(crate) fn start(root: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(root, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub(crate) fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let config = root.join("serve.toml");
         if !config.exists() {
             std::fs::write(&config, config_text(root, "", "")).unwrap();
@@ -67,6 +72,7 @@ impl Server {
             .args(extra)
             .current_dir(root)
             .env("TICKFLOW_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
