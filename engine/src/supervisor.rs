@@ -417,16 +417,11 @@ impl Supervisor {
         let spawned = std::thread::Builder::new()
             .name(format!("stop-{id}"))
             .spawn(move || {
-                let started = std::time::Instant::now();
-                while !thread.is_finished() {
-                    if started.elapsed() > timeout {
-                        let _ = tx.send(Notice::StopTimedOut { id, generation });
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                if join_by(thread, std::time::Instant::now() + timeout) {
+                    tracing::info!("deployment {id}: dataflow stopped");
+                } else {
+                    let _ = tx.send(Notice::StopTimedOut { id, generation });
                 }
-                let _ = thread.join();
-                tracing::info!("deployment {id}: dataflow stopped");
             });
         if let Err(e) = spawned {
             tracing::error!("deployment {id}: cannot watch the stop: {e}");
@@ -772,14 +767,9 @@ impl Supervisor {
                 })
                 .collect()
         };
-        let started = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + self.config.stop_timeout;
         for (id, t) in threads {
-            while !t.is_finished() && started.elapsed() < self.config.stop_timeout {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
+            if !join_by(t, deadline) {
                 tracing::error!(
                     "deployment {id}: its dataflow did not stop within {} s; exiting anyway",
                     self.config.stop_timeout.as_secs()
@@ -787,6 +777,19 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Joins `thread` if it ends before `deadline` and returns true; otherwise leaves it
+/// running and returns false.
+fn join_by(thread: JoinHandle<()>, deadline: std::time::Instant) -> bool {
+    while !thread.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = thread.join();
+    true
 }
 
 /// The highest `N` of the `dN` deployment directories in `dir` (0 when none).

@@ -137,3 +137,14 @@ pub fn sorted_lines(path: &Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// The newest commit marker's file name in a data directory (`None` before the first).
+pub fn newest_marker(data_dir: &Path) -> Option<std::ffi::OsString> {
+    std::fs::read_dir(data_dir.join("checkpoints"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|n| n.to_string_lossy().ends_with(".ckpt"))
+                .max()
+        })
+        .unwrap_or_default()
+}

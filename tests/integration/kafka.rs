@@ -387,15 +387,7 @@ fn kafka_run_killed_three_times_still_writes_each_bar_once() {
         attempts += 1;
         assert!(attempts < 30, "could not kill the run 3 times mid-way");
         // The newest commit marker's name.
-        let markers = || {
-            std::fs::read_dir(state.join("checkpoints"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok().map(|e| e.file_name()))
-                        .filter(|n| n.to_string_lossy().ends_with(".ckpt"))
-                        .max()
-                })
-                .unwrap_or_default()
-        };
+        let markers = || newest_marker(&state);
         let before = markers();
         let mut child = run_kafka(&graph, &state);
         // A random moment after this attempt has committed a checkpoint of its own.

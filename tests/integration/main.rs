@@ -3,6 +3,7 @@
 
 mod common;
 mod fuzz;
+mod http;
 mod kafka;
 mod oracle;
 mod pipeline;

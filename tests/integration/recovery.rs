@@ -164,15 +164,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         assert!(attempts < 40, "could not kill the run 6 times");
         // A random moment after this attempt committed a checkpoint of its own (on a loaded
         // machine a fixed delay can fall before the restore is even done, every time).
-        let marker = || {
-            std::fs::read_dir(data_dir.join("checkpoints"))
-                .map(|d| {
-                    d.filter_map(|e| e.ok().map(|e| e.file_name()))
-                        .filter(|n| n.to_string_lossy().ends_with(".ckpt"))
-                        .max()
-                })
-                .unwrap_or_default()
-        };
+        let marker = || newest_marker(&data_dir);
         let before = marker();
         let mut child = case.run(&data_dir, 2, &[]).spawn().unwrap();
         let started = Instant::now();
