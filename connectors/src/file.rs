@@ -21,18 +21,33 @@ use serde::Deserialize;
 use crate::{ConnectorError, LineSink};
 
 /// Configuration of a `file` source (besides `type`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// The JSON-lines file to read, relative to the working directory.
+    /// The file to read, relative to the working directory.
     pub path: String,
+    /// `json` (default): one JSON object per line; `csv`: a header row naming the fields,
+    /// then one record per row (quoted fields may hold commas, quotes and line breaks).
+    #[serde(default)]
+    pub format: FileFormat,
     /// How far behind the newest event time the watermark trails; defaults to
     /// `[graph.defaults].max_out_of_orderness`.
     pub max_out_of_orderness: Option<String>,
 }
 
+/// The record format of a file source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// JSON lines.
+    #[default]
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
 /// Configuration of a `file` sink (besides `type` and `input`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to write, relative to the working directory; parent folders are created.
@@ -40,7 +55,7 @@ pub struct FileSinkConfig {
 }
 
 /// Configuration of a `stdout` sink (besides `type` and `input`): it takes no options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
 
@@ -144,6 +159,32 @@ impl LineReader {
     /// Whether the file was empty when opened.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+impl crate::RecordReader for LineReader {
+    fn read_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(u64, String)>,
+    ) -> Result<bool, ConnectorError> {
+        LineReader::read_batch(self, max, out)
+    }
+
+    fn seek(&mut self, offset: u64, line: u64) -> Result<(), ConnectorError> {
+        LineReader::seek(self, offset, line)
+    }
+
+    fn offset(&self) -> u64 {
+        LineReader::offset(self)
+    }
+
+    fn line(&self) -> u64 {
+        LineReader::line(self)
+    }
+
+    fn len(&self) -> u64 {
+        LineReader::len(self)
     }
 }
 

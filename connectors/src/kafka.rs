@@ -51,7 +51,7 @@ pub const SEQ_HEADER: &str = "tickflow-seq";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a source starts in partitions its checkpoint has no offset for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartPosition {
     /// The oldest record still in the topic.
@@ -62,7 +62,7 @@ pub enum StartPosition {
 }
 
 /// Configuration of a `kafka` source (besides `type`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// `bootstrap.servers`: comma-separated `host:port`.
@@ -90,7 +90,7 @@ pub struct KafkaSourceConfig {
 }
 
 /// Configuration of a `kafka` sink (besides `type` and `input`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// `bootstrap.servers`.
@@ -831,12 +831,14 @@ impl LineSink for KafkaWriter {
         self.check_failed()?;
         Ok(self.seq)
     }
+}
 
+impl KafkaWriter {
     /// The run and, per partition, where a restore from now on must read back from: after the
     /// newest acknowledged record; but while records read back at this writer's own restore
     /// have not all been regenerated, some of them may belong after this point, so the earlier
     /// start is kept.
-    fn kafka_position(&self) -> Option<KafkaSinkPosition> {
+    pub fn position(&self) -> KafkaSinkPosition {
         let acked = self
             .producer
             .context()
@@ -851,10 +853,10 @@ impl LineSink for KafkaWriter {
         } else {
             self.read_back_from.clone()
         };
-        Some(KafkaSinkPosition {
+        KafkaSinkPosition {
             run: self.run.clone(),
             offsets,
-        })
+        }
     }
 }
 

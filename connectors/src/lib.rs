@@ -2,78 +2,37 @@
 //! from CSV.
 //!
 //! Connectors move bytes and lines; they know nothing of ticks or dataflows. The engine reads
-//! lines through [`file::LineReader`], writes rendered records through a [`LineSink`], and loads
-//! reference tables through [`reference::read_csv`]. Connector types are listed in one table,
-//! [`registry`].
+//! lines through a [`RecordReader`], writes rendered records through a [`LineSink`], and loads
+//! reference tables through [`reference::read_csv`]. The engine's component registry binds
+//! them to source and sink types.
 
 mod error;
+pub mod csv_input;
 pub mod file;
 pub mod kafka;
 pub mod reference;
 
 pub use error::ConnectorError;
 
-/// Whether a connector type reads or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Reads records into the graph (`[sources.X]`).
-    Source,
-    /// Writes records out of the graph (`[sinks.X]`).
-    Sink,
-}
-
-/// One connector type, by its `type = "..."` name in graph TOML.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectorType {
-    /// The `type` value.
-    pub name: &'static str,
-    /// Source or sink.
-    pub direction: Direction,
-    /// What it does.
-    pub description: &'static str,
-}
-
-/// Every connector type, in one greppable table.
-pub fn registry() -> &'static [ConnectorType] {
-    &[
-        ConnectorType {
-            name: "file",
-            direction: Direction::Source,
-            description: "JSON lines from a file, one raw tick per line",
-        },
-        ConnectorType {
-            name: "file",
-            direction: Direction::Sink,
-            description: "JSON lines to a file (created or truncated at start)",
-        },
-        ConnectorType {
-            name: "stdout",
-            direction: Direction::Sink,
-            description: "JSON lines to standard output",
-        },
-        ConnectorType {
-            name: "kafka",
-            direction: Direction::Source,
-            description: "JSON records from a Kafka topic, partitions spread over the workers, \
-                          offsets in checkpoints",
-        },
-        ConnectorType {
-            name: "kafka",
-            direction: Direction::Sink,
-            description: "JSON records to a Kafka topic, keyed by `key`; each record once \
-                          across restores",
-        },
-        ConnectorType {
-            name: "projection",
-            direction: Direction::Sink,
-            description: "the latest record per `key` field, kept in the state store and read \
-                          through the API (`tickflow serve`)",
-        },
-    ]
+/// A file-like input read in batches of records, each numbered, with a byte position a
+/// restore seeks back to: JSON lines ([`file::LineReader`]) and CSV ([`csv_input::CsvReader`]).
+pub trait RecordReader: Send {
+    /// Appends up to `max` records to `out` as `(number, JSON text)`; returns `false` once
+    /// the end of the input is reached.
+    fn read_batch(&mut self, max: usize, out: &mut Vec<(u64, String)>) -> Result<bool, ConnectorError>;
+    /// Continues from a position recorded earlier: `offset` bytes consumed, `line` as
+    /// [`RecordReader::line`] returned then.
+    fn seek(&mut self, offset: u64, line: u64) -> Result<(), ConnectorError>;
+    /// Bytes consumed.
+    fn offset(&self) -> u64;
+    /// Where the reader stands in lines (what a restore passes back to [`RecordReader::seek`]).
+    fn line(&self) -> u64;
+    /// The input's length in bytes when it was opened.
+    fn len(&self) -> u64;
 }
 
 /// Configuration of a `projection` sink (besides `type` and `input`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectionSinkConfig {
     /// The record field whose value is the key (for example `instrument_id`).
@@ -103,8 +62,4 @@ pub trait LineSink: Send {
     /// truncated, such as stdout). With `fsync` the output is also made durable; without, the
     /// caller syncs the file later (the checkpoint coordinator does, before committing).
     fn sync(&mut self, fsync: bool) -> Result<u64, ConnectorError>;
-    /// A Kafka sink's position, recorded in checkpoints beside [`LineSink::sync`]'s value.
-    fn kafka_position(&self) -> Option<kafka::KafkaSinkPosition> {
-        None
-    }
 }

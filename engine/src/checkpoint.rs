@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tickflow_connectors::kafka::KafkaSinkPosition;
 use tickflow_state::Store;
 
-use crate::plan::{OperatorKind, Plan, SinkKind};
+use crate::plan::Plan;
 use crate::EngineError;
 
 /// Default `checkpoint.interval`, in ms of event time.
@@ -381,29 +381,22 @@ pub struct MarkerFile {
 /// The state tables of a plan: `(operator name, CF name, table name)`. Enrich's reference table
 /// is written once per data directory; the others at every checkpoint.
 pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
-    let mut out = Vec::new();
-    for sink in &plan.sinks {
-        if let SinkKind::Projection { .. } = sink.kind {
-            for t in crate::live::PROJECTION_TABLES {
-                out.push((
-                    sink.name.clone(),
-                    format!("{}/{}", sink.name, t.name),
-                    t.name,
-                ));
-            }
-        }
-    }
-    for op in &plan.operators {
-        let tables: &[tickflow_state::TableDescriptor] = match op.kind {
-            OperatorKind::Normalize { .. } => tickflow_operators::normalize::TABLES,
-            OperatorKind::Window { .. } => tickflow_operators::window::TABLES,
-            OperatorKind::Enrich { .. } => tickflow_operators::enrich::TABLES,
-        };
-        for t in tables {
-            out.push((op.name.clone(), format!("{}/{}", op.name, t.name), t.name));
-        }
-    }
-    out
+    let sinks = plan
+        .sinks
+        .iter()
+        .map(|s| (&s.name, s.component.state_tables()));
+    let operators = plan
+        .operators
+        .iter()
+        .map(|o| (&o.name, o.component.state_tables()));
+    sinks
+        .chain(operators)
+        .flat_map(|(name, tables)| {
+            tables
+                .iter()
+                .map(move |t| (name.clone(), format!("{name}/{}", t.name), t.name))
+        })
+        .collect()
 }
 
 /// Marker files of the data directory at `dir`, newest first.

@@ -10,31 +10,24 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use toml_edit::{ImDocument, Item, Table};
 
-use tickflow_connectors::file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
-use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
-use tickflow_connectors::ProjectionSinkConfig;
-use tickflow_connectors::{reference, Direction};
-use tickflow_operators::enrich::{EnrichConfig, ReferenceData};
-use tickflow_operators::normalize::{NormalizeConfig, Normalizer};
-use tickflow_operators::window::{WindowConfig, WindowSpec};
-use tickflow_operators::{duration_ms, OperatorError, RecordKind};
+use tickflow_operators::{duration_ms, RecordKind};
 
 use crate::checkpoint::CheckpointConfig;
+use crate::component::{
+    BuildCx, GraphDefaults, GraphFacts, Operator, OperatorType, Problem, Sink, SinkType, Source,
+    SourceType, SOURCE_OUTPUTS,
+};
+use crate::components;
 use crate::plan::*;
 use crate::policy::GraphPolicy;
 use crate::{EngineError, ValidationError};
 
 /// Default for `[graph].base_currency`.
 pub const DEFAULT_BASE_CURRENCY: &str = "USD";
-/// Default `idle_timeout` of a Kafka source.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Default for `[graph.defaults].max_out_of_orderness`.
 pub const DEFAULT_MAX_OUT_OF_ORDERNESS: &str = "1s";
-/// Dedup retention when the graph has no window to derive it from.
-pub const DEFAULT_DEDUP_RETENTION_MS: u64 = 60_000;
 
 /// Longest graph or node name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -491,251 +484,121 @@ impl Compiler<'_> {
         }
     }
 
-    /// Deserializes a node's typed config from its values, without `type` and `input`.
-    fn config<T: DeserializeOwned>(&mut self, node: &RawNode) -> Option<T> {
+    /// Builds one node through its type's registry entry; its problems are reported with
+    /// their TOML paths and lines. `None` if the type is unknown or the config invalid.
+    fn build_node<T>(
+        &mut self,
+        defaults: &GraphDefaults,
+        node: &RawNode,
+        known: &[(&'static str, T)],
+        build: impl FnOnce(T, &mut BuildCx) -> Option<Built>,
+    ) -> Option<Built>
+    where
+        T: Copy,
+    {
+        let Some((_, entry)) = known.iter().find(|(n, _)| *n == node.type_name) else {
+            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            let line = self.key_line(node.table, "type");
+            let what = match node.section {
+                Section::Sources => "source",
+                Section::Operators => "operator",
+                Section::Sinks => "sink",
+            };
+            self.error(
+                format!("{}.type", node.path()),
+                line,
+                format!(
+                    "unknown {what} type `{}`; known: {}",
+                    node.type_name,
+                    names.join(", ")
+                ),
+            );
+            return None;
+        };
         let mut values = node.values.clone();
         values.remove("type");
         values.remove("input");
-        match toml::Value::Table(values).try_into::<T>() {
-            Ok(cfg) => Some(cfg),
-            Err(e) => {
-                let message = e.to_string();
-                let key = config_error_key(&message);
-                let (path, line) = match key
-                    .as_deref()
-                    .filter(|k| node.table.contains_key(k.split('.').next().unwrap_or(k)))
-                {
-                    Some(k) => (
-                        format!("{}.{k}", node.path()),
-                        self.key_line(node.table, k.split('.').next().unwrap_or(k)),
-                    ),
-                    None => (
-                        key.map_or(node.path(), |k| format!("{}.{k}", node.path())),
-                        node.line,
-                    ),
-                };
-                let message = message.lines().next().unwrap_or("").trim().to_string();
-                self.error(path, line, message);
-                None
-            }
+        let mut cx = BuildCx::new(defaults, &node.name, node.path(), values, self.policy);
+        let built = build(*entry, &mut cx);
+        self.files_read.append(&mut cx.files_read);
+        let failed = !cx.problems.is_empty();
+        for problem in std::mem::take(&mut cx.problems) {
+            self.node_problem(node, problem);
+        }
+        if failed {
+            None
+        } else {
+            built
         }
     }
 
-    fn operator_errors(&mut self, node: &RawNode, errors: Vec<OperatorError>) {
-        for e in errors {
-            match e {
-                OperatorError::InvalidConfig { key, message } => {
-                    let top = key.split('.').next().unwrap_or(&key).to_string();
-                    let line = self.key_line(node.table, &top).or(node.line);
-                    self.error(format!("{}.{key}", node.path()), line, message);
-                }
-                other @ OperatorError::Reference { .. } => {
-                    let line = self.key_line(node.table, "reference");
-                    self.error(
-                        format!("{}.reference", node.path()),
-                        line,
-                        other.to_string(),
-                    );
-                }
+    /// Reports a node's config problem at its key's line (or the node's).
+    fn node_problem(&mut self, node: &RawNode, problem: Problem) {
+        let (path, line) = match problem.key {
+            Some(key) => {
+                let top = key.split('.').next().unwrap_or(&key).to_string();
+                let line = self.key_line(node.table, &top).or(node.line);
+                (format!("{}.{key}", node.path()), line)
             }
-        }
-    }
-
-    fn duration_key(&mut self, node: &RawNode, key: &str, text: Option<&str>, default: u64) -> u64 {
-        match text {
-            None => default,
-            Some(t) => match duration_ms(t) {
-                Ok(ms) => ms,
-                Err(msg) => {
-                    let line = self.key_line(node.table, key);
-                    self.error(format!("{}.{key}", node.path()), line, msg);
-                    default
-                }
-            },
-        }
-    }
-
-    /// Whether a Kafka node names brokers and a topic; reports the key otherwise. (Whether the
-    /// topic exists is checked when the graph runs: the broker may not be up at validation.)
-    fn kafka_target(&mut self, node: &RawNode, brokers: &str, topic: &str) -> bool {
-        let mut ok = true;
-        for (key, value) in [("brokers", brokers), ("topic", topic)] {
-            if value.trim().is_empty() {
-                let line = self.key_line(node.table, key);
-                self.error(format!("{}.{key}", node.path()), line, "must not be empty");
-                ok = false;
-            }
-        }
-        ok
-    }
-
-    /// The file to read, if `path` names one the path policy allows; otherwise reports the
-    /// key and the rule and returns `None`.
-    fn existing_file(
-        &mut self,
-        node: &RawNode,
-        key: &str,
-        path: &str,
-        what: &str,
-    ) -> Option<PathBuf> {
-        let toml_key = format!("{}.{key}", node.path());
-        match self.policy.readable(path) {
-            Ok(p) => {
-                self.files_read.push((toml_key, p.clone()));
-                Some(p)
-            }
-            Err(rule) => {
-                let line = self.key_line(node.table, key);
-                self.error(toml_key, line, format!("{what}: {rule}"));
-                None
-            }
-        }
+            None => (node.path(), node.line),
+        };
+        self.error(path, line, problem.message);
     }
 
     fn build_plan(&mut self, header: GraphHeader, nodes: Vec<RawNode>) -> Option<Plan> {
+        let defaults = GraphDefaults {
+            name: header.name.clone(),
+            base_currency: header.base_currency.clone(),
+            max_out_of_orderness_ms: header.max_out_of_orderness_ms,
+        };
+        let source_types: Vec<(&str, &'static SourceType)> =
+            components::sources().iter().map(|t| (t.name, t)).collect();
+        let operator_types: Vec<(&str, &'static OperatorType)> =
+            components::operators().iter().map(|t| (t.name, t)).collect();
+        let sink_types: Vec<(&str, &'static SinkType)> =
+            components::sinks().iter().map(|t| (t.name, t)).collect();
         let mut sources = Vec::new();
-        let mut operators: Vec<Pending<OperatorPlan>> = Vec::new();
-        let mut sinks = Vec::new();
+        let mut built_ops: Vec<(&'static OperatorType, Box<dyn Operator>, &RawNode)> = Vec::new();
+        let mut sinks: Vec<Pending<SinkPlan>> = Vec::new();
         let mut outputs: HashMap<String, Vec<(&'static str, RecordKind)>> = HashMap::new();
-        let mut op_inputs: HashMap<String, RecordKind> = HashMap::new();
-        let mut normalize_retention: Vec<(usize, Option<u64>)> = Vec::new();
-        let mut window_horizons: Vec<u64> = Vec::new();
-
         for node in &nodes {
-            let type_path = format!("{}.type", node.path());
-            let type_line = self.key_line(node.table, "type");
+            // Outputs are known from the type even when the config is invalid, so inputs
+            // naming this node are still checked.
             match node.section {
-                Section::Sources | Section::Sinks => {
-                    let direction = if node.section == Section::Sources {
-                        Direction::Source
-                    } else {
-                        Direction::Sink
-                    };
-                    let known: Vec<&str> = tickflow_connectors::registry()
-                        .iter()
-                        .filter(|c| c.direction == direction)
-                        .map(|c| c.name)
-                        .collect();
-                    if !known.contains(&node.type_name.as_str()) {
-                        self.error(
-                            type_path,
-                            type_line,
-                            format!(
-                                "unknown {} type `{}`; known: {}",
-                                if direction == Direction::Source {
-                                    "source"
-                                } else {
-                                    "sink"
-                                },
-                                node.type_name,
-                                known.join(", ")
-                            ),
-                        );
-                        continue;
-                    }
-                    if direction == Direction::Source {
-                        outputs.insert(node.name.clone(), vec![("out", RecordKind::Raw)]);
-                        if node.type_name == "kafka" {
-                            let Some(cfg) = self.config::<KafkaSourceConfig>(node) else {
-                                continue;
-                            };
-                            let ooo = self.duration_key(
-                                node,
-                                "max_out_of_orderness",
-                                cfg.max_out_of_orderness.as_deref(),
-                                header.max_out_of_orderness_ms,
-                            );
-                            let idle = self.duration_key(
-                                node,
-                                "idle_timeout",
-                                cfg.idle_timeout.as_deref(),
-                                DEFAULT_IDLE_TIMEOUT_MS,
-                            );
-                            if !self.kafka_target(node, &cfg.brokers, &cfg.topic) {
-                                continue;
-                            }
-                            let group_id = cfg.group_id.clone().unwrap_or_else(|| {
-                                format!("tickflow.{}.{}", header.name, node.name)
-                            });
-                            sources.push(SourcePlan {
-                                name: node.name.clone(),
-                                kind: SourceKind::Kafka {
-                                    config: Box::new(cfg),
-                                    group_id,
-                                    idle_timeout_ms: idle,
-                                },
-                                max_out_of_orderness_ms: ooo,
-                            });
-                            continue;
-                        }
-                        let Some(cfg) = self.config::<FileSourceConfig>(node) else {
-                            continue;
-                        };
-                        let path = self.existing_file(node, "path", &cfg.path, "input file");
-                        let ooo = self.duration_key(
-                            node,
-                            "max_out_of_orderness",
-                            cfg.max_out_of_orderness.as_deref(),
-                            header.max_out_of_orderness_ms,
-                        );
-                        // Both keys are checked before giving up, so both errors are reported.
-                        let Some(path) = path else {
-                            continue;
-                        };
+                Section::Sources => {
+                    outputs.insert(node.name.clone(), SOURCE_OUTPUTS.to_vec());
+                    let built = self.build_node(&defaults, node, &source_types, |t, cx| {
+                        (t.build)(cx).map(|c| Built::Source(t, c))
+                    });
+                    if let Some(Built::Source(kind, component)) = built {
                         sources.push(SourcePlan {
                             name: node.name.clone(),
-                            kind: SourceKind::File { path },
-                            max_out_of_orderness_ms: ooo,
+                            kind,
+                            component,
                         });
-                    } else {
-                        let kind = match node.type_name.as_str() {
-                            "file" => match self.config::<FileSinkConfig>(node) {
-                                Some(cfg) => match self.policy.writable(&cfg.path) {
-                                    Ok(()) => SinkKind::File {
-                                        path: PathBuf::from(cfg.path),
-                                    },
-                                    Err(rule) => {
-                                        let line = self.key_line(node.table, "path");
-                                        self.error(
-                                            format!("{}.path", node.path()),
-                                            line,
-                                            format!("output file: {rule}"),
-                                        );
-                                        continue;
-                                    }
-                                },
-                                None => continue,
-                            },
-                            "kafka" => match self.config::<KafkaSinkConfig>(node) {
-                                Some(cfg) if self.kafka_target(node, &cfg.brokers, &cfg.topic) => {
-                                    SinkKind::Kafka {
-                                        config: Box::new(cfg),
-                                    }
-                                }
-                                _ => continue,
-                            },
-                            "projection" => match self.config::<ProjectionSinkConfig>(node) {
-                                Some(cfg) if cfg.key.trim().is_empty() => {
-                                    let line = self.key_line(node.table, "key");
-                                    self.error(
-                                        format!("{}.key", node.path()),
-                                        line,
-                                        "must name the record field to key by",
-                                    );
-                                    continue;
-                                }
-                                Some(cfg) => SinkKind::Projection { key: cfg.key },
-                                None => continue,
-                            },
-                            _ => match self.config::<StdoutSinkConfig>(node) {
-                                Some(_) => SinkKind::Stdout,
-                                None => continue,
-                            },
-                        };
+                    }
+                }
+                Section::Operators => {
+                    if let Some((_, t)) = operator_types.iter().find(|(n, _)| *n == node.type_name) {
+                        outputs.insert(node.name.clone(), t.outputs.to_vec());
+                    }
+                    let built = self.build_node(&defaults, node, &operator_types, |t, cx| {
+                        (t.build)(cx).map(|c| Built::Operator(t, c))
+                    });
+                    if let Some(Built::Operator(kind, component)) = built {
+                        built_ops.push((kind, component, node));
+                    }
+                }
+                Section::Sinks => {
+                    let built = self.build_node(&defaults, node, &sink_types, |t, cx| {
+                        (t.build)(cx).map(|c| Built::Sink(t, c))
+                    });
+                    if let Some(Built::Sink(kind, component)) = built {
                         sinks.push((
                             SinkPlan {
                                 name: node.name.clone(),
                                 kind,
+                                component,
                                 inputs: Vec::new(),
                             },
                             node.inputs.clone(),
@@ -743,133 +606,32 @@ impl Compiler<'_> {
                         ));
                     }
                 }
-                Section::Operators => {
-                    let Some(op_type) = tickflow_operators::registry()
-                        .iter()
-                        .find(|o| o.name == node.type_name)
-                    else {
-                        let known: Vec<&str> = tickflow_operators::registry()
-                            .iter()
-                            .map(|o| o.name)
-                            .collect();
-                        self.error(
-                            type_path,
-                            type_line,
-                            format!(
-                                "unknown operator type `{}`; known: {}",
-                                node.type_name,
-                                known.join(", ")
-                            ),
-                        );
-                        continue;
-                    };
-                    outputs.insert(node.name.clone(), op_type.outputs.to_vec());
-                    op_inputs.insert(node.name.clone(), op_type.input);
-                    let kind = match op_type.name {
-                        "normalize" => {
-                            let Some(cfg) = self.config::<NormalizeConfig>(node) else {
-                                continue;
-                            };
-                            let retention = cfg
-                                .dedup_retention
-                                .as_deref()
-                                .map(|t| self.duration_key(node, "dedup_retention", Some(t), 0));
-                            match Normalizer::new(&cfg, &header.base_currency) {
-                                Ok(normalizer) => {
-                                    normalize_retention.push((operators.len(), retention));
-                                    OperatorKind::Normalize {
-                                        normalizer,
-                                        dedup_retention_ms: retention.unwrap_or(0),
-                                    }
-                                }
-                                Err(errs) => {
-                                    self.operator_errors(node, errs);
-                                    continue;
-                                }
-                            }
-                        }
-                        "enrich" => {
-                            let Some(cfg) = self.config::<EnrichConfig>(node) else {
-                                continue;
-                            };
-                            let Some(path) = self.existing_file(
-                                node,
-                                "reference",
-                                &cfg.reference,
-                                "reference file",
-                            ) else {
-                                continue;
-                            };
-                            let table = match reference::read_csv(&path) {
-                                Ok(t) => t,
-                                Err(e) => {
-                                    let line = self.key_line(node.table, "reference");
-                                    self.error(
-                                        format!("{}.reference", node.path()),
-                                        line,
-                                        e.to_string(),
-                                    );
-                                    continue;
-                                }
-                            };
-                            match ReferenceData::from_rows(
-                                &cfg.reference,
-                                &table.header,
-                                &table.rows,
-                            ) {
-                                Ok(r) => OperatorKind::Enrich {
-                                    reference: Arc::new(r),
-                                },
-                                Err(errs) => {
-                                    self.operator_errors(node, errs);
-                                    continue;
-                                }
-                            }
-                        }
-                        _ => {
-                            let Some(cfg) = self.config::<WindowConfig>(node) else {
-                                continue;
-                            };
-                            match WindowSpec::from_config(&cfg) {
-                                Ok(spec) => {
-                                    window_horizons.push(spec.size_ms + spec.lateness_ms);
-                                    OperatorKind::Window { spec }
-                                }
-                                Err(errs) => {
-                                    self.operator_errors(node, errs);
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    operators.push((
-                        OperatorPlan {
-                            name: node.name.clone(),
-                            type_name: op_type.name,
-                            kind,
-                            inputs: Vec::new(),
-                        },
-                        node.inputs.clone(),
-                        node.line,
-                    ));
-                }
             }
         }
 
-        // Dedup keys live at least as long as a duplicate could still land in a window.
-        let default_retention = window_horizons
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(DEFAULT_DEDUP_RETENTION_MS);
-        for (i, explicit) in normalize_retention {
-            if let OperatorKind::Normalize {
-                dedup_retention_ms, ..
-            } = &mut operators[i].0.kind
-            {
-                *dedup_retention_ms = explicit.unwrap_or(default_retention);
-            }
+        // Settle what depends on the whole graph (normalize's dedup retention follows the
+        // longest window horizon).
+        let facts = GraphFacts {
+            horizon_ms: built_ops.iter().filter_map(|(_, o, _)| o.horizon_ms()).max(),
+        };
+        let mut operators: Vec<Pending<OperatorPlan>> = Vec::new();
+        for (kind, mut component, node) in built_ops {
+            component.finish(&facts);
+            operators.push((
+                OperatorPlan {
+                    name: node.name.clone(),
+                    kind,
+                    component: Arc::from(component),
+                    inputs: Vec::new(),
+                },
+                node.inputs.clone(),
+                node.line,
+            ));
         }
+        let op_inputs: HashMap<String, RecordKind> = operators
+            .iter()
+            .map(|(o, _, _)| (o.name.clone(), o.kind.input))
+            .collect();
 
         // Resolve inputs and check record kinds.
         let section_of: HashMap<&str, Section> = nodes
@@ -1068,28 +830,16 @@ fn fingerprint(values: &toml::Table) -> String {
     format!("{:x}", Sha256::digest(canonical.as_bytes()))
 }
 
+/// A node built by its registry entry.
+enum Built {
+    Source(&'static SourceType, Arc<dyn Source>),
+    Operator(&'static OperatorType, Box<dyn Operator>),
+    Sink(&'static SinkType, Arc<dyn Sink>),
+}
+
 struct GraphHeader {
     name: String,
     version: i64,
     base_currency: String,
     max_out_of_orderness_ms: u64,
-}
-
-/// The config key a serde error message is about: "unknown field `x`", "missing field `x`",
-/// or a trailing "in `x`".
-fn config_error_key(message: &str) -> Option<String> {
-    let backticked = |s: &str| -> Option<String> {
-        let start = s.find('`')? + 1;
-        let end = s[start..].find('`')? + start;
-        Some(s[start..end].to_string())
-    };
-    if let Some(pos) = message.rfind("\nin `") {
-        return backticked(&message[pos..]);
-    }
-    for marker in ["unknown field `", "missing field `"] {
-        if let Some(pos) = message.find(marker) {
-            return backticked(&message[pos..]);
-        }
-    }
-    None
 }

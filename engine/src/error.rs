@@ -57,6 +57,27 @@ pub enum EngineError {
     /// The control plane (event log, supervisor) failed.
     #[error("control plane: {0}")]
     Control(String),
+    /// A state store operation of a checkpoint part failed.
+    #[error("{part}: {source}")]
+    State {
+        /// The part or table.
+        part: String,
+        /// Why.
+        #[source]
+        source: tickflow_state::StateError,
+    },
+    /// A connector failed.
+    #[error("{0}")]
+    Io(#[from] tickflow_connectors::ConnectorError),
+    /// A record could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The message a panic carried (`panic!("...")`), for reporting it as a failure.

@@ -3,7 +3,11 @@
 //! - [`compile`]: parse and validate a graph into a [`Plan`], reporting every problem at once
 //!   with its TOML path and line.
 //! - [`plan`]: the validated plan and its Graphviz rendering.
-//! - [`dataflow`]: builds a plan into Timely operators (timely times are event-time watermarks).
+//! - [`component`]: the component model: a trait per kind (source, operator, sink) and the
+//!   registry entry that validates, describes and builds each type.
+//! - [`components`]: every component type, one file each, one registry line each.
+//! - [`render`]: builds a plan into Timely operators (timely times are event-time watermarks),
+//!   with one source driver per reader kind and one sink driver.
 //! - [`run`]: executes a plan on N workers and returns a [`Summary`].
 //! - [`checkpoint`]: consistent checkpoints, commit markers and the data directory.
 //! - [`metrics`]: counters shared by all workers, read for the summary and progress.
@@ -14,15 +18,16 @@
 
 pub mod checkpoint;
 pub mod compile;
+pub mod component;
+pub mod components;
 pub mod control;
-pub mod dataflow;
 mod error;
 pub mod fault;
-mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod render;
 pub mod run;
 pub mod supervisor;
 

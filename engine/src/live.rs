@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tickflow_state::{codec, DeltaOp, Table, TableDescriptor};
+use tickflow_state::{codec, DeltaOp, StateError, Table, TableDescriptor};
 
 const RUN: u8 = 0;
 const PAUSE: u8 = 1;
@@ -146,15 +146,15 @@ impl ProjectionView {
     }
 
     /// The changes since the last snapshot, as store operations on table `latest`.
-    pub fn snapshot(&self) -> Result<Vec<DeltaOp>, String> {
+    pub fn snapshot(&self) -> Result<Vec<DeltaOp>, StateError> {
         let mut ops = Vec::new();
         let mut error = None;
-        let mut t = self.table.lock().map_err(|e| e.to_string())?;
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         t.drain_changes(|k, v| {
             let key = k.as_bytes().to_vec();
             match v.map(codec::encode) {
                 Some(Ok(value)) => ops.push(DeltaOp::Put { key, value }),
-                Some(Err(e)) => error = Some(e.to_string()),
+                Some(Err(e)) => error = Some(e),
                 None => ops.push(DeltaOp::Delete { key }),
             }
         });
@@ -165,11 +165,12 @@ impl ProjectionView {
     pub fn restore<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-    ) -> Result<(), String> {
-        let mut t = self.table.lock().map_err(|e| e.to_string())?;
+    ) -> Result<(), StateError> {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in entries {
-            let key = String::from_utf8(k.to_vec()).map_err(|e| e.to_string())?;
-            let value: String = codec::decode(v).map_err(|e| e.to_string())?;
+            let key = String::from_utf8(k.to_vec())
+                .map_err(|_| StateError::Corrupt("projection key is not UTF-8".into()))?;
+            let value: String = codec::decode(v)?;
             t.insert(key, value);
         }
         t.forget_changes();

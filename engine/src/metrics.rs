@@ -114,11 +114,7 @@ impl Metrics {
             nodes.push(node(&s.name, "source", &["out"]));
         }
         for o in &plan.operators {
-            let outputs: Vec<&str> = tickflow_operators::registry()
-                .iter()
-                .find(|t| t.name == o.type_name)
-                .map(|t| t.outputs.iter().map(|(n, _)| *n).collect())
-                .unwrap_or_default();
+            let outputs: Vec<&str> = o.kind.outputs.iter().map(|(n, _)| *n).collect();
             nodes.push(node(&o.name, "operator", &outputs));
         }
         for s in &plan.sinks {

@@ -4,13 +4,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
-use tickflow_operators::enrich::ReferenceData;
-use tickflow_operators::normalize::Normalizer;
-use tickflow_operators::window::WindowSpec;
 use tickflow_operators::RecordKind;
 
 use crate::checkpoint::CheckpointConfig;
+use crate::component::{Operator, OperatorType, Sink, SinkType, Source, SourceType};
 use crate::ValidationError;
 
 /// A reference to one named output of a node: `normalize` (its default output `out`) or
@@ -36,56 +33,15 @@ impl OutputRef {
     }
 }
 
-/// What a source reads.
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    /// A JSON-lines file.
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A Kafka topic.
-    Kafka {
-        /// Brokers, topic, start, options.
-        config: Box<KafkaSourceConfig>,
-        /// The consumer group offsets are committed to.
-        group_id: String,
-        /// A partition silent this long stops holding the watermark (0: never).
-        idle_timeout_ms: u64,
-    },
-}
-
 /// A source in the plan. Its index in [`Plan::sources`] is its id in record ordinals.
 #[derive(Debug, Clone)]
 pub struct SourcePlan {
     /// The source's name.
     pub name: String,
-    /// What it reads.
-    pub kind: SourceKind,
-    /// How far the watermark trails the newest event time.
-    pub max_out_of_orderness_ms: u64,
-}
-
-/// What an operator does, with its validated configuration.
-#[derive(Debug, Clone)]
-pub enum OperatorKind {
-    /// Parse, convert currency, drop duplicates.
-    Normalize {
-        /// Parsing and currency conversion.
-        normalizer: Normalizer,
-        /// How long `(venue, seq)` keys are remembered.
-        dedup_retention_ms: u64,
-    },
-    /// Join with reference data.
-    Enrich {
-        /// The instruments.
-        reference: Arc<ReferenceData>,
-    },
-    /// Event-time bars.
-    Window {
-        /// Window shape.
-        spec: WindowSpec,
-    },
+    /// Its type's registry entry.
+    pub kind: &'static SourceType,
+    /// The validated source.
+    pub component: Arc<dyn Source>,
 }
 
 /// An operator in the plan.
@@ -93,34 +49,12 @@ pub enum OperatorKind {
 pub struct OperatorPlan {
     /// The operator's name.
     pub name: String,
-    /// Its `type`.
-    pub type_name: &'static str,
-    /// What it does.
-    pub kind: OperatorKind,
+    /// Its type's registry entry.
+    pub kind: &'static OperatorType,
+    /// The validated operator.
+    pub component: Arc<dyn Operator>,
     /// The outputs it reads, concatenated.
     pub inputs: Vec<OutputRef>,
-}
-
-/// Where a sink writes.
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    /// A JSON-lines file.
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Standard output.
-    Stdout,
-    /// The latest record per key, in the state store.
-    Projection {
-        /// The key field.
-        key: String,
-    },
-    /// A Kafka topic.
-    Kafka {
-        /// Brokers, topic, key field, options.
-        config: Box<KafkaSinkConfig>,
-    },
 }
 
 /// A sink in the plan.
@@ -128,8 +62,10 @@ pub enum SinkKind {
 pub struct SinkPlan {
     /// The sink's name.
     pub name: String,
-    /// Where it writes.
-    pub kind: SinkKind,
+    /// Its type's registry entry.
+    pub kind: &'static SinkType,
+    /// The validated sink.
+    pub component: Arc<dyn Sink>,
     /// The outputs it writes.
     pub inputs: Vec<OutputRef>,
 }
@@ -167,20 +103,15 @@ impl Plan {
         use sha2::{Digest, Sha256};
         let mut text = String::new();
         for s in &self.sources {
-            let _ = writeln!(text, "source {} {:?}", s.name, s.kind);
+            let _ = writeln!(text, "source {} {}", s.name, s.component.state_identity());
         }
         for o in &self.operators {
-            let state = match &o.kind {
-                OperatorKind::Normalize {
-                    dedup_retention_ms, ..
-                } => format!("dedup {dedup_retention_ms}"),
-                OperatorKind::Window { spec } => format!("{spec:?}"),
-                OperatorKind::Enrich { .. } => continue,
-            };
-            let _ = writeln!(text, "operator {} {} {state}", o.name, o.type_name);
+            if let Some(state) = o.component.state_identity() {
+                let _ = writeln!(text, "operator {} {} {state}", o.name, o.kind.name);
+            }
         }
         for s in &self.sinks {
-            let _ = writeln!(text, "sink {} {:?}", s.name, s.kind);
+            let _ = writeln!(text, "sink {} {}", s.name, s.component.state_identity());
         }
         let _ = writeln!(text, "checkpoint {}", self.checkpoint.interval_ms);
         format!("{:x}", Sha256::digest(text.as_bytes()))
@@ -192,21 +123,17 @@ impl Plan {
         serde_json::json!({
             "sources": self.sources.iter().map(|s| serde_json::json!({
                 "name": s.name,
-                "max_out_of_orderness_ms": s.max_out_of_orderness_ms,
+                "type": s.kind.name,
+                "max_out_of_orderness_ms": s.component.max_out_of_orderness_ms(),
             })).collect::<Vec<_>>(),
             "operators": self.operators.iter().map(|o| serde_json::json!({
                 "name": o.name,
-                "type": o.type_name,
+                "type": o.kind.name,
                 "inputs": inputs(&o.inputs),
             })).collect::<Vec<_>>(),
             "sinks": self.sinks.iter().map(|s| serde_json::json!({
                 "name": s.name,
-                "type": match s.kind {
-                    SinkKind::File { .. } => "file",
-                    SinkKind::Stdout => "stdout",
-                    SinkKind::Projection { .. } => "projection",
-                    SinkKind::Kafka { .. } => "kafka",
-                },
+                "type": s.kind.name,
                 "inputs": inputs(&s.inputs),
             })).collect::<Vec<_>>(),
             "checkpoint_interval_ms": self.checkpoint.interval_ms,
@@ -229,9 +156,10 @@ impl Plan {
         for s in &self.sources {
             let _ = writeln!(
                 out,
-                "  \"{}\" [shape=cylinder, label=\"{}\\nsource\"];",
+                "  \"{}\" [shape=cylinder, label=\"{}\\n{} source\"];",
                 escape(&s.name),
-                escape(&s.name)
+                escape(&s.name),
+                s.kind.name
             );
         }
         for o in &self.operators {
@@ -240,15 +168,16 @@ impl Plan {
                 "  \"{}\" [shape=box, label=\"{}\\n{}\"];",
                 escape(&o.name),
                 escape(&o.name),
-                o.type_name
+                o.kind.name
             );
         }
         for s in &self.sinks {
             let _ = writeln!(
                 out,
-                "  \"sink:{}\" [shape=folder, label=\"{}\\nsink\"];",
+                "  \"sink:{}\" [shape=folder, label=\"{}\\n{} sink\"];",
                 escape(&s.name),
-                escape(&s.name)
+                escape(&s.name),
+                s.kind.name
             );
         }
         let edges = self

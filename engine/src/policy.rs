@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::plan::{Plan, SinkKind};
+use crate::plan::Plan;
 
 /// The serve configuration key that grants read access.
 pub const READ_ROOTS_KEY: &str = "paths.read_roots";
@@ -304,9 +304,9 @@ pub fn files_read(plan: &Plan) -> Vec<(String, PathBuf)> {
 pub fn files_written(plan: &Plan) -> Vec<(String, PathBuf)> {
     plan.sinks
         .iter()
-        .filter_map(|s| match &s.kind {
-            SinkKind::File { path } => Some((format!("sinks.{}.path", s.name), identity(path))),
-            _ => None,
+        .filter_map(|s| {
+            let path = s.component.output_file()?;
+            Some((format!("sinks.{}.path", s.name), identity(path)))
         })
         .collect()
 }

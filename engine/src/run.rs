@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
-use crate::dataflow::{self, Durability, Failure};
+use crate::render::{self, Durability, Failure};
 use crate::live::Live;
-use crate::plan::{OperatorKind, SinkKind, SourceKind};
 use crate::{EngineError, Metrics, Plan};
-use tickflow_operators::enrich::ReferenceData;
 
 /// How to run a plan.
 #[derive(Debug, Clone, Default)]
@@ -218,7 +216,7 @@ pub fn run(
         Some(path) => {
             let dir = Arc::new(DataDir::open(path, &plan, options.fresh, options.adopt)?);
             let manifest = dir.prepare_restore()?;
-            plan = Arc::new(pin_reference_data(&plan, &dir)?);
+            plan = Arc::new(pin_to_data_dir(&plan, &dir)?);
             let read_started = Instant::now();
             let mut restored = HashMap::new();
             if let Some(m) = &manifest {
@@ -241,10 +239,7 @@ pub fn run(
             let sink_files = plan
                 .sinks
                 .iter()
-                .filter_map(|s| match &s.kind {
-                    SinkKind::File { path } => Some(path.clone()),
-                    SinkKind::Stdout | SinkKind::Projection { .. } | SinkKind::Kafka { .. } => None,
-                })
+                .filter_map(|s| s.component.output_file().map(PathBuf::from))
                 .collect();
             let c = Coordinator::new(
                 Arc::clone(&dir),
@@ -284,7 +279,7 @@ pub fn run(
             // the other workers waiting for this one for ever.
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 worker.dataflow::<u64, _, _>(|scope| {
-                    dataflow::build(
+                    render::build(
                         scope,
                         &plan,
                         &metrics,
@@ -305,7 +300,7 @@ pub fn run(
             }));
             if let Err(panic) = stepped {
                 let what = crate::error::panic_message(&*panic);
-                dataflow::fail(&failure, format!("worker {me} panicked: {what}"));
+                render::fail(&failure, format!("worker {me} panicked: {what}"));
                 // Timely steps a worker until it has no dataflow left: drop the broken one
                 // (if even that panics, the thread ends and the run reports it).
                 if worker.has_dataflows() {
@@ -344,13 +339,13 @@ pub fn run(
     Ok(summary)
 }
 
-/// The tables saved at every checkpoint (not enrich's reference, written once), projection
-/// sinks' included.
+/// The tables saved at every checkpoint (not those a component writes once per data
+/// directory, such as enrich's reference copy), projection sinks' included.
 fn checkpointed_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
     let once: BTreeSet<&str> = plan
         .operators
         .iter()
-        .filter(|o| matches!(o.kind, OperatorKind::Enrich { .. }))
+        .filter(|o| !o.component.checkpointed())
         .map(|o| o.name.as_str())
         .collect();
     state_tables(plan)
@@ -359,41 +354,13 @@ fn checkpointed_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
         .collect()
 }
 
-/// Enrich operators join with the reference data stored when the data directory was created
-/// (stored now if this run creates it), so a resumed run joins exactly as the run it continues.
-fn pin_reference_data(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
+/// Lets every operator pin what it read at validation to what the data directory stored.
+fn pin_to_data_dir(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
     let mut plan = plan.clone();
     for op in &mut plan.operators {
-        let OperatorKind::Enrich { reference } = &mut op.kind else {
-            continue;
-        };
-        let cf = format!("{}/reference", op.name);
-        let mut stored = Vec::new();
-        dir.store
-            .load(&cf, u64::MAX, |k, v| {
-                stored.push((k.to_vec(), v.to_vec()));
-                Ok(())
-            })
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-        if stored.is_empty() {
-            dir.store
-                .put_base(&cf, &reference.to_entries())
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-            continue;
+        if let Some(pinned) = op.component.pin(&op.name, dir)? {
+            op.component = pinned;
         }
-        let pinned =
-            ReferenceData::from_entries(stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-                .map_err(|e| EngineError::Checkpoint(format!("{cf}: {e}")))?;
-        if pinned != **reference {
-            eprintln!(
-                "warning: operator {}: the reference data file changed since data dir {} was \
-                 created; the stored copy ({} instruments) is used (--fresh takes the new file)",
-                op.name,
-                dir.path.display(),
-                pinned.len()
-            );
-        }
-        *reference = Arc::new(pinned);
     }
     Ok(plan)
 }
@@ -402,11 +369,10 @@ fn pin_reference_data(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
 fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
     let mut parts: Vec<PartId> = Vec::new();
     for s in &plan.sources {
-        match s.kind {
-            SourceKind::File { .. } => parts.push(PartId::Source(s.name.clone())),
-            SourceKind::Kafka { .. } => {
-                parts.extend((0..workers).map(|w| PartId::SourceWorker(s.name.clone(), w)))
-            }
+        if s.component.parallel() {
+            parts.extend((0..workers).map(|w| PartId::SourceWorker(s.name.clone(), w)))
+        } else {
+            parts.push(PartId::Source(s.name.clone()))
         }
     }
     parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));

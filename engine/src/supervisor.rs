@@ -22,7 +22,6 @@ use tickflow_state::{EventLog, LogRecord, OpenReport, Store};
 use crate::checkpoint::list_markers;
 use crate::control::{decide, Command, ControlState, Deployment, DeploymentState, Refusal};
 use crate::live::Live;
-use crate::plan::SinkKind;
 use crate::policy::{check_plan_files, files_read, files_written, GraphPolicy};
 use crate::run::{NodeSummary, RunOptions, Summary};
 use crate::{compile_confined, EngineError, Metrics, Plan};
@@ -361,11 +360,13 @@ impl Supervisor {
         let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)
             .map_err(|e| e.to_string())?;
         for sink in &mut plan.sinks {
-            if let SinkKind::File { path } = &mut sink.kind {
-                *path = self
-                    .policy
-                    .sink_file(path, state_dir)
-                    .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?;
+            let place = |path: &Path| self.policy.sink_file(path, state_dir);
+            if let Some(placed) = sink
+                .component
+                .relocated(&place)
+                .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?
+            {
+                sink.component = placed;
             }
         }
         let others: Vec<(String, PathBuf)> = inner

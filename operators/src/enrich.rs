@@ -17,7 +17,7 @@ use crate::OperatorError;
 use tickflow_state::{codec, StateError, TableDescriptor};
 
 /// Configuration of an `enrich` operator (besides `type` and `input`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichConfig {
     /// CSV file with a header; `symbol` and `instrument_id` columns are required and every

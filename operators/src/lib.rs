@@ -5,61 +5,19 @@
 //! each operator in Timely plumbing (exchange, stashing by time, capabilities) and feeds it
 //! records in a deterministic order. That keeps the contract testable with ordinary unit tests.
 //!
-//! Operator types are listed in one table, [`registry`].
+//! The engine's component registry (`tickflow_engine::components`) binds each to the dataflow.
 
 pub mod enrich;
 mod error;
+pub mod map;
 pub mod normalize;
 pub mod record;
+pub mod session;
 pub mod tick;
 pub mod window;
 
 pub use error::OperatorError;
 pub use record::RecordKind;
-
-/// One operator type: its `type` name in graph TOML, the record kind it reads,
-/// and its named outputs with the record kind of each (the first is the default output).
-#[derive(Debug, Clone, Copy)]
-pub struct OperatorType {
-    /// The `type = "..."` value.
-    pub name: &'static str,
-    /// What the operator does, for `tickflow validate` messages and docs.
-    pub description: &'static str,
-    /// The record kind every input must carry.
-    pub input: RecordKind,
-    /// Named outputs, default first.
-    pub outputs: &'static [(&'static str, RecordKind)],
-}
-
-/// Every operator type, in one greppable table.
-pub fn registry() -> &'static [OperatorType] {
-    &[
-        OperatorType {
-            name: "normalize",
-            description: "parse raw ticks, convert currency, drop duplicates",
-            input: RecordKind::Raw,
-            outputs: &[
-                ("out", RecordKind::Tick),
-                ("dead_letter", RecordKind::DeadLetter),
-            ],
-        },
-        OperatorType {
-            name: "enrich",
-            description: "join ticks with instrument reference data",
-            input: RecordKind::Tick,
-            outputs: &[
-                ("out", RecordKind::Enriched),
-                ("dead_letter", RecordKind::DeadLetter),
-            ],
-        },
-        OperatorType {
-            name: "window",
-            description: "event-time OHLCV/VWAP bars over tumbling or sliding windows",
-            input: RecordKind::Enriched,
-            outputs: &[("out", RecordKind::Bar), ("late", RecordKind::Enriched)],
-        },
-    ]
-}
 
 /// Parses a duration string (`"500ms"`, `"5s"`, `"1m"`, `"1h 30m"`) into whole milliseconds.
 pub fn duration_ms(text: &str) -> Result<u64, String> {

@@ -31,7 +31,7 @@ pub fn max_magnitude() -> Decimal {
 }
 
 /// Configuration of a `normalize` operator (besides `type` and `input`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NormalizeConfig {
     /// Currency all prices are converted to; defaults to `[graph].base_currency`.

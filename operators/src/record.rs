@@ -159,6 +159,9 @@ pub struct Bar {
     /// The sums outgrew the decimal type (more than 79,228 x 10^24 of notional or volume in
     /// one bar): `volume` and `vwap` are then shown as null, never as a wrong number.
     pub overflow: bool,
+    /// A session window merged into an earlier one: this bar (same instrument and
+    /// `window_start` as one emitted before) no longer stands.
+    pub retracted: bool,
 }
 
 /// Why a record was rejected. Listed in the order the checks apply.
@@ -295,6 +298,8 @@ struct BarJson<'a> {
     revision: u32,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     overflow: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    retracted: bool,
 }
 
 impl ToJsonLine for Bar {
@@ -313,6 +318,7 @@ impl ToJsonLine for Bar {
             trades: self.trades,
             revision: self.revision,
             overflow: self.overflow,
+            retracted: self.retracted,
         })
         .unwrap_or_default()
     }

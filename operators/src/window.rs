@@ -27,7 +27,7 @@ use crate::record::{Bar, EnrichedTick, Instrument};
 use crate::{duration_ms, OperatorError};
 
 /// Window shapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     /// Back-to-back windows of `size`.
@@ -35,19 +35,25 @@ pub enum WindowKind {
     Tumbling,
     /// Windows of `size` starting every `slide`.
     Sliding,
+    /// Per instrument, a maximal run of ticks less than `gap` apart in event time.
+    Session,
 }
 
 /// Configuration of a `window` operator (besides `type` and `input`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
-    /// `tumbling` (default) or `sliding`.
+    /// `tumbling` (default), `sliding` or `session`.
     #[serde(default)]
     pub kind: WindowKind,
-    /// Window length, e.g. `"1m"`.
-    pub size: String,
-    /// Distance between window starts; required for `sliding`, not allowed for `tumbling`.
+    /// Window length, e.g. `"1m"`; required for `tumbling` and `sliding`, not allowed for
+    /// `session`.
+    pub size: Option<String>,
+    /// Distance between window starts; required for `sliding`, not allowed otherwise.
     pub slide: Option<String>,
+    /// Session windows only (and required there): a session ends once its instrument has had
+    /// no tick for this long in event time, e.g. `"30s"`.
+    pub gap: Option<String>,
     /// How long after a window's end late ticks still update it (default `"0s"`).
     pub allowed_lateness: Option<String>,
 }
@@ -79,6 +85,18 @@ impl WindowSpec {
     /// Validates a config; every problem is reported, keyed by its config key.
     pub fn from_config(cfg: &WindowConfig) -> Result<Self, Vec<OperatorError>> {
         let mut errors = Vec::new();
+        if cfg.size.is_none() {
+            errors.push(OperatorError::InvalidConfig {
+                key: "size".into(),
+                message: "missing; tumbling and sliding windows need `size`".into(),
+            });
+        }
+        if cfg.gap.is_some() {
+            errors.push(OperatorError::InvalidConfig {
+                key: "gap".into(),
+                message: "only session windows take `gap`".into(),
+            });
+        }
         let mut ms = |key: &str, text: Option<&str>, default: u64, positive: bool| match text {
             None => default,
             Some(t) => match duration_ms(t) {
@@ -99,7 +117,7 @@ impl WindowSpec {
                 }
             },
         };
-        let size_ms = ms("size", Some(&cfg.size), 1, true);
+        let size_ms = ms("size", cfg.size.as_deref(), 1, true);
         let slide_ms = ms("slide", cfg.slide.as_deref(), size_ms, true);
         let lateness_ms = ms(
             "allowed_lateness",
@@ -108,6 +126,10 @@ impl WindowSpec {
             false,
         );
         match (cfg.kind, &cfg.slide) {
+            (WindowKind::Session, _) => errors.push(OperatorError::InvalidConfig {
+                key: "kind".into(),
+                message: "session windows have no fixed shape (see `SessionSpec`)".into(),
+            }),
             (WindowKind::Tumbling, Some(_)) => errors.push(OperatorError::InvalidConfig {
                 key: "slide".into(),
                 message: "only sliding windows take `slide`".into(),
@@ -148,12 +170,12 @@ impl WindowSpec {
 }
 
 /// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
-type TickOrder = (i64, String, u64);
+pub(crate) type TickOrder = (i64, String, u64);
 
 /// A bar being built as stored: decimals in their 16-byte binary form, the instrument apart
 /// (table `instruments`, once per instrument).
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredBar<O> {
+pub(crate) struct StoredBar<O> {
     start_ms: u64,
     open: (O, [u8; 16]),
     close: (O, [u8; 16]),
@@ -182,7 +204,7 @@ pub struct BarAcc {
 }
 
 impl BarAcc {
-    fn stored(&self) -> StoredBar<&TickOrder> {
+    pub(crate) fn stored(&self) -> StoredBar<&TickOrder> {
         StoredBar {
             start_ms: self.start_ms,
             open: (&self.open.0, self.open.1.serialize()),
@@ -196,7 +218,7 @@ impl BarAcc {
         }
     }
 
-    fn from_stored(s: StoredBar<TickOrder>, instrument: Arc<Instrument>) -> Self {
+    pub(crate) fn from_stored(s: StoredBar<TickOrder>, instrument: Arc<Instrument>) -> Self {
         BarAcc {
             instrument,
             start_ms: s.start_ms,
@@ -211,7 +233,7 @@ impl BarAcc {
         }
     }
 
-    fn new(tick: &EnrichedTick, start_ms: u64) -> Self {
+    pub(crate) fn new(tick: &EnrichedTick, start_ms: u64) -> Self {
         let t = &tick.tick;
         let order = (t.ts_ns, t.venue.clone(), t.seq);
         BarAcc {
@@ -228,7 +250,7 @@ impl BarAcc {
         }
     }
 
-    fn add(&mut self, tick: &EnrichedTick) {
+    pub(crate) fn add(&mut self, tick: &EnrichedTick) {
         let t = &tick.tick;
         let before_open = (t.ts_ns, t.venue.as_str(), t.seq)
             < (self.open.0 .0, self.open.0 .1.as_str(), self.open.0 .2);
@@ -254,7 +276,51 @@ impl BarAcc {
         self.trades += 1;
     }
 
-    fn to_bar(&self, end_ms: u64, revision: u32) -> Bar {
+    /// Folds another bar of the same instrument into this one (a session merge).
+    pub(crate) fn merge(&mut self, other: &BarAcc) {
+        if other.open.0 < self.open.0 {
+            self.open = other.open.clone();
+        }
+        if other.close.0 > self.close.0 {
+            self.close = other.close.clone();
+        }
+        self.high = self.high.max(other.high);
+        self.low = self.low.min(other.low);
+        self.volume = self.volume.checked_add(other.volume).unwrap_or(Decimal::MAX);
+        self.notional = self
+            .notional
+            .checked_add(other.notional)
+            .unwrap_or(Decimal::MAX);
+        self.trades += other.trades;
+        self.start_ms = self.start_ms.min(other.start_ms);
+    }
+
+    /// The revision last emitted, if any.
+    pub(crate) fn emitted(&self) -> Option<u32> {
+        self.emitted
+    }
+
+    /// Records that `revision` was emitted.
+    pub(crate) fn set_emitted(&mut self, revision: Option<u32>) {
+        self.emitted = revision;
+    }
+
+    /// The instrument.
+    pub(crate) fn instrument(&self) -> &Arc<Instrument> {
+        &self.instrument
+    }
+
+    /// The bar's start.
+    pub(crate) fn start_ms(&self) -> u64 {
+        self.start_ms
+    }
+
+    /// Moves the bar's start (a session extended to the left).
+    pub(crate) fn set_start(&mut self, start_ms: u64) {
+        self.start_ms = start_ms;
+    }
+
+    pub(crate) fn to_bar(&self, end_ms: u64, revision: u32) -> Bar {
         let overflow = self.volume == Decimal::MAX || self.notional == Decimal::MAX;
         let vwap = (!self.volume.is_zero() && !overflow).then(|| {
             self.notional
@@ -275,6 +341,7 @@ impl BarAcc {
             trades: self.trades,
             revision,
             overflow,
+            retracted: false,
         }
     }
 }
@@ -502,8 +569,9 @@ mod tests {
             } else {
                 WindowKind::Tumbling
             },
-            size: size.into(),
+            size: Some(size.into()),
             slide: slide.map(String::from),
+            gap: None,
             allowed_lateness: Some(lateness.into()),
         })
         .unwrap()
@@ -561,8 +629,9 @@ mod tests {
     fn config_errors_name_their_keys() {
         let bad = WindowConfig {
             kind: WindowKind::Sliding,
-            size: "1m".into(),
+            size: Some("1m".into()),
             slide: Some("2m".into()),
+            gap: None,
             allowed_lateness: Some("soon".into()),
         };
         let errs = WindowSpec::from_config(&bad).unwrap_err();
@@ -576,8 +645,9 @@ mod tests {
         assert_eq!(keys, vec!["allowed_lateness", "slide"]);
         let tumbling_with_slide = WindowConfig {
             kind: WindowKind::Tumbling,
-            size: "0s".into(),
+            size: Some("0s".into()),
             slide: Some("1s".into()),
+            gap: None,
             allowed_lateness: None,
         };
         assert_eq!(

@@ -15,21 +15,32 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::{ProbeHandle, Scope};
 
-use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord};
+use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord, KafkaSourceConfig};
 use tickflow_operators::record::{Ordinal, RawLine};
 use tickflow_operators::tick::event_time_ms;
 
 use crate::checkpoint::{PartInfo, PartitionPosition, SourcePosition};
-use crate::dataflow::{fail, Failure, FlowControl, Part, BATCH, S};
-use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::plan::{Plan, SourceKind, SourcePlan};
+use crate::EngineError;
+
+use super::{fail, FlowControl, SourceCx, BATCH, S};
+
+/// A Kafka source's validated settings.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Brokers, topic, start, options.
+    pub config: KafkaSourceConfig,
+    /// The consumer group offsets are committed to.
+    pub group_id: String,
+    /// A partition silent this long stops holding the watermark (0: never).
+    pub idle_timeout_ms: u64,
+    /// How far the watermark trails the newest event time.
+    pub max_out_of_orderness_ms: u64,
+}
 
 /// How long a worker with nothing to read waits before polling again.
 const POLL_PAUSE: Duration = Duration::from_millis(1);
@@ -109,20 +120,16 @@ impl Reading {
 /// Opens this worker's partitions: from the restored checkpoint's offsets where it has them,
 /// else from the configured start.
 fn open(
-    src: &SourcePlan,
+    (name, settings): (&str, &KafkaSettings),
     (index, peers): (usize, usize),
     restored: Option<&SourcePosition>,
     metrics: &Metrics,
     cancel: &dyn Fn() -> bool,
-) -> Result<Option<(KafkaReader, Vec<PartitionState>)>, String> {
-    let SourceKind::Kafka {
+) -> Result<Option<(KafkaReader, Vec<PartitionState>)>, EngineError> {
+    let KafkaSettings {
         config, group_id, ..
-    } = &src.kind
-    else {
-        return Err(format!("source {}: not a Kafka source", src.name));
-    };
-    let all = kafka::partitions(&config.brokers, &config.topic, &config.options, cancel)
-        .map_err(|e| format!("source {}: {e}", src.name))?;
+    } = settings;
+    let all = kafka::partitions(&config.brokers, &config.topic, &config.options, cancel)?;
     let mine: Vec<i32> = all
         .iter()
         .enumerate()
@@ -132,7 +139,7 @@ fn open(
     if mine.is_empty() {
         return Ok(None);
     }
-    let stats = metrics.kafka_stats(&src.name);
+    let stats = metrics.kafka_stats(name);
     let partitions: Vec<PartitionState> = mine
         .iter()
         .map(|p| {
@@ -148,34 +155,25 @@ fn open(
         })
         .collect();
     let assignment: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (p.id, p.offset)).collect();
-    let reader = KafkaReader::open(config, group_id, &assignment, &stats)
-        .map_err(|e| format!("source {}: {e}", src.name))?;
+    let reader = KafkaReader::open(config, group_id, &assignment, &stats)?;
     Ok(Some((reader, partitions)))
 }
 
 /// Reads this worker's partitions of Kafka source `id`; see the module docs.
-pub(crate) fn kafka_source<'s>(
-    scope: Scope<'s, u64>,
-    plan: &Plan,
-    id: usize,
-    (metrics, failure): (&Arc<Metrics>, &Failure),
-    probe: ProbeHandle<u64>,
-    mut part: Option<Part>,
-    live: Option<Arc<Live>>,
-) -> S<'s, RawLine> {
-    let src = &plan.sources[id];
-    let name = src.name.clone();
-    let ooo = src.max_out_of_orderness_ms;
-    let idle = match &src.kind {
-        SourceKind::Kafka {
-            idle_timeout_ms, ..
-        } => Duration::from_millis(*idle_timeout_ms),
-        SourceKind::File { .. } => Duration::ZERO,
-    };
-    let metrics = Arc::clone(metrics);
-    let failure = Arc::clone(failure);
-    let node_idx = metrics.index_of("source", &src.name);
-    let src = src.clone();
+pub fn kafka_source(cx: SourceCx<'_>, settings: KafkaSettings) -> S<'_, RawLine> {
+    let SourceCx {
+        scope,
+        id,
+        name,
+        metrics,
+        failure,
+        probe,
+        mut part,
+        live,
+    } = cx;
+    let ooo = settings.max_out_of_orderness_ms;
+    let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let node_idx = metrics.index_of("source", &name);
     let (index, peers) = (scope.index(), scope.peers());
     source(scope, &format!("Source({name})"), move |cap, info| {
         let activator = scope.activator_for(info.address);
@@ -190,8 +188,15 @@ pub(crate) fn kafka_source<'s>(
             restored => {
                 let restored = restored.and_then(Result::ok);
                 let cancel = || failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping());
-                match open(&src, (index, peers), restored.as_ref(), &metrics, &cancel) {
-                    Err(e) => fail(&failure, e),
+                let opened = open(
+                    (&name, &settings),
+                    (index, peers),
+                    restored.as_ref(),
+                    &metrics,
+                    &cancel,
+                );
+                match opened {
+                    Err(e) => fail(&failure, format!("source {name}: {e}")),
                     // More workers than partitions: nothing to read here, ever.
                     Ok(None) => {
                         if let Some(p) = part.as_mut() {

@@ -1,0 +1,76 @@
+//! `file` source: JSON lines or CSV from a file, read by one worker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tickflow_connectors::csv_input::CsvReader;
+use tickflow_connectors::file::{FileFormat, FileSourceConfig, LineReader};
+use tickflow_connectors::RecordReader;
+use tickflow_operators::record::RawLine;
+
+use crate::component::{BuildCx, Source, SourceType};
+use crate::render::file_source::file_source;
+use crate::render::{SourceCx, S};
+
+/// The registry entry.
+pub const TYPE: SourceType = SourceType {
+    name: "file",
+    description: "raw ticks from a file: JSON lines (default) or CSV with a header \
+                  (`format = \"csv\"`)",
+    schema: || schemars::schema_for!(FileSourceConfig),
+    build,
+};
+
+#[derive(Debug)]
+struct FileSource {
+    path: PathBuf,
+    format: FileFormat,
+    max_out_of_orderness_ms: u64,
+}
+
+fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
+    let cfg: FileSourceConfig = cx.config()?;
+    let path = cx.readable("path", &cfg.path, "input file");
+    let ooo = cx.duration(
+        "max_out_of_orderness",
+        cfg.max_out_of_orderness.as_deref(),
+        cx.graph.max_out_of_orderness_ms,
+    );
+    // Both keys are checked before giving up, so both errors are reported.
+    Some(Arc::new(FileSource {
+        path: path?,
+        format: cfg.format,
+        max_out_of_orderness_ms: ooo,
+    }))
+}
+
+impl Source for FileSource {
+    fn state_identity(&self) -> String {
+        match self.format {
+            FileFormat::Json => format!("File {{ path: {:?} }}", self.path),
+            FileFormat::Csv => format!("File {{ path: {:?}, format: Csv }}", self.path),
+        }
+    }
+
+    fn max_out_of_orderness_ms(&self) -> u64 {
+        self.max_out_of_orderness_ms
+    }
+
+    fn parallel(&self) -> bool {
+        false
+    }
+
+    fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
+        let (path, format) = (self.path.clone(), self.format);
+        file_source(
+            cx,
+            self.max_out_of_orderness_ms,
+            Box::new(move || -> Result<Box<dyn RecordReader>, _> {
+                Ok(match format {
+                    FileFormat::Json => Box::new(LineReader::open(&path)?),
+                    FileFormat::Csv => Box::new(CsvReader::open(&path)?),
+                })
+            }),
+        )
+    }
+}

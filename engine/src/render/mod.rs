@@ -1,0 +1,202 @@
+//! Builds a [`Plan`] into Timely operators, one small file per concern.
+//!
+//! Timely times are event-time watermarks in milliseconds. A source emits every record at its
+//! current watermark capability and downgrades it after each batch of [`BATCH`] records to
+//! `max event time seen - max_out_of_orderness`, so every downstream frontier is the global
+//! watermark. Stateful operators stash input by time ([`stash`]) and apply it in time order,
+//! each time's records sorted by input position, once the frontier has passed: results depend
+//! only on the input, never on worker count or scheduling. Sinks render JSON lines, gather
+//! them on worker 0 and write each time's lines sorted ([`sink`]).
+//!
+//! [`build`] knows no component type: it asks each node's component to render itself.
+//!
+//! - [`failure`]: the failure slot every worker checks between steps;
+//! - [`flow`]: how far a source may run ahead of the sinks;
+//! - [`part`]: checkpoint parts (positions, operator state snapshots, restores);
+//! - [`streams`]: streams of any record kind, by `(node, output)`;
+//! - [`stash`], [`split`]: stashing by time; a stateless operator with ok and error outputs;
+//! - [`file_source`], [`kafka_source`]: the source drivers;
+//! - [`dedup`], [`window`]: the stateful operators' timely plumbing;
+//! - [`sink`]: the sink driver.
+
+pub mod dedup;
+pub mod failure;
+pub mod file_source;
+pub mod flow;
+pub mod kafka_source;
+pub mod part;
+pub mod sink;
+pub mod split;
+pub mod stash;
+pub mod streams;
+pub mod window;
+
+use std::sync::Arc;
+
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, Scope};
+
+use crate::checkpoint::PartId;
+use crate::live::Live;
+use crate::metrics::{Metrics, NodeMetrics};
+use crate::plan::Plan;
+
+pub use failure::{fail, Failure, FailureSlot};
+pub use flow::{FlowControl, BATCH, MAX_BATCHES_IN_FLIGHT};
+pub use part::{Durability, OperatorPart, Part, RestoredTable};
+pub use sink::SinkCx;
+pub use streams::{AnyStream, S};
+
+/// A node's counters: the run's metrics and the node's index in them.
+pub type Counters = (Arc<Metrics>, Option<usize>);
+
+/// The node's counters, if it has any.
+pub fn counters(c: &Counters) -> Option<&NodeMetrics> {
+    c.1.and_then(|i| c.0.nodes.get(i))
+}
+
+/// What an operator renders itself with.
+pub struct RenderCx<'s, 'a> {
+    /// The worker's scope.
+    pub scope: Scope<'s, u64>,
+    /// The node's name.
+    pub name: &'a str,
+    /// The run's metrics.
+    pub metrics: &'a Arc<Metrics>,
+    /// The run's failure slot.
+    pub failure: &'a Failure,
+    /// Checkpointing, when the run has a data directory.
+    pub durable: Option<&'a Durability>,
+}
+
+impl RenderCx<'_, '_> {
+    /// The node's counters.
+    pub fn counters(&self) -> Counters {
+        (
+            Arc::clone(self.metrics),
+            self.metrics.index_of("operator", self.name),
+        )
+    }
+
+    /// This worker's checkpoint part for the node's `tables`, when the run checkpoints.
+    pub fn operator_part(&self, tables: &[tickflow_state::TableDescriptor]) -> Option<OperatorPart> {
+        self.durable
+            .map(|d| OperatorPart::new(d, self.name, self.scope.index(), tables))
+    }
+}
+
+/// What a source renders itself with.
+pub struct SourceCx<'s> {
+    /// The worker's scope.
+    pub scope: Scope<'s, u64>,
+    /// The source's index in the plan (its id in record ordinals).
+    pub id: usize,
+    /// The source's name.
+    pub name: String,
+    /// The run's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The run's failure slot.
+    pub failure: Failure,
+    /// Completion at the sinks, for flow control.
+    pub probe: ProbeHandle<u64>,
+    /// This worker's checkpoint part, when the run checkpoints.
+    pub part: Option<Part>,
+    /// Pause and stop.
+    pub live: Option<Arc<Live>>,
+}
+
+/// Builds the whole plan into `scope`; with `durable`, every part takes part in checkpoints
+/// and resumes from the checkpoint being restored.
+pub fn build(
+    scope: Scope<'_, u64>,
+    plan: &Plan,
+    metrics: &Arc<Metrics>,
+    failure: &Failure,
+    durable: Option<&Durability>,
+    live: Option<&Arc<Live>>,
+) {
+    let mut streams = streams::Streams::new(scope);
+    // Completion at the sinks, which sources use to hold back.
+    let probe = ProbeHandle::new();
+    for (id, src) in plan.sources.iter().enumerate() {
+        let part_id = if src.component.parallel() {
+            PartId::SourceWorker(src.name.clone(), scope.index())
+        } else {
+            PartId::Source(src.name.clone())
+        };
+        let stream = src.component.render(SourceCx {
+            scope,
+            id,
+            name: src.name.clone(),
+            metrics: Arc::clone(metrics),
+            failure: Arc::clone(failure),
+            probe: probe.clone(),
+            part: durable.map(|d| Part::new(d, part_id)),
+            live: live.cloned(),
+        });
+        streams.insert(&src.name, "out", AnyStream::Raw(stream));
+    }
+    for op in &plan.operators {
+        let Some(input) = streams.input(&op.inputs) else {
+            fail(
+                failure,
+                format!("operator {}: its inputs are missing or of mixed kinds", op.name),
+            );
+            continue;
+        };
+        if input.kind() != op.kind.input {
+            fail(
+                failure,
+                format!(
+                    "operator {}: input carries {} records, it reads {}",
+                    op.name,
+                    input.kind().name(),
+                    op.kind.input.name()
+                ),
+            );
+            continue;
+        }
+        let cx = RenderCx {
+            scope,
+            name: &op.name,
+            metrics,
+            failure,
+            durable,
+        };
+        let outputs = op.component.render(&cx, input);
+        if outputs.len() != op.kind.outputs.len() {
+            fail(
+                failure,
+                format!(
+                    "operator {}: rendered {} outputs, its type declares {}",
+                    op.name,
+                    outputs.len(),
+                    op.kind.outputs.len()
+                ),
+            );
+            continue;
+        }
+        for ((output, kind), stream) in op.kind.outputs.iter().zip(outputs) {
+            if stream.kind() != *kind {
+                fail(
+                    failure,
+                    format!("operator {}: output {output} is not {}", op.name, kind.name()),
+                );
+            }
+            streams.insert(&op.name, output, stream);
+        }
+    }
+    let names = Arc::new(plan.source_names());
+    for s in &plan.sinks {
+        if let Some(lines) = streams.lines(&s.inputs, &names) {
+            let cx = SinkCx {
+                name: s.name.clone(),
+                metrics: Arc::clone(metrics),
+                failure: Arc::clone(failure),
+                live: live.cloned(),
+                durable: durable.filter(|_| scope.index() == 0).cloned(),
+            };
+            sink::drive(lines.probe_with(&probe), s.component.as_ref(), cx);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Checkpoint parts: what a source, sink or stateful operator instance saves and reports.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tickflow_state::{DeltaOp, Durable, Store};
+
+use crate::checkpoint::{
+    Cadence, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SourcePosition,
+};
+use crate::fault;
+use crate::EngineError;
+
+/// A stable hash, the same in every worker and process.
+pub fn route<H: Hash + ?Sized>(value: &H) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// Stored entries of one table, read once before the workers start.
+pub type RestoredTable = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a run with a data directory gives every worker.
+#[derive(Clone)]
+pub struct Durability {
+    /// Operator state.
+    pub store: Arc<Store>,
+    /// Event time between checkpoints.
+    pub interval_ms: u64,
+    /// The checkpoint being resumed from.
+    pub restore: Option<Arc<Manifest>>,
+    /// Stored entries by column family (`operator/table`), as of `restore`.
+    pub restored: Arc<HashMap<String, RestoredTable>>,
+    /// Where parts report their saves.
+    pub reports: crossbeam_channel::Sender<Report>,
+    /// Longest time a worker spent taking its state back, µs.
+    pub restore_us: Arc<AtomicU64>,
+}
+
+impl Durability {
+    fn restored_at(&self) -> u64 {
+        self.restore.as_ref().map_or(0, |m| m.id)
+    }
+}
+
+/// One part's side of checkpointing: its cadence and where it reports.
+pub struct Part {
+    pub(crate) ctx: Durability,
+    id: PartId,
+    pub(crate) cadence: Cadence,
+}
+
+impl Part {
+    pub fn new(ctx: &Durability, id: PartId) -> Self {
+        Part {
+            cadence: Cadence::new(ctx.interval_ms, ctx.restored_at()),
+            ctx: ctx.clone(),
+            id,
+        }
+    }
+
+    /// A source's position in the checkpoint being restored: `None` without one, `Err(id)` if
+    /// checkpoint `id` has none for `name`.
+    pub fn restored_source(&self, name: &str) -> Option<Result<SourcePosition, u64>> {
+        let m = self.ctx.restore.as_ref()?;
+        Some(m.sources.get(name).cloned().ok_or(m.id))
+    }
+
+    pub fn report(
+        &mut self,
+        (label, through): (u64, u64),
+        info: PartInfo,
+        started: Instant,
+    ) {
+        let report = Report {
+            part: self.id.clone(),
+            label,
+            through,
+            info,
+            write_us: started.elapsed().as_micros() as u64,
+        };
+        // The coordinator outlives the workers; a send can only fail once it has stopped.
+        let _ = self.ctx.reports.send(report);
+        self.cadence.mark(through);
+    }
+
+    /// Records a source's or sink's position in the store, then reports it.
+    pub fn save_position(
+        &mut self,
+        due: (u64, u64),
+        info: PartInfo,
+        started: Instant,
+    ) -> Result<(), EngineError> {
+        let bytes = serde_json::to_vec(&info).map_err(|e| EngineError::Encode {
+            what: self.id.to_string(),
+            source: e,
+        })?;
+        self.ctx
+            .store
+            .put_part(due.0, &self.id.to_string(), &bytes)
+            .map_err(|source| EngineError::State {
+                part: self.id.to_string(),
+                source,
+            })?;
+        if matches!(info, PartInfo::Source(_)) {
+            fault::point("after-positions-write");
+        }
+        self.report(due, info, started);
+        Ok(())
+    }
+}
+
+/// A stateful operator instance's part: snapshots its state into the store.
+pub struct OperatorPart {
+    part: Part,
+    /// `(table, column family)`.
+    tables: Vec<(&'static str, String)>,
+}
+
+impl OperatorPart {
+    pub fn new(
+        ctx: &Durability,
+        op: &str,
+        worker: usize,
+        tables: &[tickflow_state::TableDescriptor],
+    ) -> Self {
+        OperatorPart {
+            part: Part::new(ctx, PartId::Operator(op.to_string(), worker)),
+            tables: tables
+                .iter()
+                .map(|t| (t.name, format!("{op}/{}", t.name)))
+                .collect(),
+        }
+    }
+
+    /// Takes this instance's share of the stored state back (entries whose routing key this
+    /// worker owns under the operator's exchange).
+    pub fn restore(
+        &self,
+        state: &mut dyn Durable,
+        index: usize,
+        peers: usize,
+    ) -> Result<(), EngineError> {
+        let Some(manifest) = self.part.ctx.restore.as_ref() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let owns = |key: &str| (route(key) % peers as u64) as usize == index;
+        for (table, cf) in &self.tables {
+            for (k, v) in self.part.ctx.restored.get(cf).into_iter().flatten() {
+                state
+                    .restore_entry(table, k, v, &owns)
+                    .map_err(|source| EngineError::State {
+                        part: format!("restoring {cf}"),
+                        source,
+                    })?;
+            }
+        }
+        state.finish_restore(manifest.id);
+        self.part
+            .ctx
+            .restore_us
+            .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Saves the state if reaching time `t` (all input before `t` applied, nothing at or after
+    /// it) passes a checkpoint.
+    pub fn save(&mut self, t: u64, state: &mut dyn Durable) -> Result<(), EngineError> {
+        let Some(due) = self.part.cadence.due(t) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut ops = Vec::new();
+        state.snapshot(due.0, &mut ops);
+        let ops: Vec<(String, DeltaOp)> = ops
+            .into_iter()
+            .filter_map(|(table, op)| {
+                self.tables
+                    .iter()
+                    .find(|(t, _)| *t == table)
+                    .map(|(_, cf)| (cf.clone(), op))
+            })
+            .collect();
+        fault::point("before-state-write");
+        let bytes_written = if ops.is_empty() {
+            0
+        } else {
+            self.part
+                .ctx
+                .store
+                .write_delta(due.0, &self.part.id.to_string(), &ops)
+                .map_err(|source| EngineError::State {
+                    part: self.part.id.to_string(),
+                    source,
+                })?
+        };
+        fault::point("after-state-write");
+        let info = PartInfo::Operator(OperatorCheckpoint {
+            entries: state.entries(),
+            bytes_written,
+        });
+        self.part.report(due, info, started);
+        Ok(())
+    }
+}
+

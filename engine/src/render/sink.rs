@@ -1,0 +1,164 @@
+//! The sink driver: gathers rendered lines on worker 0 and writes each time's lines, sorted,
+//! once the frontier passes it. Before writing the first line at or after a checkpoint time it
+//! asks the writer for its durable position and saves it (the coordinator fsyncs files and
+//! syncs the store before committing); on restore the sink's [`Sink::open`] continues from the
+//! restored position (truncating a file, skipping a Kafka topic's already-written records).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use tickflow_state::DeltaOp;
+
+use crate::checkpoint::{PartId, PartInfo, SinkPosition};
+use crate::component::{Sink, SinkWriter};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::EngineError;
+
+use super::part::{Durability, Part, RestoredTable};
+use super::stash::frontier_time;
+use super::{counters, fail, Failure, S};
+
+/// What a sink's writer is opened and checkpointed with (worker 0 only).
+pub struct SinkCx {
+    /// The sink's name.
+    pub name: String,
+    /// The run's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The run's failure slot.
+    pub failure: Failure,
+    /// Pause, stop and projection views.
+    pub live: Option<Arc<Live>>,
+    /// Checkpointing, when the run has a data directory (worker 0's copy).
+    pub durable: Option<Durability>,
+}
+
+impl SinkCx {
+    /// The stored entries of the sink's table `table` as of the checkpoint being restored.
+    pub fn restored_table(&self, table: &str) -> Option<&RestoredTable> {
+        let d = self.durable.as_ref()?;
+        d.restored.get(&format!("{}/{table}", self.name))
+    }
+
+    /// Writes changes to the sink's table `table` for checkpoint `label`.
+    pub fn write_table(&self, label: u64, table: &str, ops: Vec<DeltaOp>) -> Result<u64, EngineError> {
+        let Some(d) = self.durable.as_ref() else {
+            return Ok(0);
+        };
+        let cf = format!("{}/{table}", self.name);
+        let ops: Vec<(String, DeltaOp)> = ops.into_iter().map(|op| (cf.clone(), op)).collect();
+        let part = PartId::Sink(self.name.clone()).to_string();
+        d.store
+            .write_delta(label, &part, &ops)
+            .map_err(|e| EngineError::Checkpoint(format!("{part}: {e}")))
+    }
+
+    /// Whether the run is failing or stopping (long waits end then).
+    pub fn cancel(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let failure = Arc::clone(&self.failure);
+        let live = self.live.clone();
+        Arc::new(move || failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping()))
+    }
+}
+
+/// Drives `sink`'s writer with `lines`; see the module docs.
+pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
+    let failure = Arc::clone(&cx.failure);
+    let is_writer = lines.scope().index() == 0;
+    let name = cx.name.clone();
+    let counters_ = (Arc::clone(&cx.metrics), cx.metrics.index_of("sink", &name));
+    let mut part = cx
+        .durable
+        .as_ref()
+        .map(|d| Part::new(d, PartId::Sink(name.clone())));
+    let mut writer: Option<Box<dyn SinkWriter>> = None;
+    let mut lines_written = 0u64;
+    if is_writer {
+        let restored = cx
+            .durable
+            .as_ref()
+            .and_then(|d| d.restore.as_ref())
+            .map(|m| m.sinks.get(&name).cloned().ok_or(m.id));
+        let opened = match restored {
+            Some(Err(ckpt)) => Err(EngineError::Checkpoint(format!(
+                "checkpoint {ckpt} has no position for sink {name}"
+            ))),
+            Some(Ok(pos)) => {
+                lines_written = pos.lines;
+                sink.open(&cx, Some(&pos))
+            }
+            None => sink.open(&cx, None),
+        };
+        writer = opened
+            .map_err(|e| fail(&failure, format!("sink {name}: {e}")))
+            .ok();
+    } else {
+        part = None;
+    }
+    let mut stash: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut flushed = false;
+    lines.sink(
+        Exchange::new(|_: &String| 0),
+        &format!("Sink({name})"),
+        move |(input, frontier)| {
+            input.for_each(|cap, data| {
+                if let Some(time) = cap.least() {
+                    stash.entry(*time).or_default().append(data);
+                }
+            });
+            let mut save = |t: u64, writer: &mut Option<Box<dyn SinkWriter>>, lines: u64| {
+                let (Some(p), Some(w)) = (part.as_mut(), writer.as_mut()) else {
+                    return;
+                };
+                let Some(due) = p.cadence.due(t) else {
+                    return;
+                };
+                let started = Instant::now();
+                let saved = w.checkpoint(due.0, &cx).and_then(|pos| {
+                    let pos = SinkPosition { lines, ..pos };
+                    p.save_position(due, PartInfo::Sink(pos), started)
+                });
+                if let Err(e) = saved {
+                    fail(&failure, format!("sink {name}: {e}"));
+                    *writer = None;
+                }
+            };
+            let mut written = 0;
+            while let Some(entry) = stash.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                save(*entry.key(), &mut writer, lines_written);
+                let mut batch = entry.remove();
+                batch.sort_unstable();
+                written += batch.len() as u64;
+                lines_written += batch.len() as u64;
+                if let Some(w) = writer.as_mut() {
+                    for line in &batch {
+                        if let Err(e) = w.write_line(line) {
+                            fail(&failure, format!("sink {name}: {e}"));
+                            writer = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            save(frontier_time(frontier), &mut writer, lines_written);
+            if let Some(c) = counters(&counters_) {
+                c.add_in(written);
+            }
+            if frontier.frontier().is_empty() && !flushed {
+                flushed = true;
+                if let Some(w) = writer.as_mut() {
+                    if let Err(e) = w.flush() {
+                        fail(&failure, format!("sink {name}: {e}"));
+                    }
+                }
+            }
+        },
+    );
+}
