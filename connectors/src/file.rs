@@ -375,7 +375,9 @@ mod tests {
     fn unknown_config_keys_are_rejected() {
         let err = toml::from_str::<FileSinkConfig>("path = \"x\"\npathh = \"y\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `pathh`"), "{err}");
-        assert!(toml::from_str::<FileSourceConfig>("path = \"x\"\nformat = \"csv\"").is_err());
+        assert!(toml::from_str::<FileSourceConfig>("path = \"x\"\nformat = \"csv\"").is_ok());
+        assert!(toml::from_str::<FileSourceConfig>("path = \"x\"\nformat = \"xml\"").is_err());
+        assert!(toml::from_str::<FileSourceConfig>("path = \"x\"\nfromat = \"csv\"").is_err());
         assert!(toml::from_str::<StdoutSinkConfig>("color = true").is_err());
     }
 }
