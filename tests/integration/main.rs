@@ -10,4 +10,5 @@ mod pipeline;
 mod recovery;
 mod security;
 mod serve;
+mod session;
 mod validation;
