@@ -2,7 +2,7 @@
 //! becomes a JSON object with the header's fields in order, so everything downstream reads
 //! the same contract as JSON lines.
 //!
-//! Values: empty fields are left out (a missing field); `venue`, `symbol` and `currency` are
+//! Values (as written, not trimmed): empty fields are left out (a missing field); `venue`, `symbol` and `currency` are
 //! always text; any other value that is a JSON number (`101.25`, `7`) stays a number, exactly
 //! as written, and the rest is text. A record whose field count differs from the header's, or
 //! that is not UTF-8, is passed on as its raw text (not JSON), which `normalize` turns into a
@@ -89,7 +89,6 @@ impl CsvReader {
         out.push('{');
         let mut first = true;
         for (name, value) in self.headers.iter().zip(fields) {
-            let value = value.trim();
             if value.is_empty() {
                 continue;
             }
@@ -202,9 +201,14 @@ mod tests {
             all[2].1,
             r#"{"venue":"XNAS","symbol":"007","ts":"x","price":"say \"hi\"","size":5,"seq":3}"#
         );
-        assert!(all[3].1.starts_with("csv record with 2 fields, the header has 6"));
+        assert!(all[3]
+            .1
+            .starts_with("csv record with 2 fields, the header has 6"));
         // Line numbers are the records' first lines; resuming after record 1 reads the rest.
-        assert_eq!(all.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![2, 3, 5, 6]);
+        assert_eq!(
+            all.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            vec![2, 3, 5, 6]
+        );
         let mut r = CsvReader::open(&path).unwrap();
         let mut first = Vec::new();
         r.read_batch(1, &mut first).unwrap();

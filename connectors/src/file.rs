@@ -30,6 +30,10 @@ pub struct FileSourceConfig {
     /// then one record per row (quoted fields may hold commas, quotes and line breaks).
     #[serde(default)]
     pub format: FileFormat,
+    /// Where a record's event time is when it is not in `ts` (RFC 3339 or epoch ms), such
+    /// as venue records a `map` operator rewrites later: `{ field = "time_ns", unit = "ns" }`
+    /// (or `format = "..."`). The watermark follows it.
+    pub event_time: Option<tickflow_operators::event_time::TimestampConfig>,
     /// How far behind the newest event time the watermark trails; defaults to
     /// `[graph.defaults].max_out_of_orderness`.
     pub max_out_of_orderness: Option<String>,

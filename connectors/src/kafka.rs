@@ -84,6 +84,10 @@ pub struct KafkaSourceConfig {
     /// running until stopped.
     #[serde(default)]
     pub stop_at_end: bool,
+    /// Where a record's event time is when it is not in `ts` (RFC 3339 or epoch ms), such
+    /// as venue records a `map` operator rewrites later: `{ field = "time_ns", unit = "ns" }`
+    /// (or `format = "..."`). The watermark follows it.
+    pub event_time: Option<tickflow_operators::event_time::TimestampConfig>,
     /// librdkafka consumer properties, passed through (`"fetch.wait.max.ms" = "5"`).
     #[serde(default)]
     pub options: BTreeMap<String, String>,

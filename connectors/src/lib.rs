@@ -6,8 +6,8 @@
 //! reference tables through [`reference::read_csv`]. The engine's component registry binds
 //! them to source and sink types.
 
-mod error;
 pub mod csv_input;
+mod error;
 pub mod file;
 pub mod kafka;
 pub mod reference;
@@ -19,7 +19,11 @@ pub use error::ConnectorError;
 pub trait RecordReader: Send {
     /// Appends up to `max` records to `out` as `(number, JSON text)`; returns `false` once
     /// the end of the input is reached.
-    fn read_batch(&mut self, max: usize, out: &mut Vec<(u64, String)>) -> Result<bool, ConnectorError>;
+    fn read_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(u64, String)>,
+    ) -> Result<bool, ConnectorError>;
     /// Continues from a position recorded earlier: `offset` bytes consumed, `line` as
     /// [`RecordReader::line`] returned then.
     fn seek(&mut self, offset: u64, line: u64) -> Result<(), ConnectorError>;

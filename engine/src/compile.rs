@@ -553,8 +553,10 @@ impl Compiler<'_> {
         };
         let source_types: Vec<(&str, &'static SourceType)> =
             components::sources().iter().map(|t| (t.name, t)).collect();
-        let operator_types: Vec<(&str, &'static OperatorType)> =
-            components::operators().iter().map(|t| (t.name, t)).collect();
+        let operator_types: Vec<(&str, &'static OperatorType)> = components::operators()
+            .iter()
+            .map(|t| (t.name, t))
+            .collect();
         let sink_types: Vec<(&str, &'static SinkType)> =
             components::sinks().iter().map(|t| (t.name, t)).collect();
         let mut sources = Vec::new();
@@ -579,7 +581,8 @@ impl Compiler<'_> {
                     }
                 }
                 Section::Operators => {
-                    if let Some((_, t)) = operator_types.iter().find(|(n, _)| *n == node.type_name) {
+                    if let Some((_, t)) = operator_types.iter().find(|(n, _)| *n == node.type_name)
+                    {
                         outputs.insert(node.name.clone(), t.outputs.to_vec());
                     }
                     let built = self.build_node(&defaults, node, &operator_types, |t, cx| {
@@ -612,7 +615,10 @@ impl Compiler<'_> {
         // Settle what depends on the whole graph (normalize's dedup retention follows the
         // longest window horizon).
         let facts = GraphFacts {
-            horizon_ms: built_ops.iter().filter_map(|(_, o, _)| o.horizon_ms()).max(),
+            horizon_ms: built_ops
+                .iter()
+                .filter_map(|(_, o, _)| o.horizon_ms())
+                .max(),
         };
         let mut operators: Vec<Pending<OperatorPlan>> = Vec::new();
         for (kind, mut component, node) in built_ops {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use tickflow_operators::event_time::{EventTime, TimeRule, TimestampConfig};
 use tickflow_operators::record::RawLine;
 use tickflow_operators::{duration_ms, OperatorError, RecordKind};
 use tickflow_state::TableDescriptor;
@@ -160,6 +161,17 @@ impl<'a> BuildCx<'a> {
                 }
             }
         }
+    }
+
+    /// A source's `event_time` key: where its records' event time is.
+    pub fn event_time(&mut self, cfg: Option<&TimestampConfig>) -> EventTime {
+        let Some(cfg) = cfg else {
+            return EventTime::Ts;
+        };
+        let mut errors = Vec::new();
+        let rule = TimeRule::from_config("event_time", cfg, &mut errors);
+        self.operator_errors(errors);
+        rule.map_or(EventTime::Ts, EventTime::Field)
     }
 
     /// Whether no problem was recorded.

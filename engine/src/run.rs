@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
-use crate::render::{self, Durability, Failure};
 use crate::live::Live;
+use crate::render::{self, Durability, Failure};
 use crate::{EngineError, Metrics, Plan};
 
 /// How to run a plan.

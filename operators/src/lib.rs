@@ -9,6 +9,7 @@
 
 pub mod enrich;
 mod error;
+pub mod event_time;
 pub mod map;
 pub mod normalize;
 pub mod record;

@@ -19,11 +19,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::event_time::{TimeRule, TimestampConfig};
 use crate::record::{format_ts_ns, DeadLetter, DeadLetterReason, RawLine};
 use crate::OperatorError;
 
@@ -66,65 +65,8 @@ pub struct VenueRules {
     pub timestamp: Option<TimestampConfig>,
 }
 
-/// Where the event time is and how to read it.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TimestampConfig {
-    /// The field holding the time, after renaming (default `ts`); it is replaced by `ts`.
-    pub field: Option<String>,
-    /// Epoch unit of a number (or numeric string): `s`, `ms`, `us` or `ns`. Seconds may have
-    /// a fraction (`"1700000000.25"`).
-    pub unit: Option<EpochUnit>,
-    /// A `strftime` format for text times (`"%Y-%m-%d %H:%M:%S%.f"`); read as UTC unless the
-    /// format has an offset (`%z`).
-    pub format: Option<String>,
-}
-
-/// An epoch time unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EpochUnit {
-    /// Seconds.
-    S,
-    /// Milliseconds.
-    Ms,
-    /// Microseconds.
-    Us,
-    /// Nanoseconds.
-    Ns,
-}
-
-impl EpochUnit {
-    fn ns_per_unit(self) -> i64 {
-        match self {
-            EpochUnit::S => 1_000_000_000,
-            EpochUnit::Ms => 1_000_000,
-            EpochUnit::Us => 1_000,
-            EpochUnit::Ns => 1,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            EpochUnit::S => "epoch seconds",
-            EpochUnit::Ms => "epoch milliseconds",
-            EpochUnit::Us => "epoch microseconds",
-            EpochUnit::Ns => "epoch nanoseconds",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum TimeReader {
-    Epoch(EpochUnit),
-    Format { format: String, zoned: bool },
-}
-
-#[derive(Debug, Clone)]
-struct TimeRule {
-    field: String,
-    reader: TimeReader,
-}
+/// The fields of the raw tick contract every tick must have.
+const REQUIRED: &[&str] = &["venue", "symbol", "ts", "price", "size", "seq"];
 
 /// One effective rule set.
 #[derive(Debug, Clone, Default)]
@@ -143,52 +85,16 @@ pub struct Mapper {
     venues: BTreeMap<String, Rules>,
 }
 
-fn time_rule(
-    prefix: &str,
-    cfg: &TimestampConfig,
-    errors: &mut Vec<OperatorError>,
-) -> Option<TimeRule> {
-    let mut bad = |key: &str, message: &str| {
-        errors.push(OperatorError::InvalidConfig {
-            key: format!("{prefix}timestamp.{key}"),
-            message: message.into(),
-        })
-    };
-    let reader = match (cfg.unit, &cfg.format) {
-        (Some(unit), None) => TimeReader::Epoch(unit),
-        (None, Some(format)) => {
-            use chrono::format::{Item, StrftimeItems};
-            let items: Vec<Item> = StrftimeItems::new(format).collect();
-            if format.trim().is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
-                bad("format", "is not a valid strftime format");
-                return None;
-            }
-            let zoned = format.contains("%z") || format.contains("%:z") || format.contains("%#z");
-            TimeReader::Format {
-                format: format.clone(),
-                zoned,
-            }
-        }
-        (Some(_), Some(_)) => {
-            bad("format", "give `unit` or `format`, not both");
-            return None;
-        }
-        (None, None) => {
-            bad("unit", "missing; give `unit` (s, ms, us, ns) or `format`");
-            return None;
-        }
-    };
-    let field = cfg.field.clone().unwrap_or_else(|| "ts".into());
-    if field.is_empty() {
-        bad("field", "must not be empty");
-        return None;
-    }
-    Some(TimeRule { field, reader })
-}
-
 fn check_names(prefix: &str, rules: &Rules, errors: &mut Vec<OperatorError>) {
     for (key, map) in [
-        ("rename", rules.rename.keys().chain(rules.rename.values()).collect::<Vec<_>>()),
+        (
+            "rename",
+            rules
+                .rename
+                .keys()
+                .chain(rules.rename.values())
+                .collect::<Vec<_>>(),
+        ),
         ("defaults", rules.defaults.keys().collect()),
         ("constants", rules.constants.keys().collect()),
     ] {
@@ -212,7 +118,7 @@ impl Mapper {
             time: cfg
                 .timestamp
                 .as_ref()
-                .and_then(|t| time_rule("", t, &mut errors)),
+                .and_then(|t| TimeRule::from_config("timestamp", t, &mut errors)),
         };
         check_names("", &shared, &mut errors);
         let mut venues = BTreeMap::new();
@@ -223,7 +129,7 @@ impl Mapper {
             rules.defaults.extend(v.defaults.clone());
             rules.constants.extend(v.constants.clone());
             if let Some(t) = &v.timestamp {
-                rules.time = time_rule(&prefix, t, &mut errors);
+                rules.time = TimeRule::from_config(&format!("{prefix}timestamp"), t, &mut errors);
             }
             check_names(&prefix, &rules, &mut errors);
             venues.insert(venue.clone(), rules);
@@ -320,6 +226,16 @@ impl Rules {
         for (key, value) in &self.constants {
             obj.insert(key.clone(), value.clone());
         }
+        // A required field of the tick contract read from a venue field the record lacks is
+        // reported under the venue's name for it.
+        for (to, from) in &self.rename {
+            if REQUIRED.contains(&to.as_str()) && obj.get(to).is_none_or(Value::is_null) {
+                return Err((
+                    DeadLetterReason::MissingField,
+                    format!("missing field `{from}` (mapped to `{to}`)"),
+                ));
+            }
+        }
         if let Some(rule) = &self.time {
             let value = match obj.remove(&rule.field) {
                 Some(Value::Null) | None => {
@@ -334,52 +250,6 @@ impl Rules {
             obj.insert("ts".into(), Value::String(format_ts_ns(ns)));
         }
         Ok(())
-    }
-}
-
-impl TimeRule {
-    fn read(&self, value: &Value) -> Result<i64, (DeadLetterReason, String)> {
-        let field = &self.field;
-        let invalid = |what: &str| {
-            (
-                DeadLetterReason::InvalidValue,
-                format!("`{field}` {value} is not {what}"),
-            )
-        };
-        let ns = match &self.reader {
-            TimeReader::Epoch(unit) => {
-                let text = match value {
-                    Value::Number(n) => n.to_string(),
-                    Value::String(s) => s.trim().to_string(),
-                    _ => return Err(invalid(unit.name())),
-                };
-                let d = Decimal::from_str_exact(&text).map_err(|_| invalid(unit.name()))?;
-                let ns = d
-                    .checked_mul(Decimal::from(unit.ns_per_unit()))
-                    .ok_or_else(|| invalid(unit.name()))?;
-                if !ns.fract().is_zero() {
-                    return Err(invalid(&format!("{} with at most ns precision", unit.name())));
-                }
-                i64::try_from(ns).map_err(|_| invalid(unit.name()))?
-            }
-            TimeReader::Format { format, zoned } => {
-                let Value::String(text) = value else {
-                    return Err(invalid(&format!("text in the format {format:?}")));
-                };
-                let parsed = if *zoned {
-                    DateTime::parse_from_str(text.trim(), format).map(|dt| dt.with_timezone(&Utc))
-                } else {
-                    NaiveDateTime::parse_from_str(text.trim(), format).map(|dt| dt.and_utc())
-                };
-                let dt = parsed.map_err(|e| invalid(&format!("a time in the format {format:?} ({e})")))?;
-                dt.timestamp_nanos_opt()
-                    .ok_or_else(|| invalid("a time in range"))?
-            }
-        };
-        if ns < 0 {
-            return Err(invalid("a time after the Unix epoch"));
-        }
-        Ok(ns)
     }
 }
 
@@ -434,8 +304,14 @@ mod tests {
             ("ms", "1700000000250", "2023-11-14T22:13:20.250Z"),
             ("us", "\"1700000000250000\"", "2023-11-14T22:13:20.250Z"),
         ] {
-            let m = mapper(&format!("timestamp = {{ field = \"t\", unit = \"{unit}\" }}"));
-            assert_eq!(mapped(&m, &format!(r#"{{"t":{value}}}"#))["ts"], want, "{unit}");
+            let m = mapper(&format!(
+                "timestamp = {{ field = \"t\", unit = \"{unit}\" }}"
+            ));
+            assert_eq!(
+                mapped(&m, &format!(r#"{{"t":{value}}}"#))["ts"],
+                want,
+                "{unit}"
+            );
         }
         let m = mapper(r#"timestamp = { field = "t", format = "%d/%m/%Y %H:%M:%S%.f" }"#);
         assert_eq!(
@@ -461,7 +337,10 @@ mod tests {
         );
         assert_eq!(mapped(&m, r#"{"venue":"A","px":1}"#)["price"], 1);
         let b = mapped(&m, r#"{"venue":"B","p":2,"px":9}"#);
-        assert_eq!((b["price"].clone(), b["currency"].clone()), (2.into(), "EUR".into()));
+        assert_eq!(
+            (b["price"].clone(), b["currency"].clone()),
+            (2.into(), "EUR".into())
+        );
     }
 
     #[test]
@@ -469,10 +348,26 @@ mod tests {
         let m = mapper(r#"timestamp = { field = "time_ns", unit = "ns" }"#);
         for (text, reason, needle) in [
             (r#"{"x":1}"#, DeadLetterReason::MissingField, "`time_ns`"),
-            (r#"{"time_ns":"soon"}"#, DeadLetterReason::InvalidValue, "`time_ns`"),
-            (r#"{"time_ns":true}"#, DeadLetterReason::InvalidValue, "`time_ns`"),
-            (r#"{"time_ns":-5}"#, DeadLetterReason::InvalidValue, "`time_ns`"),
-            (r#"{"time_ns":1.5}"#, DeadLetterReason::InvalidValue, "ns precision"),
+            (
+                r#"{"time_ns":"soon"}"#,
+                DeadLetterReason::InvalidValue,
+                "`time_ns`",
+            ),
+            (
+                r#"{"time_ns":true}"#,
+                DeadLetterReason::InvalidValue,
+                "`time_ns`",
+            ),
+            (
+                r#"{"time_ns":-5}"#,
+                DeadLetterReason::InvalidValue,
+                "`time_ns`",
+            ),
+            (
+                r#"{"time_ns":1.5}"#,
+                DeadLetterReason::InvalidValue,
+                "ns precision",
+            ),
             ("[1]", DeadLetterReason::Malformed, "not a JSON object"),
             ("{oops", DeadLetterReason::Malformed, "not a JSON object"),
         ] {
@@ -484,6 +379,12 @@ mod tests {
         let m = mapper(r#"timestamp = { field = "t", format = "%Y-%m-%d" }"#);
         let dl = m.map(line(r#"{"t":"14/11/2023"}"#)).unwrap_err();
         assert!(dl.message.contains("`t`"), "{}", dl.message);
+        let m = mapper(r#"rename = { price = "px", currency = "ccy" }"#);
+        let dl = m.map(line(r#"{"qty":1}"#)).unwrap_err();
+        assert_eq!(dl.reason, DeadLetterReason::MissingField);
+        assert_eq!(dl.message, "missing field `px` (mapped to `price`)");
+        // An optional field may be absent.
+        assert!(m.map(line(r#"{"px":1}"#)).is_ok());
     }
 
     #[test]
@@ -497,9 +398,13 @@ mod tests {
                 .collect()
         };
         assert!(bad(r#"timestamp = { field = "t" }"#)[0].starts_with("timestamp.unit"));
-        assert!(bad(r#"timestamp = { unit = "s", format = "%s" }"#)[0].starts_with("timestamp.format"));
+        assert!(
+            bad(r#"timestamp = { unit = "s", format = "%s" }"#)[0].starts_with("timestamp.format")
+        );
         assert!(bad(r#"timestamp = { format = "%Q" }"#)[0].starts_with("timestamp.format"));
-        assert!(bad("[venues.X.timestamp]\nfield = \"t\"")[0].starts_with("venues.X.timestamp.unit"));
+        assert!(
+            bad("[venues.X.timestamp]\nfield = \"t\"")[0].starts_with("venues.X.timestamp.unit")
+        );
         assert!(toml::from_str::<MapConfig>("renames = {}").is_err());
     }
 }

@@ -198,7 +198,8 @@ impl SessionState {
         if s.dirty {
             self.pending.insert((self.end(&s), Arc::clone(&id), start));
         }
-        self.expiry.insert((self.expires(&s), Arc::clone(&id), start));
+        self.expiry
+            .insert((self.expires(&s), Arc::clone(&id), start));
         self.sessions.insert((id, start), s);
     }
 
@@ -259,11 +260,7 @@ impl SessionState {
     ) -> Option<EnrichedTick> {
         let ts = tick.tick.ts_ms();
         let gap = self.spec.gap_ms;
-        if ts
-            .saturating_add(gap)
-            .saturating_add(self.spec.lateness_ms)
-            <= t
-        {
+        if ts.saturating_add(gap).saturating_add(self.spec.lateness_ms) <= t {
             return Some(tick);
         }
         let id = Arc::clone(&tick.instrument.instrument_id);

@@ -286,7 +286,10 @@ impl BarAcc {
         }
         self.high = self.high.max(other.high);
         self.low = self.low.min(other.low);
-        self.volume = self.volume.checked_add(other.volume).unwrap_or(Decimal::MAX);
+        self.volume = self
+            .volume
+            .checked_add(other.volume)
+            .unwrap_or(Decimal::MAX);
         self.notional = self
             .notional
             .checked_add(other.notional)

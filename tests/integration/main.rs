@@ -2,6 +2,7 @@
 //! `tickflow` executable on real files, as a user would.
 
 mod common;
+mod csv_input;
 mod fuzz;
 mod http;
 mod kafka;
@@ -12,3 +13,4 @@ mod security;
 mod serve;
 mod session;
 mod validation;
+mod venues;

@@ -121,7 +121,10 @@ fn expected(out: &Path) -> BTreeMap<(String, i64), Value> {
         .map(String::from)
         .collect();
     let mut by_instrument: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for line in std::fs::read_to_string(out.join("enriched.jsonl")).unwrap().lines() {
+    for line in std::fs::read_to_string(out.join("enriched.jsonl"))
+        .unwrap()
+        .lines()
+    {
         if late.contains(line) {
             continue;
         }
@@ -189,7 +192,10 @@ fn final_bars(out: &Path) -> (BTreeMap<(String, i64), Value>, usize, usize) {
     let mut latest: BTreeMap<(String, i64), Value> = BTreeMap::new();
     let (mut revised, mut retracted) = (0, 0);
     for b in lines(&out.join("bars.jsonl")) {
-        let key = (b["instrument_id"].as_str().unwrap().to_string(), ms(&b["window_start"]));
+        let key = (
+            b["instrument_id"].as_str().unwrap().to_string(),
+            ms(&b["window_start"]),
+        );
         revised += usize::from(b["revision"].as_u64().unwrap() > 0);
         retracted += usize::from(b["retracted"] == Value::Bool(true));
         let newer = latest
@@ -232,11 +238,28 @@ fn session_bars_equal_a_naive_recomputation_on_1_2_and_3_workers() {
             summary["late"]
         );
         assert!(want.len() > 1_000, "many sessions: {}", want.len());
-        assert!(revised > 20, "allowed-late ticks revise sessions: {revised}");
-        assert!(retracted > 0, "allowed-late ticks merge sessions: {retracted}");
-        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).take(3).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).take(3).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+        assert!(
+            revised > 20,
+            "allowed-late ticks revise sessions: {revised}"
+        );
+        assert!(
+            retracted > 0,
+            "allowed-late ticks merge sessions: {retracted}"
+        );
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| !got.contains_key(k))
+            .take(3)
+            .collect();
+        let extra: Vec<_> = got
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .take(3)
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:?}, extra {extra:?}"
+        );
         for (k, w) in &want {
             assert_eq!(&got[k], w, "session {k:?} on {workers} worker(s)");
         }
@@ -247,7 +270,10 @@ fn session_bars_equal_a_naive_recomputation_on_1_2_and_3_workers() {
                 .collect(),
         );
     }
-    assert!(outputs[0] == outputs[1] && outputs[1] == outputs[2], "same bytes on 1, 2, 3 workers");
+    assert!(
+        outputs[0] == outputs[1] && outputs[1] == outputs[2],
+        "same bytes on 1, 2, 3 workers"
+    );
 }
 
 #[test]
@@ -256,7 +282,10 @@ fn session_windows_recover_exactly_from_kill_9_and_rescale() {
     let data = data(dir.path(), 8);
     let files = ["bars.jsonl", "late.jsonl", "dead_letters.jsonl"];
     let read = |out: &Path| -> Vec<Vec<u8>> {
-        files.iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect()
+        files
+            .iter()
+            .map(|f| std::fs::read(out.join(f)).unwrap())
+            .collect()
     };
     let ckpt = "\n[checkpoint]\ninterval = \"20s\"\nmin_pause = \"0ms\"\n";
     let clean_out = dir.path().join("clean");
@@ -290,7 +319,10 @@ fn session_windows_recover_exactly_from_kill_9_and_rescale() {
                 finished = true;
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint in 2 min");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no checkpoint in 2 min"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         if finished {
@@ -305,5 +337,8 @@ fn session_windows_recover_exactly_from_kill_9_and_rescale() {
     assert_eq!(kills, 3, "the run was killed three times");
     let o = run(2).output().unwrap();
     assert!(o.status.success(), "final run: {}", stderr(&o));
-    assert!(read(&out) == reference, "outputs equal the clean run byte for byte");
+    assert!(
+        read(&out) == reference,
+        "outputs equal the clean run byte for byte"
+    );
 }

@@ -107,11 +107,17 @@ impl Operator for Enrich {
         };
         let reference = Arc::clone(&self.reference);
         let metrics = Arc::clone(cx.metrics);
-        let (ok, dead) = split_map(input, Pipeline, "Enrich", (cx.counters(), true), move |tick| {
-            reference
-                .enrich(tick)
-                .inspect_err(|dl| metrics.dead_letter(dl.reason, 1))
-        });
+        let (ok, dead) = split_map(
+            input,
+            Pipeline,
+            "Enrich",
+            (cx.counters(), true),
+            move |tick| {
+                reference
+                    .enrich(tick)
+                    .inspect_err(|dl| metrics.dead_letter(dl.reason, 1))
+            },
+        );
         vec![AnyStream::Enriched(ok), AnyStream::DeadLetter(dead)]
     }
 }

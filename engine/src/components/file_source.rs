@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tickflow_connectors::csv_input::CsvReader;
 use tickflow_connectors::file::{FileFormat, FileSourceConfig, LineReader};
 use tickflow_connectors::RecordReader;
+use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::RawLine;
 
 use crate::component::{BuildCx, Source, SourceType};
@@ -25,6 +26,7 @@ pub const TYPE: SourceType = SourceType {
 struct FileSource {
     path: PathBuf,
     format: FileFormat,
+    event_time: EventTime,
     max_out_of_orderness_ms: u64,
 }
 
@@ -36,20 +38,26 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         cfg.max_out_of_orderness.as_deref(),
         cx.graph.max_out_of_orderness_ms,
     );
-    // Both keys are checked before giving up, so both errors are reported.
+    let event_time = cx.event_time(cfg.event_time.as_ref());
+    // Every key is checked before giving up, so every error is reported.
     Some(Arc::new(FileSource {
         path: path?,
         format: cfg.format,
+        event_time,
         max_out_of_orderness_ms: ooo,
     }))
 }
 
 impl Source for FileSource {
     fn state_identity(&self) -> String {
-        match self.format {
-            FileFormat::Json => format!("File {{ path: {:?} }}", self.path),
-            FileFormat::Csv => format!("File {{ path: {:?}, format: Csv }}", self.path),
+        let mut id = format!("File {{ path: {:?}", self.path);
+        if self.format != FileFormat::Json {
+            id.push_str(&format!(", format: {:?}", self.format));
         }
+        if let EventTime::Field(rule) = &self.event_time {
+            id.push_str(&format!(", event_time: {rule:?}"));
+        }
+        id + " }"
     }
 
     fn max_out_of_orderness_ms(&self) -> u64 {
@@ -64,7 +72,7 @@ impl Source for FileSource {
         let (path, format) = (self.path.clone(), self.format);
         file_source(
             cx,
-            self.max_out_of_orderness_ms,
+            (self.max_out_of_orderness_ms, self.event_time.clone()),
             Box::new(move || -> Result<Box<dyn RecordReader>, _> {
                 Ok(match format {
                     FileFormat::Json => Box::new(LineReader::open(&path)?),

@@ -42,6 +42,7 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
     if !(brokers && topic) {
         return None;
     }
+    let event_time = cx.event_time(cfg.event_time.as_ref());
     let group_id = cfg
         .group_id
         .clone()
@@ -51,6 +52,7 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         group_id,
         idle_timeout_ms: idle,
         max_out_of_orderness_ms: ooo,
+        event_time,
     })))
 }
 

@@ -26,5 +26,10 @@ pub fn operators() -> &'static [OperatorType] {
 
 /// Every sink type.
 pub fn sinks() -> &'static [SinkType] {
-    &[file_sink::TYPE, stdout::TYPE, projection::TYPE, kafka_sink::TYPE]
+    &[
+        file_sink::TYPE,
+        stdout::TYPE,
+        projection::TYPE,
+        kafka_sink::TYPE,
+    ]
 }

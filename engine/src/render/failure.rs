@@ -39,4 +39,3 @@ pub fn fail(failure: &Failure, message: impl std::fmt::Display) {
         .get_or_insert(message);
     failure.failed.store(true, Ordering::Release);
 }
-

@@ -43,4 +43,3 @@ impl FlowControl {
         self.in_flight.push_back(t);
     }
 }
-

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
 
 use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord, KafkaSourceConfig};
+use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
-use tickflow_operators::tick::event_time_ms;
 
 use crate::checkpoint::{PartInfo, PartitionPosition, SourcePosition};
 use crate::metrics::Metrics;
@@ -40,6 +40,8 @@ pub struct KafkaSettings {
     pub idle_timeout_ms: u64,
     /// How far the watermark trails the newest event time.
     pub max_out_of_orderness_ms: u64,
+    /// Where a record's event time is.
+    pub event_time: EventTime,
 }
 
 /// How long a worker with nothing to read waits before polling again.
@@ -265,7 +267,7 @@ pub fn kafka_source(cx: SourceCx<'_>, settings: KafkaSettings) -> S<'_, RawLine>
                     if let Some(p) = r.partitions.iter_mut().find(|p| p.id == rec.partition) {
                         p.offset = Some(rec.offset + 1);
                         p.at_end_since = None;
-                        if let Some(ts) = event_time_ms(&rec.text) {
+                        if let Some(ts) = settings.event_time.ms(&rec.text) {
                             p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
                         }
                     }

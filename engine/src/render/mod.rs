@@ -79,7 +79,10 @@ impl RenderCx<'_, '_> {
     }
 
     /// This worker's checkpoint part for the node's `tables`, when the run checkpoints.
-    pub fn operator_part(&self, tables: &[tickflow_state::TableDescriptor]) -> Option<OperatorPart> {
+    pub fn operator_part(
+        &self,
+        tables: &[tickflow_state::TableDescriptor],
+    ) -> Option<OperatorPart> {
         self.durable
             .map(|d| OperatorPart::new(d, self.name, self.scope.index(), tables))
     }
@@ -140,7 +143,10 @@ pub fn build(
         let Some(input) = streams.input(&op.inputs) else {
             fail(
                 failure,
-                format!("operator {}: its inputs are missing or of mixed kinds", op.name),
+                format!(
+                    "operator {}: its inputs are missing or of mixed kinds",
+                    op.name
+                ),
             );
             continue;
         };
@@ -180,7 +186,11 @@ pub fn build(
             if stream.kind() != *kind {
                 fail(
                     failure,
-                    format!("operator {}: output {output} is not {}", op.name, kind.name()),
+                    format!(
+                        "operator {}: output {output} is not {}",
+                        op.name,
+                        kind.name()
+                    ),
                 );
             }
             streams.insert(&op.name, output, stream);

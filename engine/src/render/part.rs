@@ -70,12 +70,7 @@ impl Part {
         Some(m.sources.get(name).cloned().ok_or(m.id))
     }
 
-    pub fn report(
-        &mut self,
-        (label, through): (u64, u64),
-        info: PartInfo,
-        started: Instant,
-    ) {
+    pub fn report(&mut self, (label, through): (u64, u64), info: PartInfo, started: Instant) {
         let report = Report {
             part: self.id.clone(),
             label,
@@ -208,4 +203,3 @@ impl OperatorPart {
         Ok(())
     }
 }
-

@@ -45,7 +45,12 @@ impl SinkCx {
     }
 
     /// Writes changes to the sink's table `table` for checkpoint `label`.
-    pub fn write_table(&self, label: u64, table: &str, ops: Vec<DeltaOp>) -> Result<u64, EngineError> {
+    pub fn write_table(
+        &self,
+        label: u64,
+        table: &str,
+        ops: Vec<DeltaOp>,
+    ) -> Result<u64, EngineError> {
         let Some(d) = self.durable.as_ref() else {
             return Ok(0);
         };

@@ -61,4 +61,3 @@ where
     });
     (ok, err)
 }
-

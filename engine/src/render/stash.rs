@@ -65,4 +65,3 @@ impl<D> TimeStash<D> {
         Some((time, caps, data))
     }
 }
-

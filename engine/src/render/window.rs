@@ -44,7 +44,11 @@ impl BarState for WindowState {
         revisions: &mut Vec<Bar>,
         ends: &mut Vec<u64>,
     ) -> Option<EnrichedTick> {
-        ends.extend(self.spec().windows_of(tick.tick.ts_ms()).map(|(_, end)| end));
+        ends.extend(
+            self.spec()
+                .windows_of(tick.tick.ts_ms())
+                .map(|(_, end)| end),
+        );
         self.apply(time, tick, revisions)
     }
 
@@ -176,7 +180,6 @@ pub fn window<'s, B: BarState>(
     });
     (bars, late)
 }
-
 
 impl BarState for tickflow_operators::session::SessionState {
     fn apply_at(
