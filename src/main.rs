@@ -55,6 +55,13 @@ enum Command {
         /// The graph TOML file.
         graph: PathBuf,
     },
+    /// Print the graph reference (every source, operator and sink type with its keys) as
+    /// Markdown, generated from the registries; `--readme FILE` rewrites its reference section.
+    Reference {
+        /// Rewrite the section between the reference markers of this README instead.
+        #[arg(long)]
+        readme: Option<PathBuf>,
+    },
     /// Print a graph as Graphviz dot.
     Graph {
         /// The graph TOML file.
@@ -236,6 +243,23 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(path) = summary_json {
                 std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reference { readme } => {
+            let text = tickflow_engine::reference::graph_reference();
+            match readme {
+                None => print!("{text}"),
+                Some(path) => {
+                    let old = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let new =
+                        tickflow_engine::reference::splice(&old, &text).with_context(|| {
+                            format!("{} has no graph reference markers", path.display())
+                        })?;
+                    std::fs::write(&path, new)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

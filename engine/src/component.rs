@@ -208,6 +208,8 @@ pub struct SourceType {
     pub name: &'static str,
     /// What it reads.
     pub description: &'static str,
+    /// A minimal config (the keys besides `type` and `input`), for the reference and tests.
+    pub example: &'static str,
     /// Its config's schema.
     pub schema: SchemaFn,
     /// Validates a node's config into a source.
@@ -224,6 +226,8 @@ pub struct OperatorType {
     pub input: RecordKind,
     /// Named outputs, default first; [`Operator::render`] returns streams in this order.
     pub outputs: &'static [(&'static str, RecordKind)],
+    /// A minimal config (the keys besides `type` and `input`), for the reference and tests.
+    pub example: &'static str,
     /// Its config's schema.
     pub schema: SchemaFn,
     /// Validates a node's config into an operator.
@@ -236,6 +240,8 @@ pub struct SinkType {
     pub name: &'static str,
     /// Where it writes.
     pub description: &'static str,
+    /// A minimal config (the keys besides `type` and `input`), for the reference and tests.
+    pub example: &'static str,
     /// Its config's schema.
     pub schema: SchemaFn,
     /// Validates a node's config into a sink.

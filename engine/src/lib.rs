@@ -27,6 +27,7 @@ pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod reference;
 pub mod render;
 pub mod run;
 pub mod supervisor;

@@ -48,7 +48,7 @@ pub struct MapConfig {
     pub venues: BTreeMap<String, VenueRules>,
 }
 
-/// Rules for the records of one venue (see [`MapConfig`]).
+/// Rules for the records of one venue (see `venues`).
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VenueRules {

@@ -9,6 +9,7 @@ mod kafka;
 mod oracle;
 mod pipeline;
 mod recovery;
+mod registry;
 mod security;
 mod serve;
 mod session;

@@ -24,6 +24,7 @@ pub const TYPE: OperatorType = OperatorType {
         ("out", RecordKind::Enriched),
         ("dead_letter", RecordKind::DeadLetter),
     ],
+    example: r#"reference = "examples/data/instruments.csv""#,
     schema: || schemars::schema_for!(EnrichConfig),
     build,
 };

@@ -15,6 +15,7 @@ use crate::EngineError;
 pub const TYPE: SinkType = SinkType {
     name: "file",
     description: "JSON lines to a file (created or truncated at start)",
+    example: r#"path = "out/bars.jsonl""#,
     schema: || schemars::schema_for!(FileSinkConfig),
     build,
 };

@@ -18,6 +18,8 @@ pub const TYPE: SourceType = SourceType {
     name: "file",
     description: "raw ticks from a file: JSON lines (default) or CSV with a header \
                   (`format = \"csv\"`)",
+    example: r#"path = "examples/data/ticks.jsonl"
+max_out_of_orderness = "2s""#,
     schema: || schemars::schema_for!(FileSourceConfig),
     build,
 };

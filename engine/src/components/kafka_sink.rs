@@ -15,6 +15,9 @@ pub const TYPE: SinkType = SinkType {
     name: "kafka",
     description: "JSON records to a Kafka topic, keyed by `key`; each record once across \
                   restores",
+    example: r#"brokers = "127.0.0.1:9092"
+topic = "market.bars.1m.v1"
+key = "instrument_id""#,
     schema: || schemars::schema_for!(KafkaSinkConfig),
     build,
 };

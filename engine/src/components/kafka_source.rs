@@ -17,6 +17,9 @@ pub const TYPE: SourceType = SourceType {
     name: "kafka",
     description: "JSON records from a Kafka topic, partitions spread over the workers, \
                   offsets in checkpoints",
+    example: r#"brokers = "127.0.0.1:9092"
+topic = "ingestion.market.raw.v1"
+idle_timeout = "5s""#,
     schema: || schemars::schema_for!(KafkaSourceConfig),
     build,
 };

@@ -22,6 +22,9 @@ pub const TYPE: OperatorType = OperatorType {
         ("out", RecordKind::Raw),
         ("dead_letter", RecordKind::DeadLetter),
     ],
+    example: r#"rename = { price = "px", size = "qty", symbol = "sym", seq = "id" }
+constants = { venue = "XLON" }
+timestamp = { field = "time_ns", unit = "ns" }"#,
     schema: || schemars::schema_for!(MapConfig),
     build,
 };

@@ -26,6 +26,7 @@ pub const TYPE: OperatorType = OperatorType {
         ("out", RecordKind::Tick),
         ("dead_letter", RecordKind::DeadLetter),
     ],
+    example: r#"fx = { EUR = "1.08", GBP = "1.27" }"#,
     schema: || schemars::schema_for!(NormalizeConfig),
     build,
 };

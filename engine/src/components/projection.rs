@@ -19,6 +19,7 @@ pub const TYPE: SinkType = SinkType {
     name: "projection",
     description: "the latest record per `key` field, kept in the state store and read through \
                   the API (`tickflow serve`)",
+    example: r#"key = "instrument_id""#,
     schema: || schemars::schema_for!(ProjectionSinkConfig),
     build,
 };

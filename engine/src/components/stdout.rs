@@ -15,6 +15,7 @@ use super::file_sink::Lines;
 pub const TYPE: SinkType = SinkType {
     name: "stdout",
     description: "JSON lines to standard output",
+    example: r#""#,
     schema: || schemars::schema_for!(StdoutSinkConfig),
     build,
 };

@@ -15,6 +15,9 @@ pub const TYPE: OperatorType = OperatorType {
     description: "event-time OHLCV/VWAP bars over tumbling, sliding or session windows",
     input: RecordKind::Enriched,
     outputs: &[("out", RecordKind::Bar), ("late", RecordKind::Enriched)],
+    example: r#"kind = "tumbling"
+size = "1m"
+allowed_lateness = "30s""#,
     schema: || schemars::schema_for!(WindowConfig),
     build,
 };
