@@ -102,9 +102,14 @@ pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
         } else {
             tickflow_operators::record::format_ts_ms(p.watermark_ms)
         };
+        let readers: Vec<String> = p
+            .readers
+            .iter()
+            .map(|r| format!("{} {}", r.format, r.state))
+            .collect();
         println!(
-            "    {name:<20} offset {} bytes, line {}, watermark {wm}",
-            p.offset, p.line
+            "    {name:<20} watermark {wm}, position {}",
+            readers.join(", ")
         );
     }
     println!("  sinks:");

@@ -47,7 +47,7 @@ pub const DEFAULT_RETAIN: usize = 3;
 /// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
 pub const FOLD_EVERY: u64 = 8;
 /// Manifest format written by this build.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// `[checkpoint]` of a graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,39 +139,46 @@ impl std::fmt::Display for PartId {
     }
 }
 
-/// Where one Kafka partition stands at a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionPosition {
-    /// The next offset to read.
-    pub offset: i64,
-    /// Newest event time seen in the partition, ms.
-    pub max_ts_ms: Option<u64>,
+/// A reader's own position, opaque to the checkpoint: what wrote it (`file/1`, `kafka/1`:
+/// reader and version) and its state, which only that reader reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderPosition {
+    /// The reader and the version of its state's shape.
+    pub format: String,
+    /// The state.
+    pub state: serde_json::Value,
 }
 
-/// Where a source stands at a checkpoint.
+/// Where a source stands at a checkpoint: the source driver's part (watermark, newest event
+/// time per partition) and its readers' opaque positions (one per worker that read a share).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
-    /// Bytes consumed.
-    pub offset: u64,
-    /// Lines consumed.
-    pub line: u64,
-    /// Newest event time seen, ms.
-    pub max_ts_ms: Option<u64>,
     /// The watermark the source continues from (`u64::MAX` once the input is exhausted).
     pub watermark_ms: u64,
-    /// A Kafka source's partitions (`offset` and `line` are then unused).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub partitions: BTreeMap<i32, PartitionPosition>,
+    /// Newest event time seen, ms, per partition (a file has one, 0).
+    #[serde(default)]
+    pub max_ts_ms: BTreeMap<i32, u64>,
+    /// The readers' positions.
+    #[serde(default)]
+    pub readers: Vec<ReaderPosition>,
 }
 
 impl SourcePosition {
-    /// Folds another worker's position of the same source into this one: partitions joined,
-    /// the least watermark.
+    /// The position of a worker with nothing (left) to read.
+    pub fn finished() -> Self {
+        SourcePosition {
+            watermark_ms: u64::MAX,
+            max_ts_ms: BTreeMap::new(),
+            readers: Vec::new(),
+        }
+    }
+
+    /// Folds another worker's position of the same source into this one: the least watermark,
+    /// every partition's event time, every reader's position.
     fn merge(&mut self, other: &SourcePosition) {
-        self.partitions
-            .extend(other.partitions.iter().map(|(p, pos)| (*p, *pos)));
         self.watermark_ms = self.watermark_ms.min(other.watermark_ms);
-        self.max_ts_ms = self.max_ts_ms.max(other.max_ts_ms);
+        self.max_ts_ms.extend(&other.max_ts_ms);
+        self.readers.extend(other.readers.iter().cloned());
     }
 }
 
@@ -794,34 +801,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kafka_worker_positions_merge_into_one_source_position() {
+    fn worker_positions_merge_into_one_source_position() {
         let pos = |p: i32, offset: i64, wm: u64| SourcePosition {
-            offset: 0,
-            line: 0,
-            max_ts_ms: Some(wm + 1000),
             watermark_ms: wm,
-            partitions: [(
-                p,
-                PartitionPosition {
-                    offset,
-                    max_ts_ms: Some(wm + 1000),
-                },
-            )]
-            .into(),
+            max_ts_ms: [(p, wm + 1000)].into(),
+            readers: vec![ReaderPosition {
+                format: "kafka/1".into(),
+                state: serde_json::json!({ "offsets": { p.to_string(): offset } }),
+            }],
         };
         let mut merged = pos(0, 100, 5_000);
         merged.merge(&pos(1, 70, 4_000));
         assert_eq!(merged.watermark_ms, 4_000, "the least watermark");
-        assert_eq!(merged.max_ts_ms, Some(6_000));
-        assert_eq!(merged.partitions.len(), 2);
-        assert_eq!(merged.partitions[&1].offset, 70);
-        // A file source's position has no partitions and reads as before.
-        let json = serde_json::to_string(&SourcePosition {
-            partitions: BTreeMap::new(),
-            ..pos(0, 0, 1)
-        })
-        .unwrap();
-        assert!(!json.contains("partitions"), "{json}");
+        assert_eq!(merged.max_ts_ms, [(0, 6_000), (1, 5_000)].into());
+        assert_eq!(
+            merged.readers.len(),
+            2,
+            "each worker's reader position, opaque"
+        );
+        assert_eq!(merged.readers[1].state["offsets"]["1"], 70);
     }
 
     #[test]
@@ -853,18 +851,12 @@ mod tests {
             sources: [(
                 "ticks".to_string(),
                 SourcePosition {
-                    offset: 10,
-                    line: 1,
-                    max_ts_ms: Some(5),
                     watermark_ms: 4,
-                    partitions: [(
-                        2,
-                        PartitionPosition {
-                            offset: 7,
-                            max_ts_ms: Some(5),
-                        },
-                    )]
-                    .into(),
+                    max_ts_ms: [(0, 5)].into(),
+                    readers: vec![ReaderPosition {
+                        format: "file/1".into(),
+                        state: serde_json::json!({ "offset": 10, "line": 1 }),
+                    }],
                 },
             )]
             .into(),

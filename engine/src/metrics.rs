@@ -2,7 +2,6 @@
 //! letters by reason, late ticks, duplicates and source progress. Workers add per batch, so
 //! the atomics are touched once per ~1,000 records, not per record.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -78,10 +77,6 @@ pub struct Metrics {
     pub unkeyed: AtomicU64,
     /// Kafka client counters by source or sink name.
     pub kafka: Mutex<Vec<(String, Arc<KafkaStats>)>>,
-    /// Per `(Kafka source, worker)`, the watermark the worker offers the others: the least over
-    /// its partitions that are not idle, or, when all are idle, the greatest they reached. A
-    /// worker whose partitions are all idle follows the others.
-    pub active_watermarks: Mutex<HashMap<(String, usize), Option<u64>>>,
 }
 
 impl Metrics {
@@ -134,7 +129,6 @@ impl Metrics {
             checkpoint_align_buckets: Default::default(),
             unkeyed: AtomicU64::new(0),
             kafka: Mutex::new(Vec::new()),
-            active_watermarks: Mutex::new(HashMap::new()),
         }
     }
 

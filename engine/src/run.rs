@@ -272,6 +272,7 @@ pub fn run(
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
         let live = live.clone();
+        let offers = Arc::new(render::source::WatermarkOffers::default());
         timely::execute(timely::Config::process(workers), move |worker| {
             let me = worker.index();
             let index = worker.next_dataflow_index();
@@ -286,6 +287,7 @@ pub fn run(
                         &failure,
                         durability.as_ref(),
                         live.as_ref(),
+                        &offers,
                     )
                 });
                 // Step until done, told to stop, or failed (here or on another worker); a

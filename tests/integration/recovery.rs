@@ -396,8 +396,10 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let m = &v["manifest"];
     assert_eq!(m["id"].as_u64(), Some(list[0].0));
-    let offset = m["sources"]["ticks"]["offset"].as_u64().unwrap();
-    let line = m["sources"]["ticks"]["line"].as_u64().unwrap();
+    let reader = &m["sources"]["ticks"]["readers"][0];
+    assert_eq!(reader["format"], "file/1");
+    let offset = reader["state"]["offset"].as_u64().unwrap();
+    let line = reader["state"]["line"].as_u64().unwrap();
     assert!(offset > 0 && line > 0);
     assert!(m["sinks"]["bars"]["bytes"].as_u64().unwrap() > 0);
     // What is stored equals what was in memory at the checkpoint.

@@ -1,17 +1,21 @@
 //! `file` source: JSON lines or CSV from a file, read by one worker.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tickflow_connectors::csv_input::CsvReader;
 use tickflow_connectors::file::{FileFormat, FileSourceConfig, LineReader};
 use tickflow_connectors::RecordReader;
 use tickflow_operators::event_time::EventTime;
-use tickflow_operators::record::RawLine;
+use tickflow_operators::record::{Ordinal, RawLine};
 
+use crate::checkpoint::ReaderPosition;
 use crate::component::{BuildCx, Source, SourceType};
-use crate::render::file_source::file_source;
+use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
 use crate::render::{SourceCx, S};
+use crate::EngineError;
 
 /// The registry entry.
 pub const TYPE: SourceType = SourceType {
@@ -71,16 +75,113 @@ impl Source for FileSource {
     }
 
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
+        let settings = DriverSettings {
+            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
+            idle_timeout: Duration::ZERO,
+            event_time: self.event_time.clone(),
+            parallel: false,
+        };
         let (path, format) = (self.path.clone(), self.format);
-        file_source(
-            cx,
-            (self.max_out_of_orderness_ms, self.event_time.clone()),
-            Box::new(move || -> Result<Box<dyn RecordReader>, _> {
-                Ok(match format {
-                    FileFormat::Json => Box::new(LineReader::open(&path)?),
-                    FileFormat::Csv => Box::new(CsvReader::open(&path)?),
-                })
-            }),
-        )
+        drive(cx, settings, Box::new(move |cx| open(cx, &path, format)))
+    }
+}
+
+/// The position format of each reader.
+fn position_format(format: FileFormat) -> &'static str {
+    match format {
+        FileFormat::Json => "file/1",
+        FileFormat::Csv => "csv/1",
+    }
+}
+
+/// Opens the file on the worker that reads it (source `id` on worker `id % workers`), at the
+/// restored position if there is one.
+fn open(
+    cx: &OpenCx,
+    path: &PathBuf,
+    format: FileFormat,
+) -> Result<Option<Box<dyn SourceReader>>, EngineError> {
+    let (index, peers) = cx.worker;
+    if cx.source as usize % peers != index {
+        return Ok(None);
+    }
+    let mut inner: Box<dyn RecordReader> = match format {
+        FileFormat::Json => Box::new(LineReader::open(path)?),
+        FileFormat::Csv => Box::new(CsvReader::open(path)?),
+    };
+    let kind = position_format(format);
+    if let Some(restored) = cx.restored {
+        let states = reader_state(&restored.readers, kind)?;
+        let [state] = states.as_slice() else {
+            return Err(EngineError::Checkpoint(format!(
+                "source {}: {} positions in the checkpoint, a file source has one",
+                cx.name,
+                states.len()
+            )));
+        };
+        let at = |key: &str| {
+            state[key].as_u64().ok_or_else(|| {
+                EngineError::Checkpoint(format!("source {}: position without `{key}`", cx.name))
+            })
+        };
+        inner.seek(at("offset")?, at("line")?)?;
+    }
+    cx.metrics
+        .bytes_total
+        .fetch_add(inner.len() - inner.offset(), Ordering::Relaxed);
+    Ok(Some(Box::new(FileReader {
+        inner,
+        kind,
+        source: cx.source,
+        done: false,
+        buf: Vec::new(),
+    })))
+}
+
+/// A file as a one-partition source reader.
+struct FileReader {
+    inner: Box<dyn RecordReader>,
+    kind: &'static str,
+    source: u32,
+    done: bool,
+    buf: Vec<(u64, String)>,
+}
+
+impl SourceReader for FileReader {
+    fn partitions(&self) -> Vec<i32> {
+        vec![0]
+    }
+
+    fn poll(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Polled>,
+        at_end: &mut Vec<i32>,
+    ) -> Result<u64, EngineError> {
+        let before = self.inner.offset();
+        self.buf.clear();
+        let more = self.inner.read_batch(max, &mut self.buf)?;
+        let source = self.source;
+        out.extend(self.buf.drain(..).map(|(line, text)| Polled {
+            partition: 0,
+            ordinal: Ordinal { source, line },
+            text,
+        }));
+        if !more {
+            self.done = true;
+            at_end.push(0);
+        }
+        Ok(self.inner.offset() - before)
+    }
+
+    fn done(&self, _partition: i32) -> bool {
+        self.done
+    }
+
+    fn position(&self) -> ReaderPosition {
+        ReaderPosition {
+            format: self.kind.to_string(),
+            state: serde_json::json!({ "offset": self.inner.offset(), "line": self.inner.line() }),
+        }
     }
 }

@@ -1,16 +1,27 @@
-//! `kafka` source: JSON records from a topic, partitions spread over every worker.
+//! `kafka` source: JSON records from a topic, partitions spread over every worker (the `i`-th
+//! partition, in id order, on worker `i % workers`). The source driver gives each partition
+//! its own watermark and idleness; this reader reads and knows its partitions' next offsets,
+//! which it commits to the consumer group once a checkpoint holding them is committed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tickflow_connectors::kafka::KafkaSourceConfig;
-use tickflow_operators::record::RawLine;
+use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord, KafkaSourceConfig};
+use tickflow_operators::event_time::EventTime;
+use tickflow_operators::record::{Ordinal, RawLine};
 
+use crate::checkpoint::ReaderPosition;
 use crate::component::{BuildCx, Source, SourceType};
-use crate::render::kafka_source::{kafka_source, KafkaSettings};
+use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
 use crate::render::{SourceCx, S};
+use crate::EngineError;
 
 /// Default `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
+
+/// The position format this reader writes.
+const POSITION: &str = "kafka/1";
 
 /// The registry entry.
 pub const TYPE: SourceType = SourceType {
@@ -25,7 +36,14 @@ idle_timeout = "5s""#,
 };
 
 #[derive(Debug)]
-struct KafkaSource(KafkaSettings);
+struct KafkaSource {
+    config: KafkaSourceConfig,
+    /// The consumer group offsets are committed to.
+    group_id: String,
+    idle_timeout_ms: u64,
+    max_out_of_orderness_ms: u64,
+    event_time: EventTime,
+}
 
 fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
     let cfg: KafkaSourceConfig = cx.config()?;
@@ -50,26 +68,25 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         .group_id
         .clone()
         .unwrap_or_else(|| format!("tickflow.{}.{}", cx.graph.name, cx.node));
-    Some(Arc::new(KafkaSource(KafkaSettings {
+    Some(Arc::new(KafkaSource {
         config: cfg,
         group_id,
         idle_timeout_ms: idle,
         max_out_of_orderness_ms: ooo,
         event_time,
-    })))
+    }))
 }
 
 impl Source for KafkaSource {
     fn state_identity(&self) -> String {
-        let s = &self.0;
         format!(
             "Kafka {{ config: {:?}, group_id: {:?}, idle_timeout_ms: {} }}",
-            s.config, s.group_id, s.idle_timeout_ms
+            self.config, self.group_id, self.idle_timeout_ms
         )
     }
 
     fn max_out_of_orderness_ms(&self) -> u64 {
-        self.0.max_out_of_orderness_ms
+        self.max_out_of_orderness_ms
     }
 
     fn parallel(&self) -> bool {
@@ -77,6 +94,177 @@ impl Source for KafkaSource {
     }
 
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
-        kafka_source(cx, self.0.clone())
+        let settings = DriverSettings {
+            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            event_time: self.event_time.clone(),
+            parallel: true,
+        };
+        let (config, group_id) = (self.config.clone(), self.group_id.clone());
+        drive(
+            cx,
+            settings,
+            Box::new(move |cx| open(cx, &config, &group_id)),
+        )
+    }
+}
+
+/// The offsets a position holds, by partition.
+fn offsets_of(state: &serde_json::Value) -> BTreeMap<i32, i64> {
+    state["offsets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+        .collect()
+}
+
+/// Opens this worker's partitions: from the restored checkpoint's offsets where it has them
+/// (saved by any worker of the run that wrote it), else from the configured start.
+fn open(
+    cx: &OpenCx,
+    config: &KafkaSourceConfig,
+    group_id: &str,
+) -> Result<Option<Box<dyn SourceReader>>, EngineError> {
+    let (index, peers) = cx.worker;
+    let mut restored = BTreeMap::new();
+    if let Some(pos) = cx.restored {
+        for state in reader_state(&pos.readers, POSITION)? {
+            restored.extend(offsets_of(state));
+        }
+    }
+    let all = kafka::partitions(&config.brokers, &config.topic, &config.options, cx.cancel)?;
+    let parts: Vec<Part> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % peers == index)
+        .map(|(_, p)| Part {
+            id: *p,
+            offset: restored.get(p).copied(),
+            end: None,
+            stop_at_end: config.stop_at_end,
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let stats = cx.metrics.kafka_stats(cx.name);
+    let assignment: Vec<(i32, Option<i64>)> = parts.iter().map(|p| (p.id, p.offset)).collect();
+    let reader = KafkaReader::open(config, group_id, &assignment, &stats)?;
+    Ok(Some(Box::new(Partitions {
+        reader,
+        parts,
+        source: cx.source,
+        name: cx.name.to_string(),
+        batch: Vec::new(),
+        ends: Vec::new(),
+    })))
+}
+
+/// One partition this worker reads.
+struct Part {
+    id: i32,
+    /// The next offset to read, once known.
+    offset: Option<i64>,
+    /// The end offset the broker reported when this reader first got there.
+    end: Option<i64>,
+    /// Bounded runs: finished once the end found at start is reached.
+    stop_at_end: bool,
+}
+
+/// A worker's partitions of the topic.
+struct Partitions {
+    reader: KafkaReader,
+    parts: Vec<Part>,
+    source: u32,
+    name: String,
+    batch: Vec<KafkaRecord>,
+    ends: Vec<(i32, Option<i64>)>,
+}
+
+impl Partitions {
+    /// `(partition, next offset)` of every partition read from.
+    fn offsets(&self) -> Vec<(i32, i64)> {
+        self.parts
+            .iter()
+            .filter_map(|p| p.offset.map(|o| (p.id, o)))
+            .collect()
+    }
+}
+
+impl SourceReader for Partitions {
+    fn partitions(&self) -> Vec<i32> {
+        self.parts.iter().map(|p| p.id).collect()
+    }
+
+    fn poll(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Polled>,
+        at_end: &mut Vec<i32>,
+    ) -> Result<u64, EngineError> {
+        self.batch.clear();
+        self.ends.clear();
+        self.reader
+            .poll_batch(max, Duration::ZERO, &mut self.batch, &mut self.ends);
+        let mut bytes = 0;
+        for rec in self.batch.drain(..) {
+            bytes += rec.text.len() as u64;
+            if let Some(p) = self.parts.iter_mut().find(|p| p.id == rec.partition) {
+                p.offset = Some(rec.offset + 1);
+            }
+            out.push(Polled {
+                partition: rec.partition,
+                ordinal: Ordinal::kafka(self.source, rec.partition, rec.offset),
+                text: rec.text,
+            });
+        }
+        for (id, end) in &self.ends {
+            let Some(p) = self.parts.iter_mut().find(|p| p.id == *id) else {
+                continue;
+            };
+            if p.end.is_none() {
+                // Without a position the reader read nothing: where it started is the end.
+                let end = end.or(p.offset).unwrap_or(0);
+                tracing::debug!("source {}: partition {id} ends at offset {end}", self.name);
+                p.end = Some(end);
+            }
+            at_end.push(*id);
+        }
+        Ok(bytes)
+    }
+
+    fn done(&self, partition: i32) -> bool {
+        self.parts
+            .iter()
+            .find(|p| p.id == partition)
+            .is_some_and(|p| {
+                p.stop_at_end
+                    && p.end
+                        .is_some_and(|end| p.offset.map_or(end == 0, |o| o >= end))
+            })
+    }
+
+    fn position(&self) -> ReaderPosition {
+        let offsets: serde_json::Map<String, serde_json::Value> = self
+            .offsets()
+            .into_iter()
+            .map(|(p, o)| (p.to_string(), o.into()))
+            .collect();
+        ReaderPosition {
+            format: POSITION.to_string(),
+            state: serde_json::json!({ "offsets": offsets }),
+        }
+    }
+
+    /// Commits the offsets of the newest committed checkpoint to the consumer group.
+    fn committed(&mut self, position: &ReaderPosition) {
+        let offsets: Vec<(i32, i64)> = offsets_of(&position.state).into_iter().collect();
+        self.reader.commit(&offsets);
+    }
+
+    /// Bounded and finished: the group gets the final offsets now.
+    fn finish(&mut self) {
+        self.reader.commit(&self.offsets());
     }
 }

@@ -15,17 +15,16 @@
 //! - [`part`]: checkpoint parts (positions, operator state snapshots, restores);
 //! - [`streams`]: streams of any record kind, by `(node, output)`;
 //! - [`stash`], [`split`]: stashing by time; a stateless operator with ok and error outputs;
-//! - [`file_source`], [`kafka_source`]: the source drivers;
+//! - [`source`]: the source driver (pause, flow control, watermarks, idleness, positions);
 //! - [`dedup`], [`window`]: the stateful operators' timely plumbing;
 //! - [`sink`]: the sink driver.
 
 pub mod dedup;
 pub mod failure;
-pub mod file_source;
 pub mod flow;
-pub mod kafka_source;
 pub mod part;
 pub mod sink;
+pub mod source;
 pub mod split;
 pub mod stash;
 pub mod streams;
@@ -106,6 +105,8 @@ pub struct SourceCx<'s> {
     pub part: Option<Part>,
     /// Pause and stop.
     pub live: Option<Arc<Live>>,
+    /// Watermarks the workers of a parallel source offer each other.
+    pub offers: Arc<source::WatermarkOffers>,
 }
 
 /// Builds the whole plan into `scope`; with `durable`, every part takes part in checkpoints
@@ -117,6 +118,7 @@ pub fn build(
     failure: &Failure,
     durable: Option<&Durability>,
     live: Option<&Arc<Live>>,
+    offers: &Arc<source::WatermarkOffers>,
 ) {
     let mut streams = streams::Streams::new(scope);
     // Completion at the sinks, which sources use to hold back.
@@ -136,6 +138,7 @@ pub fn build(
             probe: probe.clone(),
             part: durable.map(|d| Part::new(d, part_id)),
             live: live.cloned(),
+            offers: Arc::clone(offers),
         });
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }
