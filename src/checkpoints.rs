@@ -14,7 +14,9 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|m| match &m.manifest {
                 Ok(man) => serde_json::json!({"file": m.path, "ok": true, "manifest": man}),
-                Err(why) => serde_json::json!({"file": m.path, "ok": false, "error": why}),
+                Err(why) => {
+                    serde_json::json!({"file": m.path, "ok": false, "error": why.to_string()})
+                }
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -114,7 +116,10 @@ pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     }
     println!("  sinks:");
     for (name, p) in &m.sinks {
-        println!("    {name:<20} {} bytes, {} lines", p.bytes, p.lines);
+        println!(
+            "    {name:<20} {} lines, position {} {}",
+            p.lines, p.writer.format, p.writer.state
+        );
     }
     println!("  operator state (in memory at the checkpoint, then as stored):");
     for (name, o) in &m.operators {

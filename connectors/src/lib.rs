@@ -33,6 +33,10 @@ pub trait RecordReader: Send {
     fn line(&self) -> u64;
     /// The input's length in bytes when it was opened.
     fn len(&self) -> u64;
+    /// Whether the input was empty when opened.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Configuration of a `projection` sink (besides `type` and `input`).

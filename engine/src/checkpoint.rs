@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tickflow_connectors::kafka::KafkaSinkPosition;
 use tickflow_state::Store;
 
 use crate::plan::Plan;
@@ -139,10 +138,10 @@ impl std::fmt::Display for PartId {
     }
 }
 
-/// A reader's own position, opaque to the checkpoint: what wrote it (`file/1`, `kafka/1`:
-/// reader and version) and its state, which only that reader reads.
+/// A source reader's or sink writer's own position, opaque to the checkpoint: what wrote it
+/// (`file/1`, `kafka/1`: component and version) and its state, which only it reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReaderPosition {
+pub struct OpaquePosition {
     /// The reader and the version of its state's shape.
     pub format: String,
     /// The state.
@@ -160,7 +159,7 @@ pub struct SourcePosition {
     pub max_ts_ms: BTreeMap<i32, u64>,
     /// The readers' positions.
     #[serde(default)]
-    pub readers: Vec<ReaderPosition>,
+    pub readers: Vec<OpaquePosition>,
 }
 
 impl SourcePosition {
@@ -182,16 +181,36 @@ impl SourcePosition {
     }
 }
 
-/// What a sink has made durable at a checkpoint.
+/// What a sink has made durable at a checkpoint: the sink driver's part (lines written) and
+/// the writer's opaque position (a file's length, a Kafka topic's acknowledged offsets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkPosition {
-    /// Length of the output file (0 for sinks that cannot be truncated, such as stdout).
-    pub bytes: u64,
     /// Lines written.
     pub lines: u64,
-    /// A Kafka sink's run id and acknowledged offsets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaSinkPosition>,
+    /// The writer's position.
+    pub writer: OpaquePosition,
+}
+
+impl OpaquePosition {
+    /// A position of `format` with `state`.
+    pub fn new(format: &str, state: serde_json::Value) -> Self {
+        OpaquePosition {
+            format: format.to_string(),
+            state,
+        }
+    }
+
+    /// The state, if this position has `format` (else an error naming both).
+    pub fn state_of(&self, format: &str) -> Result<&serde_json::Value, EngineError> {
+        if self.format == format {
+            Ok(&self.state)
+        } else {
+            Err(EngineError::Checkpoint(format!(
+                "the checkpoint holds a `{}` position; this component reads `{format}`",
+                self.format
+            )))
+        }
+    }
 }
 
 /// State of one stateful operator at a checkpoint, summed over workers.
@@ -321,38 +340,78 @@ fn manifest_name(id: u64) -> String {
     format!("{id:020}.ckpt")
 }
 
+/// Why a commit marker cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// Not text.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// Cut short (a crash while it was written, or damage).
+    #[error("truncated: {0}")]
+    Truncated(&'static str),
+    /// The checksum line is not a checksum.
+    #[error("bad checksum line")]
+    BadChecksumLine,
+    /// The bytes changed after they were written.
+    #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum {
+        /// The checksum in the file.
+        stored: u32,
+        /// The checksum of the bytes read.
+        computed: u32,
+    },
+    /// The JSON is not a manifest.
+    #[error("bad manifest: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Written by a build with another manifest format.
+    #[error("unsupported manifest format {0} (this build reads format {MANIFEST_FORMAT})")]
+    Format(u32),
+}
+
 /// Encodes a manifest: JSON, a newline, `crc32c <hex of the JSON bytes>`, a newline.
-pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let json = serde_json::to_vec_pretty(m).unwrap_or_default();
+pub fn encode_manifest(m: &Manifest) -> Result<Vec<u8>, EngineError> {
+    let json = serde_json::to_vec_pretty(m).map_err(|source| EngineError::Encode {
+        what: format!("manifest {}", m.id),
+        source,
+    })?;
     let mut out = json.clone();
     out.extend_from_slice(format!("\n{CRC_PREFIX}{:08x}\n", crc32c::crc32c(&json)).as_bytes());
-    out
+    Ok(out)
 }
 
 /// Decodes and checks a manifest; the error says what is wrong.
-pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8)?;
     let body = text
         .strip_suffix('\n')
-        .ok_or("truncated: no final newline")?;
+        .ok_or(ManifestError::Truncated("no final newline"))?;
     let (json, crc_line) = body
         .rsplit_once('\n')
-        .ok_or("truncated: no checksum line")?;
+        .ok_or(ManifestError::Truncated("no checksum line"))?;
     let crc_hex = crc_line
         .strip_prefix(CRC_PREFIX)
-        .ok_or("truncated: no checksum line")?;
-    let expected = u32::from_str_radix(crc_hex, 16).map_err(|_| "bad checksum line")?;
-    let actual = crc32c::crc32c(json.as_bytes());
-    if actual != expected {
-        return Err(format!(
-            "checksum mismatch (stored {expected:08x}, computed {actual:08x})"
-        ));
+        .ok_or(ManifestError::Truncated("no checksum line"))?;
+    let stored = u32::from_str_radix(crc_hex, 16).map_err(|_| ManifestError::BadChecksumLine)?;
+    let computed = crc32c::crc32c(json.as_bytes());
+    if computed != stored {
+        return Err(ManifestError::Checksum { stored, computed });
     }
-    let m: Manifest = serde_json::from_str(json).map_err(|e| format!("bad manifest: {e}"))?;
+    let m: Manifest = serde_json::from_str(json).map_err(ManifestError::Json)?;
     if m.format != MANIFEST_FORMAT {
-        return Err(format!("unsupported manifest format {}", m.format));
+        return Err(ManifestError::Format(m.format));
     }
     Ok(m)
+}
+
+/// A data directory's identity file.
+fn identity_bytes(identity: &GraphIdentity) -> Result<Vec<u8>, EngineError> {
+    serde_json::to_vec_pretty(identity).map_err(|source| EngineError::Encode {
+        what: "the graph identity".into(),
+        source,
+    })
 }
 
 fn io(path: &Path, e: std::io::Error) -> EngineError {
@@ -382,7 +441,7 @@ pub struct MarkerFile {
     /// The file.
     pub path: PathBuf,
     /// Its manifest, or why it cannot be used.
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, ManifestError>,
 }
 
 /// The state tables of a plan: `(operator name, CF name, table name)`. Enrich's reference table
@@ -419,7 +478,7 @@ pub fn list_markers(dir: &Path) -> Result<Vec<MarkerFile>, EngineError> {
         let path = entry.map_err(|e| io(&folder, e))?.path();
         if path.extension().is_some_and(|e| e == "ckpt") {
             let manifest = fs::read(&path)
-                .map_err(|e| e.to_string())
+                .map_err(ManifestError::Read)
                 .and_then(|b| decode_manifest(&b));
             out.push(MarkerFile { path, manifest });
         }
@@ -442,6 +501,13 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    fn state_error(&self, source: tickflow_state::StateError) -> EngineError {
+        EngineError::State {
+            part: format!("{}/state", self.path.display()),
+            source,
+        }
+    }
+
     /// Opens (or creates) `path` for `plan`. With `fresh`, earlier state and checkpoints are
     /// deleted first; otherwise a directory made by another graph is refused, unless `adopt`
     /// is set and it was made by a version of the graph whose state has the same shape (the
@@ -478,8 +544,7 @@ impl DataDir {
                         found.name,
                         found.version
                     );
-                    let bytes = serde_json::to_vec_pretty(&identity).unwrap_or_default();
-                    write_atomic(&id_file, &bytes)?;
+                    write_atomic(&id_file, &identity_bytes(&identity)?)?;
                 } else if !found.same_graph(&identity) {
                     return Err(EngineError::Checkpoint(format!(
                         "data dir {} holds the state of graph `{}` v{} (fingerprint {}), not of \
@@ -496,14 +561,16 @@ impl DataDir {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = serde_json::to_vec_pretty(&identity).unwrap_or_default();
-                write_atomic(&id_file, &bytes)?;
+                write_atomic(&id_file, &identity_bytes(&identity)?)?;
             }
             Err(e) => return Err(io(&id_file, e)),
         }
         let tables: Vec<String> = state_tables(plan).into_iter().map(|t| t.1).collect();
-        let store = Store::open(&path.join("state"), &tables)
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let store =
+            Store::open(&path.join("state"), &tables).map_err(|source| EngineError::State {
+                part: format!("{}/state", path.display()),
+                source,
+            })?;
         Ok(DataDir {
             path: path.to_path_buf(),
             store: Arc::new(store),
@@ -516,14 +583,11 @@ impl DataDir {
     /// Markers that are corrupt, truncated or newer than the state allows are skipped with a
     /// warning naming them (and renamed to `*.skipped`).
     pub fn prepare_restore(&self) -> Result<Option<Manifest>, EngineError> {
-        let base = self
-            .store
-            .base_version()
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let base = self.store.base_version().map_err(|e| self.state_error(e))?;
         let mut chosen = None;
         for marker in list_markers(&self.path)? {
             let problem = match &marker.manifest {
-                Err(why) => why.clone(),
+                Err(why) => why.to_string(),
                 Ok(m) if !self.identity.can_restore(&m.graph) => {
                     "made by another graph".to_string()
                 }
@@ -554,7 +618,7 @@ impl DataDir {
         let dropped = self
             .store
             .discard_after(after)
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            .map_err(|e| self.state_error(e))?;
         if !dropped.is_empty() {
             let labels: Vec<String> = dropped.iter().map(|l| l.to_string()).collect();
             eprintln!(
@@ -569,9 +633,7 @@ impl DataDir {
     /// then applies retention: keeps the newest `retain` markers and deletes older ones; once it
     /// is [`FOLD_EVERY`] intervals behind, state older than the oldest kept marker is folded into the base.
     pub fn commit(&self, m: &Manifest, sink_files: &[PathBuf]) -> Result<(), EngineError> {
-        self.store
-            .sync()
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        self.store.sync().map_err(|e| self.state_error(e))?;
         for path in sink_files {
             File::open(path)
                 .and_then(|f| f.sync_data())
@@ -579,7 +641,7 @@ impl DataDir {
         }
         crate::fault::point("before-marker");
         let path = self.path.join("checkpoints").join(manifest_name(m.id));
-        write_atomic(&path, &encode_manifest(m))?;
+        write_atomic(&path, &encode_manifest(m)?)?;
         crate::fault::point("after-marker");
         let markers = list_markers(&self.path)?;
         let valid: Vec<&MarkerFile> = markers.iter().filter(|f| f.manifest.is_ok()).collect();
@@ -594,17 +656,14 @@ impl DataDir {
             }) {
                 fs::remove_file(&old.path).map_err(|e| io(&old.path, e))?;
             }
-            let base = self
-                .store
-                .base_version()
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            let base = self.store.base_version().map_err(|e| self.state_error(e))?;
             // Deltas of deleted markers stay readable (a restore reads base + every delta up to
             // its checkpoint), so folding can wait and batch many checkpoints into one pass.
             let batch = FOLD_EVERY.saturating_mul(self.config.interval_ms);
             if oldest_kept.id > base && oldest_kept.id - base >= batch {
                 self.store
                     .fold_through(oldest_kept.id)
-                    .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                    .map_err(|e| self.state_error(e))?;
             }
         }
         Ok(())
@@ -805,7 +864,7 @@ mod tests {
         let pos = |p: i32, offset: i64, wm: u64| SourcePosition {
             watermark_ms: wm,
             max_ts_ms: [(p, wm + 1000)].into(),
-            readers: vec![ReaderPosition {
+            readers: vec![OpaquePosition {
                 format: "kafka/1".into(),
                 state: serde_json::json!({ "offsets": { p.to_string(): offset } }),
             }],
@@ -853,7 +912,7 @@ mod tests {
                 SourcePosition {
                     watermark_ms: 4,
                     max_ts_ms: [(0, 5)].into(),
-                    readers: vec![ReaderPosition {
+                    readers: vec![OpaquePosition {
                         format: "file/1".into(),
                         state: serde_json::json!({ "offset": 10, "line": 1 }),
                     }],
@@ -865,7 +924,7 @@ mod tests {
             align_ms: 1.0,
             write_ms: 0.5,
         };
-        let bytes = encode_manifest(&m);
+        let bytes = encode_manifest(&m).unwrap();
         assert_eq!(decode_manifest(&bytes).unwrap(), m);
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(decode_manifest(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -22,7 +22,7 @@ use crate::component::{
 use crate::components;
 use crate::plan::*;
 use crate::policy::GraphPolicy;
-use crate::{EngineError, ValidationError};
+use crate::{EngineError, RuleError, ValidationError};
 
 /// Default for `[graph].base_currency`.
 pub const DEFAULT_BASE_CURRENCY: &str = "USD";
@@ -35,7 +35,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Checks a graph name (`dots`: `.` allowed) or a node name (no dots: `node.output` names an
 /// output): 1 to [`MAX_NAME_LEN`] characters of `A-Z a-z 0-9 _ -`. Names reach file names,
 /// column families, metric labels and the audit trail, so nothing else is accepted.
-pub fn identifier(name: &str, dots: bool) -> Result<(), String> {
+pub fn identifier(name: &str, dots: bool) -> Result<(), RuleError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (dots && c == '.');
     let alphabet = if dots {
         "A-Z a-z 0-9 _ - ."
@@ -46,7 +46,8 @@ pub fn identifier(name: &str, dots: bool) -> Result<(), String> {
         return Err(format!(
             "must be 1 to {MAX_NAME_LEN} characters of {alphabet} (got {:?})",
             name.chars().take(MAX_NAME_LEN + 1).collect::<String>()
-        ));
+        )
+        .into());
     }
     Ok(())
 }
@@ -223,9 +224,16 @@ impl Compiler<'_> {
         let mut identity = values.clone();
         identity.remove("checkpoint");
         let plan = self.build_plan(header, nodes)?;
+        let fingerprint = match fingerprint(&identity) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error("", None, format!("cannot fingerprint the graph: {e}"));
+                return None;
+            }
+        };
         Some(Plan {
             checkpoint,
-            fingerprint: fingerprint(&identity),
+            fingerprint,
             ..plan
         })
     }
@@ -830,10 +838,10 @@ impl Compiler<'_> {
 }
 
 /// SHA-256 (hex) of a graph's TOML values, independent of comments, layout and key order.
-fn fingerprint(values: &toml::Table) -> String {
+fn fingerprint(values: &toml::Table) -> Result<String, toml::ser::Error> {
     use sha2::{Digest, Sha256};
-    let canonical = toml::to_string(values).unwrap_or_default();
-    format!("{:x}", Sha256::digest(canonical.as_bytes()))
+    let canonical = toml::to_string(values)?;
+    Ok(format!("{:x}", Sha256::digest(canonical.as_bytes())))
 }
 
 /// A node built by its registry entry.

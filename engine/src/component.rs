@@ -20,10 +20,10 @@ use tickflow_operators::record::RawLine;
 use tickflow_operators::{duration_ms, OperatorError, RecordKind};
 use tickflow_state::TableDescriptor;
 
-use crate::checkpoint::{DataDir, SinkPosition};
+use crate::checkpoint::{DataDir, OpaquePosition, SinkPosition};
 use crate::policy::GraphPolicy;
 use crate::render::{AnyStream, RenderCx, SinkCx, SourceCx, S};
-use crate::EngineError;
+use crate::{EngineError, RuleError};
 
 /// The graph-wide settings a component's config may default to.
 #[derive(Debug, Clone)]
@@ -319,8 +319,8 @@ pub trait Sink: fmt::Debug + Send + Sync {
     /// The same sink writing to `place(its file)` instead (a deployment's own directory).
     fn relocated(
         &self,
-        _place: &dyn Fn(&Path) -> Result<PathBuf, String>,
-    ) -> Result<Option<Arc<dyn Sink>>, String> {
+        _place: &dyn Fn(&Path) -> Result<PathBuf, RuleError>,
+    ) -> Result<Option<Arc<dyn Sink>>, RuleError> {
         Ok(None)
     }
     /// Opens the writer on worker 0, continuing from `resume` (the restored checkpoint's
@@ -338,9 +338,9 @@ pub trait SinkWriter: Send {
     fn write_line(&mut self, line: &str) -> Result<(), EngineError>;
     /// Hands everything written to the operating system (the end of the input).
     fn flush(&mut self) -> Result<(), EngineError>;
-    /// Makes what was written part of checkpoint `label` and returns the position a restore
-    /// continues from (`lines` is filled in by the driver).
-    fn checkpoint(&mut self, label: u64, cx: &SinkCx) -> Result<SinkPosition, EngineError>;
+    /// Makes what was written part of checkpoint `label` and returns the writer's position,
+    /// which a restore hands back to [`Sink::open`] (the driver adds the lines written).
+    fn checkpoint(&mut self, label: u64, cx: &SinkCx) -> Result<OpaquePosition, EngineError>;
 }
 
 macro_rules! debug_by_name {

@@ -28,6 +28,30 @@ impl fmt::Display for ValidationError {
     }
 }
 
+/// A rule the engine enforces (on names, paths, resources), broken: the message says which
+/// rule and by what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleError(pub String);
+
+impl From<String> for RuleError {
+    fn from(message: String) -> Self {
+        RuleError(message)
+    }
+}
+
+impl From<&str> for RuleError {
+    fn from(message: &str) -> Self {
+        RuleError(message.to_string())
+    }
+}
+
+impl From<RuleError> for String {
+    fn from(rule: RuleError) -> Self {
+        rule.0
+    }
+}
+
 /// Errors from compiling or running a graph.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,7 +68,7 @@ pub enum EngineError {
     Invalid(Vec<ValidationError>),
     /// A file sink would write where it must not (over an input, inside the data directory).
     #[error("refused: {0}")]
-    Files(String),
+    Files(#[from] RuleError),
     /// A connector failed while the graph ran.
     #[error("while running: {0}")]
     Connector(String),
@@ -66,6 +90,30 @@ pub enum EngineError {
         #[source]
         source: tickflow_state::StateError,
     },
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The event log could not be opened or read.
+    #[error("event log {path}: {source}")]
+    EventLog {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: tickflow_state::StateError,
+    },
+    /// The server's path configuration is unusable.
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
     /// A connector failed.
     #[error("{0}")]
     Io(#[from] tickflow_connectors::ConnectorError),

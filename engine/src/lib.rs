@@ -33,7 +33,7 @@ pub mod run;
 pub mod supervisor;
 
 pub use compile::{compile_confined, compile_file, compile_str};
-pub use error::{EngineError, ValidationError};
+pub use error::{EngineError, RuleError, ValidationError};
 pub use metrics::Metrics;
 pub use plan::Plan;
 pub use run::{run, RunOptions, Summary};

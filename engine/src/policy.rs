@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::plan::Plan;
+use crate::RuleError;
 
 /// The serve configuration key that grants read access.
 pub const READ_ROOTS_KEY: &str = "paths.read_roots";
@@ -143,60 +144,62 @@ impl GraphPolicy {
 
     /// The file a graph reads at `path` (a file source's `path`, `enrich.reference`), or the
     /// rule it breaks.
-    pub fn readable(&self, path: &str) -> Result<PathBuf, String> {
+    pub fn readable(&self, path: &str) -> Result<PathBuf, RuleError> {
         let Some(c) = &self.confined else {
             let p = PathBuf::from(path);
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!("{path} does not exist or is not a file"))
+                Err(format!("{path} does not exist or is not a file").into())
             };
         };
         if c.read_roots.is_empty() {
             return Err(format!(
                 "file inputs are refused: this server grants no read roots (set \
                  `{READ_ROOTS_KEY}` in the serve configuration to allow them)"
-            ));
+            )
+            .into());
         }
         let p = plain_path(path)?;
         let candidates: Vec<PathBuf> = if p.is_absolute() {
             // Lexically inside a root (as configured or canonical) before anything is asked
             // of the file system: nothing is learnt about files outside the roots.
             if !c.read_roots.iter().any(|r| p.starts_with(r)) {
-                return Err(format!(
-                    "{path} is outside the read roots (`{READ_ROOTS_KEY}`)"
-                ));
+                return Err(
+                    format!("{path} is outside the read roots (`{READ_ROOTS_KEY}`)").into(),
+                );
             }
             vec![p]
         } else {
             c.read_roots.iter().map(|r| r.join(&p)).collect()
         };
         let Some(real) = candidates.iter().find_map(|p| p.canonicalize().ok()) else {
-            return Err(format!(
-                "{path} does not exist in the read roots (`{READ_ROOTS_KEY}`)"
-            ));
+            return Err(
+                format!("{path} does not exist in the read roots (`{READ_ROOTS_KEY}`)").into(),
+            );
         };
         if !c.read_roots.iter().any(|r| real.starts_with(r)) {
             return Err(format!(
                 "{path} resolves (through a symbolic link) outside the read roots \
                  (`{READ_ROOTS_KEY}`)"
-            ));
+            )
+            .into());
         }
         if real.starts_with(&c.data_dir) {
-            return Err(format!("{path} points into the engine's data directory"));
+            return Err(format!("{path} points into the engine's data directory").into());
         }
         if !real.is_file() {
-            return Err(format!("{path} is not a regular file"));
+            return Err(format!("{path} is not a regular file").into());
         }
         Ok(real)
     }
 
     /// Checks a file sink's `path` as written (at submit); [`GraphPolicy::sink_file`] places
     /// it when the deployment starts.
-    pub fn writable(&self, path: &str) -> Result<(), String> {
+    pub fn writable(&self, path: &str) -> Result<(), RuleError> {
         let Some(c) = &self.confined else {
             if Path::new(path).is_dir() {
-                return Err(format!("{path} is a directory"));
+                return Err(format!("{path} is a directory").into());
             }
             return Ok(());
         };
@@ -204,14 +207,16 @@ impl GraphPolicy {
             return Err(format!(
                 "file sinks are refused: this server has no output root (set \
                  `{OUTPUT_ROOT_KEY}` in the serve configuration to allow them)"
-            ));
+            )
+            .into());
         }
         let p = plain_path(path)?;
         if p.is_absolute() {
             return Err(format!(
                 "{path} must be a relative path: file sinks write inside the deployment's \
                  directory under `{OUTPUT_ROOT_KEY}`"
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -219,7 +224,7 @@ impl GraphPolicy {
     /// Where a file sink of deployment directory `deployment` writes: under the output
     /// root, in `deployment/`. Creates the directories; refuses a path whose directories
     /// lead out through a symbolic link, or that names something other than a regular file.
-    pub fn sink_file(&self, path: &Path, deployment: &str) -> Result<PathBuf, String> {
+    pub fn sink_file(&self, path: &Path, deployment: &str) -> Result<PathBuf, RuleError> {
         let Some(c) = &self.confined else {
             return Ok(path.to_path_buf());
         };
@@ -240,7 +245,8 @@ impl GraphPolicy {
         if !real_parent.starts_with(root) {
             return Err(format!(
                 "{shown} resolves (through a symbolic link) outside `{OUTPUT_ROOT_KEY}`"
-            ));
+            )
+            .into());
         }
         let name = target
             .file_name()
@@ -248,7 +254,7 @@ impl GraphPolicy {
         let target = real_parent.join(name);
         match std::fs::symlink_metadata(&target) {
             Ok(m) if !m.file_type().is_file() => {
-                Err(format!("{shown} exists and is not a regular file"))
+                Err(format!("{shown} exists and is not a regular file").into())
             }
             _ => Ok(target),
         }
@@ -262,7 +268,7 @@ impl GraphPolicy {
 
 /// `path` as a relative or absolute path made of plain names only: no `..`, no empty text,
 /// no control characters.
-fn plain_path(path: &str) -> Result<PathBuf, String> {
+fn plain_path(path: &str) -> Result<PathBuf, RuleError> {
     if path.is_empty() {
         return Err("the path is empty".into());
     }
@@ -271,7 +277,7 @@ fn plain_path(path: &str) -> Result<PathBuf, String> {
     }
     let p = PathBuf::from(path);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!("{path} must not contain `..`"));
+        return Err(format!("{path} must not contain `..`").into());
     }
     Ok(p)
 }
@@ -318,24 +324,24 @@ pub fn check_plan_files(
     plan: &Plan,
     data_dir: Option<&Path>,
     others: &[(String, PathBuf)],
-) -> Result<(), String> {
+) -> Result<(), RuleError> {
     let read = files_read(plan);
     let data_dir = data_dir.map(identity);
     let mut written: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (key, path) in files_written(plan) {
         if let Some((other, _)) = read.iter().find(|(_, r)| *r == path) {
-            return Err(format!("{key}: writes the file that `{other}` reads"));
+            return Err(format!("{key}: writes the file that `{other}` reads").into());
         }
         if let Some(other) = written.get(&path) {
-            return Err(format!("{key}: writes the same file as `{other}`"));
+            return Err(format!("{key}: writes the same file as `{other}`").into());
         }
         if let Some((other, _)) = others.iter().find(|(_, r)| *r == path) {
-            return Err(format!(
-                "{key}: writes a file that an active deployment uses ({other})"
-            ));
+            return Err(
+                format!("{key}: writes a file that an active deployment uses ({other})").into(),
+            );
         }
         if data_dir.as_ref().is_some_and(|d| path.starts_with(d)) {
-            return Err(format!("{key}: writes inside the data directory"));
+            return Err(format!("{key}: writes inside the data directory").into());
         }
         written.insert(path, key);
     }
@@ -391,19 +397,19 @@ mod tests {
         assert!(policy.readable(abs.to_str().unwrap()).is_ok());
         let secret = r.outside.join("secret");
         let e = policy.readable(secret.to_str().unwrap()).unwrap_err();
-        assert!(e.contains("outside the read roots"), "{e}");
+        assert!(e.0.contains("outside the read roots"), "{e}");
         let e = policy.readable("../outside/secret").unwrap_err();
-        assert!(e.contains(".."), "{e}");
+        assert!(e.0.contains(".."), "{e}");
         std::os::unix::fs::symlink(&secret, r.read.join("link")).unwrap();
         let e = policy.readable("link").unwrap_err();
-        assert!(e.contains("symbolic link"), "{e}");
+        assert!(e.0.contains("symbolic link"), "{e}");
         let e = policy.readable("dir").unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.0.contains("not a regular file"), "{e}");
         let e = policy.readable("missing").unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(e.0.contains("does not exist"), "{e}");
         let none = GraphPolicy::confined(&[], Some(&r.out), &r.data).unwrap();
         let e = none.readable("ticks.jsonl").unwrap_err();
-        assert!(e.contains(READ_ROOTS_KEY), "{e}");
+        assert!(e.0.contains(READ_ROOTS_KEY), "{e}");
     }
 
     #[test]
@@ -420,12 +426,12 @@ mod tests {
         let e = policy
             .sink_file(Path::new("escape/x.jsonl"), "d1")
             .unwrap_err();
-        assert!(e.contains("symbolic link"), "{e}");
+        assert!(e.0.contains("symbolic link"), "{e}");
         std::fs::create_dir_all(r.out.join("d1/adir")).unwrap();
         let e = policy.sink_file(Path::new("adir"), "d1").unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.0.contains("not a regular file"), "{e}");
         let none = GraphPolicy::confined(std::slice::from_ref(&r.read), None, &r.data).unwrap();
-        assert!(none.writable("x").unwrap_err().contains(OUTPUT_ROOT_KEY));
+        assert!(none.writable("x").unwrap_err().0.contains(OUTPUT_ROOT_KEY));
     }
 
     #[test]
@@ -442,6 +448,6 @@ mod tests {
         std::fs::write(r.data.join("events.log"), "x").unwrap();
         let policy = GraphPolicy::confined(&[parent], None, &r.data).unwrap();
         let e = policy.readable("data/events.log").unwrap_err();
-        assert!(e.contains("data directory"), "{e}");
+        assert!(e.0.contains("data directory"), "{e}");
     }
 }

@@ -204,8 +204,7 @@ pub fn run(
     metrics: Arc<Metrics>,
 ) -> Result<Summary, EngineError> {
     let workers = options.workers.max(1);
-    crate::policy::check_plan_files(&plan, options.data_dir.as_deref(), &[])
-        .map_err(EngineError::Files)?;
+    crate::policy::check_plan_files(&plan, options.data_dir.as_deref(), &[])?;
     let failure: Failure = Arc::default();
     let start = Instant::now();
     let mut restored_from = None;
@@ -227,7 +226,10 @@ pub fn run(
                             entries.push((k.to_vec(), v.to_vec()));
                             Ok(())
                         })
-                        .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                        .map_err(|source| EngineError::State {
+                            part: format!("restoring {cf}"),
+                            source,
+                        })?;
                     restored.insert(cf, entries);
                 }
                 restored_from = Some(m.id);
@@ -253,7 +255,7 @@ pub fn run(
                 std::thread::Builder::new()
                     .name("checkpoint-coordinator".into())
                     .spawn(move || c.run(rx))
-                    .map_err(|e| EngineError::Checkpoint(e.to_string()))?,
+                    .map_err(EngineError::Thread)?,
             );
             Some(Durability {
                 store: Arc::clone(&dir.store),

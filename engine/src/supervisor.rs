@@ -24,7 +24,7 @@ use crate::control::{decide, Command, ControlState, Deployment, DeploymentState,
 use crate::live::Live;
 use crate::policy::{check_plan_files, files_read, files_written, GraphPolicy};
 use crate::run::{NodeSummary, RunOptions, Summary};
-use crate::{compile_confined, EngineError, Metrics, Plan};
+use crate::{compile_confined, EngineError, Metrics, Plan, RuleError};
 
 /// The event log's file name in the engine's data directory.
 pub const EVENT_LOG: &str = "events.log";
@@ -172,8 +172,7 @@ impl Supervisor {
             &config.read_roots,
             config.output_root.as_deref(),
             &config.data_dir,
-        )
-        .map_err(|e| ctl(e.to_string()))?
+        )?
         .with_max_nodes(config.max_graph_nodes);
         let (log, report, events) = read_log(&config.data_dir, config.repair)?;
         let mut state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
@@ -213,7 +212,7 @@ impl Supervisor {
                     sup.handle(notice);
                 }
             })
-            .map_err(|e| ctl(e.to_string()))?;
+            .map_err(EngineError::Thread)?;
         {
             let mut inner = sup.lock();
             let resumed: Vec<u64> = inner
@@ -328,6 +327,7 @@ impl Supervisor {
                 None => {
                     if let Err(error) = self.launch(inner, &d, paused) {
                         tracing::error!("deployment {}: {error}", d.id);
+                        let error = error.to_string();
                         self.append_system(
                             inner,
                             None,
@@ -351,20 +351,21 @@ impl Supervisor {
         version: i64,
         state_dir: &str,
         except: &[u64],
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, EngineError> {
         let toml = &inner
             .state
             .graph_version(graph, version)
-            .ok_or_else(|| format!("graph `{graph}` v{version} is not in the log"))?
+            .ok_or_else(|| {
+                EngineError::Control(format!("graph `{graph}` v{version} is not in the log"))
+            })?
             .toml;
-        let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)
-            .map_err(|e| e.to_string())?;
+        let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)?;
         for sink in &mut plan.sinks {
             let place = |path: &Path| self.policy.sink_file(path, state_dir);
             if let Some(placed) = sink
                 .component
                 .relocated(&place)
-                .map_err(|rule| format!("sinks.{}.path: {rule}", sink.name))?
+                .map_err(|rule| RuleError(format!("sinks.{}.path: {rule}", sink.name)))?
             {
                 sink.component = placed;
             }
@@ -404,7 +405,7 @@ impl Supervisor {
             } = kind
             {
                 self.placed_plan(inner, graph, *version, state_dir, &leaving)
-                    .map_err(Refusal::Invalid)?;
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
             }
         }
         Ok(())
@@ -430,7 +431,7 @@ impl Supervisor {
     }
 
     /// Starts the dataflow of `d` on its data directory.
-    fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), String> {
+    fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), EngineError> {
         let plan = self.placed_plan(inner, &d.graph, d.version, &d.state_dir, &[d.id])?;
         let plan = Arc::new(plan);
         inner.generation += 1;
@@ -504,7 +505,7 @@ impl Supervisor {
                         result,
                     });
                 })
-                .map_err(|e| e.to_string())?
+                .map_err(EngineError::Thread)?
         };
         tracing::info!(
             "deployment {id}: graph `{}` v{} starting on {}",
@@ -858,8 +859,10 @@ fn read_log(
     repair: bool,
 ) -> Result<(EventLog, OpenReport, Vec<LoggedEvent>), EngineError> {
     let path = dir.join(EVENT_LOG);
-    let (log, report) =
-        EventLog::open(&path, repair).map_err(|e| EngineError::Control(e.to_string()))?;
+    let (log, report) = EventLog::open(&path, repair).map_err(|source| EngineError::EventLog {
+        path: path.clone(),
+        source,
+    })?;
     let events = decode_all(&path, log.records())?;
     Ok((log, report, events))
 }
@@ -900,21 +903,23 @@ pub fn read_events(
             dir.display()
         )));
     }
-    let (records, report) =
-        EventLog::read(&path).map_err(|e| EngineError::Control(e.to_string()))?;
+    let (records, report) = EventLog::read(&path).map_err(|source| EngineError::EventLog {
+        path: path.clone(),
+        source,
+    })?;
     Ok((decode_all(&path, &records)?, report))
 }
 
 /// A projection entry as of the newest checkpoint of a data directory.
-fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, String> {
-    let Some(marker) = list_markers(dir)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find_map(|m| m.manifest.ok())
-    else {
+fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, EngineError> {
+    let Some(marker) = list_markers(dir)?.into_iter().find_map(|m| m.manifest.ok()) else {
         return Ok(None);
     };
-    let store = Store::open_read_only(&dir.join("state")).map_err(|e| e.to_string())?;
+    let state = |source| EngineError::State {
+        part: format!("{}/state", dir.display()),
+        source,
+    };
+    let store = Store::open_read_only(&dir.join("state")).map_err(state)?;
     let mut found = None;
     store
         .load(&crate::live::projection_table(sink), marker.id, |k, v| {
@@ -923,6 +928,6 @@ fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, Stri
             }
             Ok(())
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(state)?;
     Ok(found)
 }

@@ -323,7 +323,7 @@ impl Durable for SessionState {
         self.sessions.drain_changes(|k, s| match s {
             Some(s) => {
                 if !stored.contains_key(&k.0) {
-                    if let Ok(value) = codec::encode(&*s.acc.instrument()) {
+                    if let Ok(value) = codec::encode(s.acc.instrument().as_ref()) {
                         out.push((
                             "instruments",
                             DeltaOp::Put {

@@ -401,7 +401,13 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
     let offset = reader["state"]["offset"].as_u64().unwrap();
     let line = reader["state"]["line"].as_u64().unwrap();
     assert!(offset > 0 && line > 0);
-    assert!(m["sinks"]["bars"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(m["sinks"]["bars"]["writer"]["format"], "file/1");
+    assert!(
+        m["sinks"]["bars"]["writer"]["state"]["bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     // What is stored equals what was in memory at the checkpoint.
     assert_eq!(
         v["tables"]["bars/windows"]["entries"].as_u64(),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tickflow_connectors::file::{FileSink, FileSinkConfig};
 use tickflow_connectors::LineSink;
 
-use crate::checkpoint::SinkPosition;
+use crate::checkpoint::{OpaquePosition, SinkPosition};
 use crate::component::{BuildCx, Sink, SinkType, SinkWriter};
 use crate::render::SinkCx;
-use crate::EngineError;
+use crate::{EngineError, RuleError};
 
 /// The registry entry.
 pub const TYPE: SinkType = SinkType {
@@ -42,8 +42,8 @@ impl Sink for FileOut {
 
     fn relocated(
         &self,
-        place: &dyn Fn(&Path) -> Result<PathBuf, String>,
-    ) -> Result<Option<Arc<dyn Sink>>, String> {
+        place: &dyn Fn(&Path) -> Result<PathBuf, RuleError>,
+    ) -> Result<Option<Arc<dyn Sink>>, RuleError> {
         Ok(Some(Arc::new(FileOut {
             path: place(&self.path)?,
         })))
@@ -51,18 +51,27 @@ impl Sink for FileOut {
 
     fn open(
         &self,
-        _cx: &SinkCx,
+        cx: &SinkCx,
         resume: Option<&SinkPosition>,
     ) -> Result<Box<dyn SinkWriter>, EngineError> {
         let sink = match resume {
-            Some(pos) => FileSink::open_at(&self.path, pos.bytes)?,
+            Some(pos) => {
+                let state = pos.writer.state_of(POSITION)?;
+                let bytes = state["bytes"].as_u64().ok_or_else(|| {
+                    EngineError::Checkpoint(format!("sink {}: position without `bytes`", cx.name))
+                })?;
+                FileSink::open_at(&self.path, bytes)?
+            }
             None => FileSink::create(&self.path)?,
         };
         Ok(Box::new(Lines(sink)))
     }
 }
 
-/// A [`LineSink`] whose durable position is its length in bytes.
+/// The position format of a file sink: `{"bytes": length}`.
+const POSITION: &str = "file/1";
+
+/// A [`LineSink`] whose durable position is its length in bytes (0 for stdout).
 pub(crate) struct Lines<W>(pub(crate) W);
 
 impl<W: LineSink> SinkWriter for Lines<W> {
@@ -75,11 +84,11 @@ impl<W: LineSink> SinkWriter for Lines<W> {
     }
 
     /// Hands the lines to the OS; the coordinator fsyncs the file before committing.
-    fn checkpoint(&mut self, _label: u64, _cx: &SinkCx) -> Result<SinkPosition, EngineError> {
-        Ok(SinkPosition {
-            bytes: self.0.sync(false)?,
-            lines: 0,
-            kafka: None,
-        })
+    fn checkpoint(&mut self, _label: u64, _cx: &SinkCx) -> Result<OpaquePosition, EngineError> {
+        let bytes = self.0.sync(false)?;
+        Ok(OpaquePosition::new(
+            POSITION,
+            serde_json::json!({ "bytes": bytes }),
+        ))
     }
 }

@@ -11,7 +11,7 @@ use tickflow_connectors::RecordReader;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
-use crate::checkpoint::ReaderPosition;
+use crate::checkpoint::OpaquePosition;
 use crate::component::{BuildCx, Source, SourceType};
 use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
 use crate::render::{SourceCx, S};
@@ -178,8 +178,8 @@ impl SourceReader for FileReader {
         self.done
     }
 
-    fn position(&self) -> ReaderPosition {
-        ReaderPosition {
+    fn position(&self) -> OpaquePosition {
+        OpaquePosition {
             format: self.kind.to_string(),
             state: serde_json::json!({ "offset": self.inner.offset(), "line": self.inner.line() }),
         }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaWriter};
+use tickflow_connectors::kafka::{KafkaSinkConfig, KafkaSinkPosition, KafkaWriter};
 use tickflow_connectors::LineSink;
 
-use crate::checkpoint::SinkPosition;
+use crate::checkpoint::{OpaquePosition, SinkPosition};
 use crate::component::{BuildCx, Sink, SinkType, SinkWriter};
 use crate::render::SinkCx;
 use crate::EngineError;
@@ -21,6 +21,9 @@ key = "instrument_id""#,
     schema: || schemars::schema_for!(KafkaSinkConfig),
     build,
 };
+
+/// The position format: the run id and, per partition, where a restore reads back from.
+const POSITION: &str = "kafka/1";
 
 #[derive(Debug)]
 struct KafkaOut {
@@ -45,9 +48,12 @@ impl Sink for KafkaOut {
         resume: Option<&SinkPosition>,
     ) -> Result<Box<dyn SinkWriter>, EngineError> {
         let stats = cx.metrics.kafka_stats(&cx.name);
-        let writer = match resume.and_then(|p| p.kafka.as_ref().map(|k| (p, k))) {
-            Some((pos, kafka)) => {
-                KafkaWriter::resume(&self.config, kafka, pos.lines, &stats, cx.cancel())?
+        let writer = match resume {
+            Some(pos) => {
+                let state = pos.writer.state_of(POSITION)?;
+                let kafka: KafkaSinkPosition = serde_json::from_value(state.clone())
+                    .map_err(|e| EngineError::Checkpoint(format!("sink {}: {e}", cx.name)))?;
+                KafkaWriter::resume(&self.config, &kafka, pos.lines, &stats, cx.cancel())?
             }
             None => KafkaWriter::create(&self.config, &new_run_id(), &stats, cx.cancel())?,
         };
@@ -68,13 +74,14 @@ impl SinkWriter for KafkaLines {
 
     /// Waits for every earlier record's acknowledgement; the position is where a restore
     /// reads the topic back from.
-    fn checkpoint(&mut self, _label: u64, _cx: &SinkCx) -> Result<SinkPosition, EngineError> {
-        let bytes = self.0.sync(false)?;
-        Ok(SinkPosition {
-            bytes,
-            lines: 0,
-            kafka: Some(self.0.position()),
-        })
+    fn checkpoint(&mut self, _label: u64, _cx: &SinkCx) -> Result<OpaquePosition, EngineError> {
+        self.0.sync(false)?;
+        let state =
+            serde_json::to_value(self.0.position()).map_err(|source| EngineError::Encode {
+                what: "kafka sink position".into(),
+                source,
+            })?;
+        Ok(OpaquePosition::new(POSITION, state))
     }
 }
 

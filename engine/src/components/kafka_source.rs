@@ -11,7 +11,7 @@ use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord, KafkaSourceConf
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
-use crate::checkpoint::ReaderPosition;
+use crate::checkpoint::OpaquePosition;
 use crate::component::{BuildCx, Source, SourceType};
 use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
 use crate::render::{SourceCx, S};
@@ -245,20 +245,20 @@ impl SourceReader for Partitions {
             })
     }
 
-    fn position(&self) -> ReaderPosition {
+    fn position(&self) -> OpaquePosition {
         let offsets: serde_json::Map<String, serde_json::Value> = self
             .offsets()
             .into_iter()
             .map(|(p, o)| (p.to_string(), o.into()))
             .collect();
-        ReaderPosition {
+        OpaquePosition {
             format: POSITION.to_string(),
             state: serde_json::json!({ "offsets": offsets }),
         }
     }
 
     /// Commits the offsets of the newest committed checkpoint to the consumer group.
-    fn committed(&mut self, position: &ReaderPosition) {
+    fn committed(&mut self, position: &OpaquePosition) {
         let offsets: Vec<(i32, i64)> = offsets_of(&position.state).into_iter().collect();
         self.reader.commit(&offsets);
     }

@@ -123,8 +123,8 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
                     return;
                 };
                 let started = Instant::now();
-                let saved = w.checkpoint(due.0, &cx).and_then(|pos| {
-                    let pos = SinkPosition { lines, ..pos };
+                let saved = w.checkpoint(due.0, &cx).and_then(|writer| {
+                    let pos = SinkPosition { lines, writer };
                     p.save_position(due, PartInfo::Sink(pos), started)
                 });
                 if let Err(e) = saved {

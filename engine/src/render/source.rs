@@ -23,7 +23,7 @@ use timely::dataflow::operators::generic::operator::source;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
-use crate::checkpoint::{PartInfo, ReaderPosition, SourcePosition};
+use crate::checkpoint::{OpaquePosition, PartInfo, SourcePosition};
 use crate::metrics::Metrics;
 use crate::EngineError;
 
@@ -58,9 +58,9 @@ pub trait SourceReader {
     /// Whether a partition is finished for good (a bounded input read to its end).
     fn done(&self, partition: i32) -> bool;
     /// Where the reader stands, opaque to the checkpoint.
-    fn position(&self) -> ReaderPosition;
+    fn position(&self) -> OpaquePosition;
     /// A checkpoint holding `position` (from [`SourceReader::position`]) was committed.
-    fn committed(&mut self, _position: &ReaderPosition) {}
+    fn committed(&mut self, _position: &OpaquePosition) {}
     /// Every partition is finished.
     fn finish(&mut self) {}
 }
@@ -136,7 +136,7 @@ struct Reading {
     partitions: Vec<Partition>,
     cap: timely::dataflow::operators::Capability<u64>,
     /// Positions saved for checkpoints not yet committed: `(checkpoint, position)`.
-    saved: VecDeque<(u64, ReaderPosition)>,
+    saved: VecDeque<(u64, OpaquePosition)>,
 }
 
 impl Reading {
@@ -387,24 +387,12 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
     })
 }
 
-/// A reader position's state, checked against the format its reader writes.
+/// The states of reader positions, each checked against the format its reader writes.
 pub fn reader_state<'a>(
-    positions: &'a [ReaderPosition],
+    positions: &'a [OpaquePosition],
     format: &str,
 ) -> Result<Vec<&'a serde_json::Value>, EngineError> {
-    positions
-        .iter()
-        .map(|p| {
-            if p.format == format {
-                Ok(&p.state)
-            } else {
-                Err(EngineError::Checkpoint(format!(
-                    "the checkpoint holds a `{}` position; this reader reads `{format}`",
-                    p.format
-                )))
-            }
-        })
-        .collect()
+    positions.iter().map(|p| p.state_of(format)).collect()
 }
 
 /// Newest event times by partition, as stored.
