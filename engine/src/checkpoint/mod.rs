@@ -1,0 +1,441 @@
+//! Consistent checkpoints: cadence, part reports, commit markers, the data directory.
+//!
+//! Timely times are event-time watermarks, so "the frontier has passed `T`" is a consistent cut.
+//! Checkpoint times are the multiples of `checkpoint.interval`. Every **part** — a source, a sink,
+//! or one worker's instance of a stateful operator — saves what it has as of each checkpoint time
+//! it passes, at the exact point of its own processing where every record before `T` is done and
+//! nothing at or after `T` has started:
+//!
+//! - a source writes its position (byte offset, line, newest event time) before it moves its
+//!   watermark past `T`;
+//! - a stateful operator writes the changes to its tables (one RocksDB `WriteBatch`) before it
+//!   applies the first input at or after `T`;
+//! - a sink flushes and fsyncs its file before it writes the first line at or after `T`, and
+//!   records the file length.
+//!
+//! When the watermark jumps over several checkpoint times, one save covers them all: each
+//! [`Report`] says it covers `label ..= through` (`label` being the first checkpoint time it
+//! covers). The [`Coordinator`] commits checkpoint `T` once every expected part has reported a
+//! range containing `T`: it syncs RocksDB's log, then writes the commit marker (a manifest file
+//! with a CRC32C, written to a temporary name, fsync'd, renamed, directory fsync'd). It keeps the
+//! newest `checkpoint.retain` markers and folds older state into the store's base.
+//!
+//! Data directory layout: `graph.json` (which graph made it), `state/` (RocksDB, see
+//! [`tickflow_state::Store`]), `checkpoints/<id>.ckpt` (commit markers).
+
+mod coordinator;
+mod data_dir;
+mod manifest;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+use crate::EngineError;
+
+pub use coordinator::{CheckpointStats, Coordinator};
+pub use data_dir::DataDir;
+pub use manifest::{
+    decode_manifest, encode_manifest, list_markers, write_atomic, ManifestError, MarkerFile,
+};
+
+/// Default `checkpoint.interval`, in ms of event time.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+/// Default `checkpoint.min_pause`, wall-clock ms.
+pub const DEFAULT_MIN_PAUSE_MS: u64 = 50;
+/// Default `checkpoint.retain`.
+pub const DEFAULT_RETAIN: usize = 3;
+/// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
+pub const FOLD_EVERY: u64 = 8;
+/// Manifest format written by this build.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// `[checkpoint]` of a graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Event time between checkpoints.
+    pub interval_ms: u64,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+    /// Least wall-clock time between two commit markers: when checkpoints complete faster
+    /// (replaying a backlog), only the newest complete one gets a marker.
+    pub min_pause_ms: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval_ms: DEFAULT_INTERVAL_MS,
+            retain: DEFAULT_RETAIN,
+            min_pause_ms: DEFAULT_MIN_PAUSE_MS,
+        }
+    }
+}
+
+/// Which checkpoint times a part has saved.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    interval: u64,
+    done: u64,
+}
+
+impl Cadence {
+    /// A cadence of `interval` ms whose checkpoints up to `done` are saved.
+    pub fn new(interval: u64, done: u64) -> Self {
+        Cadence {
+            interval: interval.max(1),
+            done,
+        }
+    }
+
+    /// The newest checkpoint time at or before `t`.
+    pub fn floor(&self, t: u64) -> u64 {
+        t - t % self.interval
+    }
+
+    /// The checkpoint times a part passes on reaching time `t` (all input before `t` done),
+    /// as `(label, through)`, or `None` if none is new.
+    pub fn due(&self, t: u64) -> Option<(u64, u64)> {
+        let through = self.floor(t);
+        (through > self.done).then(|| {
+            let label = (self.done / self.interval)
+                .saturating_add(1)
+                .saturating_mul(self.interval);
+            (label, through)
+        })
+    }
+
+    /// Records that checkpoints up to `through` are saved.
+    pub fn mark(&mut self, through: u64) {
+        self.done = through;
+    }
+}
+
+/// The id of the final checkpoint of a bounded run, written once every input is consumed.
+pub fn final_id(interval_ms: u64) -> u64 {
+    Cadence::new(interval_ms, 0).floor(u64::MAX)
+}
+
+/// One part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PartId {
+    /// A source (read by one worker).
+    Source(String),
+    /// One worker's share of a source read by every worker (Kafka partitions).
+    SourceWorker(String, usize),
+    /// A sink (written by worker 0).
+    Sink(String),
+    /// One worker's instance of a stateful operator.
+    Operator(String, usize),
+}
+
+impl std::fmt::Display for PartId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartId::Source(s) => write!(f, "source/{s}"),
+            PartId::SourceWorker(s, w) => write!(f, "source/{s}@{w}"),
+            PartId::Sink(s) => write!(f, "sink/{s}"),
+            PartId::Operator(s, w) => write!(f, "operator/{s}@{w}"),
+        }
+    }
+}
+
+/// A source reader's or sink writer's own position, opaque to the checkpoint: what wrote it
+/// (`file/1`, `kafka/1`: component and version) and its state, which only it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpaquePosition {
+    /// The reader and the version of its state's shape.
+    pub format: String,
+    /// The state.
+    pub state: serde_json::Value,
+}
+
+/// Where a source stands at a checkpoint: the source driver's part (watermark, newest event
+/// time per partition) and its readers' opaque positions (one per worker that read a share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The watermark the source continues from (`u64::MAX` once the input is exhausted).
+    pub watermark_ms: u64,
+    /// Newest event time seen, ms, per partition (a file has one, 0).
+    #[serde(default)]
+    pub max_ts_ms: BTreeMap<i32, u64>,
+    /// The readers' positions.
+    #[serde(default)]
+    pub readers: Vec<OpaquePosition>,
+}
+
+impl SourcePosition {
+    /// The position of a worker with nothing (left) to read.
+    pub fn finished() -> Self {
+        SourcePosition {
+            watermark_ms: u64::MAX,
+            max_ts_ms: BTreeMap::new(),
+            readers: Vec::new(),
+        }
+    }
+
+    /// Folds another worker's position of the same source into this one: the least watermark,
+    /// every partition's event time, every reader's position.
+    fn merge(&mut self, other: &SourcePosition) {
+        self.watermark_ms = self.watermark_ms.min(other.watermark_ms);
+        self.max_ts_ms.extend(&other.max_ts_ms);
+        self.readers.extend(other.readers.iter().cloned());
+    }
+}
+
+/// What a sink has made durable at a checkpoint: the sink driver's part (lines written) and
+/// the writer's opaque position (a file's length, a Kafka topic's acknowledged offsets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkPosition {
+    /// Lines written.
+    pub lines: u64,
+    /// The writer's position.
+    pub writer: OpaquePosition,
+}
+
+impl OpaquePosition {
+    /// A position of `format` with `state`.
+    pub fn new(format: &str, state: serde_json::Value) -> Self {
+        OpaquePosition {
+            format: format.to_string(),
+            state,
+        }
+    }
+
+    /// The state, if this position has `format` (else an error naming both).
+    pub fn state_of(&self, format: &str) -> Result<&serde_json::Value, EngineError> {
+        if self.format == format {
+            Ok(&self.state)
+        } else {
+            Err(EngineError::Checkpoint(format!(
+                "the checkpoint holds a `{}` position; this component reads `{format}`",
+                self.format
+            )))
+        }
+    }
+}
+
+/// State of one stateful operator at a checkpoint, summed over workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCheckpoint {
+    /// Entries held in memory.
+    pub entries: u64,
+    /// Bytes the snapshots covering this checkpoint wrote.
+    pub bytes_written: u64,
+}
+
+/// What a part saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartInfo {
+    /// A source's position.
+    Source(SourcePosition),
+    /// A sink's durable output.
+    Sink(SinkPosition),
+    /// An operator instance's state.
+    Operator(OperatorCheckpoint),
+}
+
+/// A part's message to the coordinator: saved, covering checkpoints `label ..= through`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Who.
+    pub part: PartId,
+    /// First checkpoint time covered.
+    pub label: u64,
+    /// Last checkpoint time covered.
+    pub through: u64,
+    /// What was saved.
+    pub info: PartInfo,
+    /// Time spent saving, µs.
+    pub write_us: u64,
+}
+
+/// Which graph a data directory belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphIdentity {
+    /// `[graph].name`.
+    pub name: String,
+    /// `[graph].version`.
+    pub version: i64,
+    /// SHA-256 of the graph definition without `[checkpoint]` (comments and layout ignored).
+    pub fingerprint: String,
+    /// [`Plan::state_fingerprint`]: another version with the same one can continue from
+    /// this graph's checkpoints.
+    #[serde(default)]
+    pub state: String,
+}
+
+impl GraphIdentity {
+    /// The identity of `plan`.
+    pub fn of(plan: &Plan) -> Self {
+        GraphIdentity {
+            name: plan.name.clone(),
+            version: plan.version,
+            fingerprint: plan.fingerprint.clone(),
+            state: plan.state_fingerprint(),
+        }
+    }
+
+    /// Whether checkpoints made by `other` can be restored by this graph: the same graph, or
+    /// another version of it whose state has the same shape.
+    pub fn can_restore(&self, other: &GraphIdentity) -> bool {
+        self.same_graph(other) || (!self.state.is_empty() && self.state == other.state)
+    }
+
+    /// The same graph definition (`[checkpoint]` may differ).
+    pub fn same_graph(&self, other: &GraphIdentity) -> bool {
+        (&self.name, self.version, &self.fingerprint)
+            == (&other.name, other.version, &other.fingerprint)
+    }
+}
+
+/// A commit marker: everything a restart needs besides operator state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// The checkpoint time, ms of event time (see [`final_id`]).
+    pub id: u64,
+    /// Whether this is the final checkpoint of a run that consumed all its input.
+    pub complete: bool,
+    /// The graph.
+    pub graph: GraphIdentity,
+    /// Wall-clock time the marker was written (RFC 3339).
+    pub created_at: String,
+    /// Workers of the run that wrote it.
+    pub workers: usize,
+    /// Source positions by source name.
+    pub sources: BTreeMap<String, SourcePosition>,
+    /// Sink positions by sink name.
+    pub sinks: BTreeMap<String, SinkPosition>,
+    /// State by operator name.
+    pub operators: BTreeMap<String, OperatorCheckpoint>,
+    /// From the first part's save to the marker, ms.
+    pub align_ms: f64,
+    /// Longest single part save, ms.
+    pub write_ms: f64,
+}
+
+impl Manifest {
+    /// The checkpoint time as RFC 3339, or `final`.
+    pub fn time_label(&self) -> String {
+        if self.complete {
+            "final".to_string()
+        } else {
+            final_label(self.id)
+        }
+    }
+}
+
+/// A checkpoint id as RFC 3339 event time (ids past year 9999 are final checkpoints).
+pub fn final_label(id: u64) -> String {
+    if id > 253_402_300_799_999 {
+        "final".to_string()
+    } else {
+        tickflow_operators::record::format_ts_ms(id)
+    }
+}
+
+/// The state tables of a plan: `(operator name, CF name, table name)`. Enrich's reference table
+/// is written once per data directory; the others at every checkpoint.
+pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
+    let sinks = plan
+        .sinks
+        .iter()
+        .map(|s| (&s.name, s.component.state_tables()));
+    let operators = plan
+        .operators
+        .iter()
+        .map(|o| (&o.name, o.component.state_tables()));
+    sinks
+        .chain(operators)
+        .flat_map(|(name, tables)| {
+            tables
+                .iter()
+                .map(move |t| (name.clone(), format!("{name}/{}", t.name), t.name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_positions_merge_into_one_source_position() {
+        let pos = |p: i32, offset: i64, wm: u64| SourcePosition {
+            watermark_ms: wm,
+            max_ts_ms: [(p, wm + 1000)].into(),
+            readers: vec![OpaquePosition {
+                format: "kafka/1".into(),
+                state: serde_json::json!({ "offsets": { p.to_string(): offset } }),
+            }],
+        };
+        let mut merged = pos(0, 100, 5_000);
+        merged.merge(&pos(1, 70, 4_000));
+        assert_eq!(merged.watermark_ms, 4_000, "the least watermark");
+        assert_eq!(merged.max_ts_ms, [(0, 6_000), (1, 5_000)].into());
+        assert_eq!(
+            merged.readers.len(),
+            2,
+            "each worker's reader position, opaque"
+        );
+        assert_eq!(merged.readers[1].state["offsets"]["1"], 70);
+    }
+
+    #[test]
+    fn cadence_covers_jumps_with_one_save() {
+        let mut c = Cadence::new(10, 0);
+        assert_eq!(c.due(9), None);
+        assert_eq!(c.due(10), Some((10, 10)));
+        assert_eq!(c.due(47), Some((10, 40)));
+        c.mark(40);
+        assert_eq!(c.due(49), None);
+        assert_eq!(c.due(50), Some((50, 50)));
+        assert_eq!(c.due(u64::MAX), Some((50, final_id(10))));
+    }
+
+    #[test]
+    fn manifest_round_trip_and_damage_is_detected() {
+        let m = Manifest {
+            format: MANIFEST_FORMAT,
+            id: 20_000,
+            complete: false,
+            graph: GraphIdentity {
+                name: "g".into(),
+                version: 1,
+                fingerprint: "ab".into(),
+                state: "cd".into(),
+            },
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            workers: 2,
+            sources: [(
+                "ticks".to_string(),
+                SourcePosition {
+                    watermark_ms: 4,
+                    max_ts_ms: [(0, 5)].into(),
+                    readers: vec![OpaquePosition {
+                        format: "file/1".into(),
+                        state: serde_json::json!({ "offset": 10, "line": 1 }),
+                    }],
+                },
+            )]
+            .into(),
+            sinks: BTreeMap::new(),
+            operators: BTreeMap::new(),
+            align_ms: 1.0,
+            write_ms: 0.5,
+        };
+        let bytes = encode_manifest(&m).unwrap();
+        assert_eq!(decode_manifest(&bytes).unwrap(), m);
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_manifest(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for bit in [0, 8 * 20 + 3, 8 * (bytes.len() - 3)] {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_manifest(&flipped).is_err(), "bit {bit}");
+        }
+    }
+}
