@@ -410,3 +410,135 @@ impl Durable for SessionState {
         self.sessions.len() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Ordinal, Tick};
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    const GAP: u64 = 10_000;
+
+    fn spec(lateness_ms: u64) -> SessionSpec {
+        SessionSpec {
+            gap_ms: GAP,
+            lateness_ms,
+        }
+    }
+
+    fn tick(id: &str, ts_ms: u64, seq: u64, price: &str) -> EnrichedTick {
+        EnrichedTick {
+            tick: Tick {
+                venue: "X".into(),
+                symbol: id.into(),
+                ts_ns: ts_ms as i64 * 1_000_000,
+                price: Decimal::from_str(price).unwrap(),
+                size: Decimal::ONE,
+                seq,
+                ordinal: Ordinal {
+                    source: 0,
+                    line: seq,
+                },
+                raw: String::new(),
+            },
+            instrument: Arc::new(Instrument {
+                instrument_id: id.into(),
+                symbol: id.into(),
+                attributes: vec![],
+            }),
+        }
+    }
+
+    /// `(start, end, trades, revision, retracted)` of each bar.
+    fn shape(bars: &[Bar]) -> Vec<(u64, u64, u64, u32, bool)> {
+        bars.iter()
+            .map(|b| {
+                (
+                    b.window_start_ms,
+                    b.window_end_ms,
+                    b.trades,
+                    b.revision,
+                    b.retracted,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_split_at_the_gap_and_close_when_the_watermark_passes_their_end() {
+        let mut s = SessionState::new(spec(0));
+        let (mut bars, mut ends) = (Vec::new(), Vec::new());
+        for (seq, ts) in [(1, 0), (2, 9_999), (3, 19_999)] {
+            assert!(s.apply(0, tick("A", ts, seq, "1"), &mut bars, &mut ends).is_none());
+        }
+        // 19_999 - 9_999 = gap: a new session.
+        s.apply(0, tick("A", 30_000, 4, "1"), &mut bars, &mut ends);
+        assert_eq!(s.pending_ends(), vec![19_999, 29_999, 40_000]);
+        s.advance(19_998, &mut bars);
+        assert!(bars.is_empty());
+        s.advance(29_999, &mut bars);
+        assert_eq!(shape(&bars), vec![(0, 19_999, 2, 0, false), (19_999, 29_999, 1, 0, false)]);
+    }
+
+    #[test]
+    fn allowed_late_ticks_extend_merge_and_retract() {
+        let mut s = SessionState::durable(spec(60_000));
+        let (mut bars, mut ends) = (Vec::new(), Vec::new());
+        s.apply(0, tick("A", 0, 1, "1"), &mut bars, &mut ends);
+        s.apply(0, tick("A", 15_000, 2, "2"), &mut bars, &mut ends);
+        s.advance(25_000, &mut bars);
+        assert_eq!(shape(&bars), vec![(0, 10_000, 1, 0, false), (15_000, 25_000, 1, 0, false)]);
+        bars.clear();
+        // 8s is within the gap of both (8 < 0 + 10 and 8 + 10 > 15): it bridges them, so the
+        // second is retracted and the first revised.
+        s.apply(30_000, tick("A", 8_000, 3, "3"), &mut bars, &mut ends);
+        assert_eq!(
+            shape(&bars),
+            vec![(15_000, 25_000, 1, 1, true), (0, 25_000, 3, 1, false)]
+        );
+        bars.clear();
+        // Late beyond gap + allowed lateness: returned.
+        assert!(s
+            .apply(80_000, tick("A", 9_000, 4, "4"), &mut bars, &mut ends)
+            .is_some());
+        // A tick before the start moves it: the bar under the old start is retracted.
+        let mut s2 = SessionState::new(spec(60_000));
+        s2.apply(0, tick("B", 20_000, 1, "1"), &mut bars, &mut ends);
+        s2.advance(30_000, &mut bars);
+        bars.clear();
+        s2.apply(40_000, tick("B", 12_000, 2, "2"), &mut bars, &mut ends);
+        assert_eq!(
+            shape(&bars),
+            vec![(20_000, 30_000, 1, 1, true), (12_000, 30_000, 2, 1, false)]
+        );
+    }
+
+    #[test]
+    fn snapshots_restore_the_same_sessions_split_by_owner() {
+        let mut s = SessionState::durable(spec(60_000));
+        let (mut bars, mut ends) = (Vec::new(), Vec::new());
+        for (seq, (id, ts)) in [("A", 0), ("B", 5_000), ("A", 30_000)].into_iter().enumerate() {
+            s.apply(0, tick(id, ts, seq as u64, "1"), &mut bars, &mut ends);
+        }
+        s.advance(20_000, &mut bars);
+        let mut ops = Vec::new();
+        s.snapshot(20_000, &mut ops);
+        let mut restored = SessionState::durable(spec(60_000));
+        for table in ["instruments", "sessions"] {
+            for (t, op) in &ops {
+                if let (true, DeltaOp::Put { key, value }) = (*t == table, op) {
+                    restored
+                        .restore_entry(table, key, value, &|id| id == "A")
+                        .unwrap();
+                }
+            }
+        }
+        restored.finish_restore(20_000);
+        assert_eq!(restored.len(), 2, "A's two sessions, not B's");
+        assert_eq!(restored.pending_ends(), vec![40_000]);
+        let mut later = Vec::new();
+        restored.advance(40_000, &mut later);
+        assert_eq!(shape(&later), vec![(30_000, 40_000, 1, 0, false)]);
+    }
+}
