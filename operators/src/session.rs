@@ -470,7 +470,9 @@ mod tests {
         let mut s = SessionState::new(spec(0));
         let (mut bars, mut ends) = (Vec::new(), Vec::new());
         for (seq, ts) in [(1, 0), (2, 9_999), (3, 19_999)] {
-            assert!(s.apply(0, tick("A", ts, seq, "1"), &mut bars, &mut ends).is_none());
+            assert!(s
+                .apply(0, tick("A", ts, seq, "1"), &mut bars, &mut ends)
+                .is_none());
         }
         // 19_999 - 9_999 = gap: a new session.
         s.apply(0, tick("A", 30_000, 4, "1"), &mut bars, &mut ends);
@@ -478,7 +480,10 @@ mod tests {
         s.advance(19_998, &mut bars);
         assert!(bars.is_empty());
         s.advance(29_999, &mut bars);
-        assert_eq!(shape(&bars), vec![(0, 19_999, 2, 0, false), (19_999, 29_999, 1, 0, false)]);
+        assert_eq!(
+            shape(&bars),
+            vec![(0, 19_999, 2, 0, false), (19_999, 29_999, 1, 0, false)]
+        );
     }
 
     #[test]
@@ -488,7 +493,10 @@ mod tests {
         s.apply(0, tick("A", 0, 1, "1"), &mut bars, &mut ends);
         s.apply(0, tick("A", 15_000, 2, "2"), &mut bars, &mut ends);
         s.advance(25_000, &mut bars);
-        assert_eq!(shape(&bars), vec![(0, 10_000, 1, 0, false), (15_000, 25_000, 1, 0, false)]);
+        assert_eq!(
+            shape(&bars),
+            vec![(0, 10_000, 1, 0, false), (15_000, 25_000, 1, 0, false)]
+        );
         bars.clear();
         // 8s is within the gap of both (8 < 0 + 10 and 8 + 10 > 15): it bridges them, so the
         // second is retracted and the first revised.
@@ -518,7 +526,10 @@ mod tests {
     fn snapshots_restore_the_same_sessions_split_by_owner() {
         let mut s = SessionState::durable(spec(60_000));
         let (mut bars, mut ends) = (Vec::new(), Vec::new());
-        for (seq, (id, ts)) in [("A", 0), ("B", 5_000), ("A", 30_000)].into_iter().enumerate() {
+        for (seq, (id, ts)) in [("A", 0), ("B", 5_000), ("A", 30_000)]
+            .into_iter()
+            .enumerate()
+        {
             s.apply(0, tick(id, ts, seq as u64, "1"), &mut bars, &mut ends);
         }
         s.advance(20_000, &mut bars);

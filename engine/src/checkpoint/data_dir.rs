@@ -9,7 +9,10 @@ use tickflow_state::Store;
 use super::manifest::{
     encode_manifest, identity_bytes, io, list_markers, manifest_name, write_atomic, MarkerFile,
 };
-use super::{state_tables, CheckpointConfig, GraphIdentity, Manifest, FOLD_EVERY};
+use super::{
+    state_tables, CheckpointConfig, GraphIdentity, Manifest, ManifestError, FOLD_EVERY,
+    MANIFEST_FORMAT,
+};
 use crate::plan::Plan;
 use crate::EngineError;
 
@@ -113,6 +116,16 @@ impl DataDir {
         let mut chosen = None;
         for marker in list_markers(&self.path)? {
             let problem = match &marker.manifest {
+                // Written by another build: refused as a whole, nothing renamed.
+                Err(ManifestError::Format(found)) => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "data dir {} was checkpointed by a build that writes manifest format \
+                         {found} ({}); this build reads format {MANIFEST_FORMAT} and does not \
+                         migrate: use --fresh to start over, or the earlier build",
+                        self.path.display(),
+                        marker.path.display()
+                    )));
+                }
                 Err(why) => why.to_string(),
                 Ok(m) if !self.identity.can_restore(&m.graph) => {
                     "made by another graph".to_string()

@@ -72,11 +72,16 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     if computed != stored {
         return Err(ManifestError::Checksum { stored, computed });
     }
-    let m: Manifest = serde_json::from_str(json).map_err(ManifestError::Json)?;
-    if m.format != MANIFEST_FORMAT {
-        return Err(ManifestError::Format(m.format));
+    // The format first: a manifest of another build may not parse as this build's.
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: u32,
     }
-    Ok(m)
+    let found: Format = serde_json::from_str(json).map_err(ManifestError::Json)?;
+    if found.format != MANIFEST_FORMAT {
+        return Err(ManifestError::Format(found.format));
+    }
+    serde_json::from_str(json).map_err(ManifestError::Json)
 }
 
 /// A data directory's identity file.

@@ -385,6 +385,17 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_of_another_format_is_named_as_such_even_if_its_shape_differs() {
+        // Format 1 held a source's `offset` and `line` where format 2 has `readers`.
+        let json = r#"{"format":1,"id":5,"sources":{"ticks":{"offset":3,"line":1,"max_ts_ms":1}}}"#;
+        let bytes = format!("{json}\ncrc32c {:08x}\n", crc32c::crc32c(json.as_bytes()));
+        match decode_manifest(bytes.as_bytes()) {
+            Err(ManifestError::Format(1)) => {}
+            other => panic!("expected the format to be named, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn cadence_covers_jumps_with_one_save() {
         let mut c = Cadence::new(10, 0);
         assert_eq!(c.due(9), None);
