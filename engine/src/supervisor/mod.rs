@@ -9,7 +9,7 @@
 //! notice thread turns into events, so no dataflow thread ever waits for the supervisor.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -17,14 +17,21 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tickflow_state::events::{Event, EventKind, SYSTEM_ACTOR};
-use tickflow_state::{EventLog, LogRecord, OpenReport, Store};
+use tickflow_state::{EventLog, OpenReport};
 
 use crate::checkpoint::list_markers;
 use crate::control::{decide, Command, ControlState, Deployment, DeploymentState, Refusal};
 use crate::live::Live;
-use crate::policy::{check_plan_files, files_read, files_written, GraphPolicy};
+use crate::policy::GraphPolicy;
 use crate::run::{NodeSummary, RunOptions, Summary};
 use crate::{compile_confined, EngineError, Metrics, Plan, RuleError};
+
+mod launch;
+mod log;
+
+use launch::{join_by, used_dir_ids};
+pub use log::read_events;
+use log::{read_log, stored_view};
 
 /// The event log's file name in the engine's data directory.
 pub const EVENT_LOG: &str = "events.log";
@@ -339,193 +346,6 @@ impl Supervisor {
         }
     }
 
-    /// The plan of graph version `graph` v`version` as it would run on data directory
-    /// `state_dir`: compiled again with the path policy (a file swapped for a symbolic link
-    /// since the submit is caught here), file sinks placed in the deployment's output
-    /// directory, and refused if a sink would write over a file it reads, the data directory,
-    /// or a file any other running deployment (not in `except`) reads or writes.
-    fn placed_plan(
-        &self,
-        inner: &Inner,
-        graph: &str,
-        version: i64,
-        state_dir: &str,
-        except: &[u64],
-    ) -> Result<Plan, EngineError> {
-        let toml = &inner
-            .state
-            .graph_version(graph, version)
-            .ok_or_else(|| {
-                EngineError::Control(format!("graph `{graph}` v{version} is not in the log"))
-            })?
-            .toml;
-        let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)?;
-        for sink in &mut plan.sinks {
-            let place = |path: &Path| self.policy.sink_file(path, state_dir);
-            if let Some(placed) = sink
-                .component
-                .relocated(&place)
-                .map_err(|rule| RuleError(format!("sinks.{}.path: {rule}", sink.name)))?
-            {
-                sink.component = placed;
-            }
-        }
-        let others: Vec<(String, PathBuf)> = inner
-            .runs
-            .iter()
-            .filter(|(other, r)| !except.contains(other) && r.thread.is_some())
-            .flat_map(|(other, r)| {
-                files_read(&r.plan)
-                    .into_iter()
-                    .chain(files_written(&r.plan))
-                    .map(move |(key, p)| (format!("deployment {other}: {key}"), p))
-            })
-            .collect();
-        check_plan_files(&plan, Some(&self.config.data_dir), &others)?;
-        Ok(plan)
-    }
-
-    /// Refuses (422) a command whose new deployment could not start for its files, before
-    /// anything is appended: the deployments the same command stops are not in the way.
-    fn check_placement(&self, inner: &Inner, kinds: &[EventKind]) -> Result<(), Refusal> {
-        let leaving: Vec<u64> = kinds
-            .iter()
-            .filter_map(|k| match k {
-                EventKind::DeploymentStopped { id }
-                | EventKind::DeploymentRolledBack { id, .. } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        for kind in kinds {
-            if let EventKind::DeploymentRequested {
-                graph,
-                version,
-                state_dir,
-                ..
-            } = kind
-            {
-                self.placed_plan(inner, graph, *version, state_dir, &leaving)
-                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits, on a thread of its own, for a stopped dataflow to end; reports one that takes
-    /// longer than the stop timeout, so that its deployment is failed.
-    fn reap(&self, id: u64, generation: u64, thread: JoinHandle<()>) {
-        let timeout = self.config.stop_timeout;
-        let tx = self.notices.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("stop-{id}"))
-            .spawn(move || {
-                if join_by(thread, std::time::Instant::now() + timeout) {
-                    tracing::info!("deployment {id}: dataflow stopped");
-                } else {
-                    let _ = tx.send(Notice::StopTimedOut { id, generation });
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("deployment {id}: cannot watch the stop: {e}");
-        }
-    }
-
-    /// Starts the dataflow of `d` on its data directory.
-    fn launch(&self, inner: &mut Inner, d: &Deployment, paused: bool) -> Result<(), EngineError> {
-        let plan = self.placed_plan(inner, &d.graph, d.version, &d.state_dir, &[d.id])?;
-        let plan = Arc::new(plan);
-        inner.generation += 1;
-        let generation = inner.generation;
-        let id = d.id;
-        let tx = self.notices.clone();
-        let live = Live::new(
-            paused,
-            Some(Box::new(move |restored_from| {
-                let _ = tx.send(Notice::Started {
-                    id,
-                    generation,
-                    restored_from,
-                });
-            })),
-        );
-        let metrics = Arc::new(Metrics::for_plan(&plan));
-        let options = RunOptions {
-            workers: self.config.workers.max(1),
-            data_dir: Some(self.deployment_dir(d)),
-            fresh: false,
-            adopt: true,
-            live: Some(Arc::clone(&live)),
-        };
-        let tx = self.notices.clone();
-        let dir_lock = Arc::clone(inner.dir_locks.entry(d.state_dir.clone()).or_default());
-        let stop_timeout = self.config.stop_timeout;
-        let thread = {
-            let plan = Arc::clone(&plan);
-            let metrics = Arc::clone(&metrics);
-            let live = Arc::clone(&live);
-            std::thread::Builder::new()
-                .name(format!("deployment-{id}"))
-                .spawn(move || {
-                    // The data directory is free once the dataflow before it has ended.
-                    let Some(_dir) = wait_for_dir(&dir_lock, &live, stop_timeout) else {
-                        let result = if live.is_stopping() {
-                            let mut stopped = Summary::of(&plan, 1, &metrics, 0.0);
-                            stopped.stopped = true;
-                            Ok(Box::new(stopped))
-                        } else {
-                            Err(format!(
-                                "its data directory is still in use by a dataflow that did \
-                                 not stop within {} s",
-                                stop_timeout.as_secs()
-                            ))
-                        };
-                        let _ = tx.send(Notice::Ended {
-                            id,
-                            generation,
-                            result,
-                        });
-                        return;
-                    };
-                    // A panic here must still end the deployment with an event, never
-                    // leave it starting for ever.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::run(plan, &options, metrics)
-                    }))
-                    .unwrap_or_else(|panic| {
-                        let what = crate::error::panic_message(&*panic);
-                        Err(EngineError::Dataflow(format!(
-                            "the deployment panicked: {what}"
-                        )))
-                    })
-                    .map(Box::new)
-                    .map_err(|e| e.to_string());
-                    let _ = tx.send(Notice::Ended {
-                        id,
-                        generation,
-                        result,
-                    });
-                })
-                .map_err(EngineError::Thread)?
-        };
-        tracing::info!(
-            "deployment {id}: graph `{}` v{} starting on {}",
-            d.graph,
-            d.version,
-            d.state_dir
-        );
-        inner.runs.insert(
-            id,
-            RunHandle {
-                generation,
-                live,
-                metrics,
-                plan,
-                thread: Some(thread),
-            },
-        );
-        Ok(())
-    }
-
     fn handle(&self, notice: Notice) {
         let mut inner = self.lock();
         let (id, generation) = match &notice {
@@ -781,57 +601,6 @@ impl Supervisor {
     }
 }
 
-/// Joins `thread` if it ends before `deadline` and returns true; otherwise leaves it
-/// running and returns false.
-fn join_by(thread: JoinHandle<()>, deadline: std::time::Instant) -> bool {
-    while !thread.is_finished() {
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = thread.join();
-    true
-}
-
-/// The highest `N` of the `dN` deployment directories in `dir` (0 when none).
-fn used_dir_ids(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix('d')?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-/// Takes the lock of a data directory, waiting for the dataflow holding it to end; `None`
-/// when this dataflow is stopped meanwhile or the wait passes `timeout`.
-fn wait_for_dir<'a>(
-    lock: &'a Mutex<()>,
-    live: &Live,
-    timeout: std::time::Duration,
-) -> Option<MutexGuard<'a, ()>> {
-    let started = std::time::Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => {}
-        }
-        if live.is_stopping() || started.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// Longest reason or other free text recorded on an event.
 pub const MAX_TEXT_LEN: usize = 2_000;
 
@@ -851,83 +620,4 @@ pub fn free_text(what: &str, text: &str) -> Result<(), Refusal> {
         )));
     }
     Ok(())
-}
-
-/// Opens the event log and decodes every record.
-fn read_log(
-    dir: &Path,
-    repair: bool,
-) -> Result<(EventLog, OpenReport, Vec<LoggedEvent>), EngineError> {
-    let path = dir.join(EVENT_LOG);
-    let (log, report) = EventLog::open(&path, repair).map_err(|source| EngineError::EventLog {
-        path: path.clone(),
-        source,
-    })?;
-    let events = decode_all(&path, log.records())?;
-    Ok((log, report, events))
-}
-
-fn decode_all(path: &Path, records: &[LogRecord]) -> Result<Vec<LoggedEvent>, EngineError> {
-    let mut events = Vec::new();
-    for r in records {
-        let event = Event::decode(&r.payload).map_err(|e| {
-            EngineError::Control(format!(
-                "{}: record {} at byte {}: {e}",
-                path.display(),
-                r.seq,
-                r.offset
-            ))
-        })?;
-        events.push(LoggedEvent { seq: r.seq, event });
-    }
-    Ok(events)
-}
-
-/// Reads the event log of an engine data directory without starting anything (for
-/// `tickflow events` and `tickflow replay`). Without `repair` the file is not changed (a
-/// running engine may be appending to it); with it, the log is opened and repaired as
-/// `serve --repair` would.
-pub fn read_events(
-    dir: &Path,
-    repair: bool,
-) -> Result<(Vec<LoggedEvent>, OpenReport), EngineError> {
-    if repair {
-        let (_, report, events) = read_log(dir, true)?;
-        return Ok((events, report));
-    }
-    let path = dir.join(EVENT_LOG);
-    if !path.is_file() {
-        return Err(EngineError::Control(format!(
-            "{} does not exist (is {} an engine data directory?)",
-            path.display(),
-            dir.display()
-        )));
-    }
-    let (records, report) = EventLog::read(&path).map_err(|source| EngineError::EventLog {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((decode_all(&path, &records)?, report))
-}
-
-/// A projection entry as of the newest checkpoint of a data directory.
-fn stored_view(dir: &Path, sink: &str, key: &str) -> Result<Option<String>, EngineError> {
-    let Some(marker) = list_markers(dir)?.into_iter().find_map(|m| m.manifest.ok()) else {
-        return Ok(None);
-    };
-    let state = |source| EngineError::State {
-        part: format!("{}/state", dir.display()),
-        source,
-    };
-    let store = Store::open_read_only(&dir.join("state")).map_err(state)?;
-    let mut found = None;
-    store
-        .load(&crate::live::projection_table(sink), marker.id, |k, v| {
-            if k == key.as_bytes() {
-                found = Some(tickflow_state::codec::decode::<String>(v)?);
-            }
-            Ok(())
-        })
-        .map_err(state)?;
-    Ok(found)
 }
