@@ -281,9 +281,13 @@ impl Deduper {
 }
 
 impl Durable for Deduper {
-    fn snapshot(&mut self, label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
+    fn snapshot(
+        &mut self,
+        label: u64,
+        out: &mut Vec<(&'static str, DeltaOp)>,
+    ) -> Result<(), StateError> {
         let Some(added) = self.added.as_mut() else {
-            return;
+            return Ok(());
         };
         // Every key of a bucket below `label`'s has expired at any checkpoint >= label.
         out.push((
@@ -306,11 +310,10 @@ impl Durable for Deduper {
             key.extend_from_slice(&bucket.to_be_bytes());
             key.extend_from_slice(&label.to_be_bytes());
             key.extend_from_slice(self.venues[venue as usize].as_bytes());
-            // Encoding a Vec of integers cannot fail.
-            if let Ok(value) = codec::encode(&pairs) {
-                out.push(("dedup", DeltaOp::Put { key, value }));
-            }
+            let value = codec::encode(&pairs)?;
+            out.push(("dedup", DeltaOp::Put { key, value }));
         }
+        Ok(())
     }
 
     fn restore_entry(
@@ -514,7 +517,7 @@ mod tests {
         let mut model = std::collections::BTreeMap::new();
         let mut save = |d: &mut Deduper, label| {
             let mut ops = vec![];
-            d.snapshot(label, &mut ops);
+            d.snapshot(label, &mut ops).unwrap();
             for (_, op) in ops {
                 op.apply(&mut model);
             }

@@ -312,7 +312,12 @@ impl SessionState {
 /// Stored as table `sessions`: key `start ‖ instrument_id`, value the bar being built with its
 /// last tick time and whether it waits to be emitted; and table `instruments`, as windows do.
 impl Durable for SessionState {
-    fn snapshot(&mut self, _label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
+    fn snapshot(
+        &mut self,
+        _label: u64,
+        out: &mut Vec<(&'static str, DeltaOp)>,
+    ) -> Result<(), StateError> {
+        let mut failed = None;
         let key = |(id, start): &Key| {
             let mut k = Vec::with_capacity(8 + id.len());
             k.extend_from_slice(&start.to_be_bytes());
@@ -323,14 +328,17 @@ impl Durable for SessionState {
         self.sessions.drain_changes(|k, s| match s {
             Some(s) => {
                 if !stored.contains_key(&k.0) {
-                    if let Ok(value) = codec::encode(s.acc.instrument().as_ref()) {
-                        out.push((
+                    match codec::encode(s.acc.instrument().as_ref()) {
+                        Ok(value) => out.push((
                             "instruments",
                             DeltaOp::Put {
                                 key: k.0.as_bytes().to_vec(),
                                 value,
                             },
-                        ));
+                        )),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
                     }
                     stored.insert(Arc::clone(&k.0), Arc::clone(s.acc.instrument()));
                 }
@@ -339,13 +347,16 @@ impl Durable for SessionState {
                     last_ms: s.last_ms,
                     dirty: s.dirty,
                 };
-                // Sessions hold decimals, strings and integers: encoding cannot fail.
-                if let Ok(value) = codec::encode(&stored_session) {
-                    out.push(("sessions", DeltaOp::Put { key: key(k), value }));
+                match codec::encode(&stored_session) {
+                    Ok(value) => out.push(("sessions", DeltaOp::Put { key: key(k), value })),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
             None => out.push(("sessions", DeltaOp::Delete { key: key(k) })),
         });
+        failed.map_or(Ok(()), Err)
     }
 
     fn restore_entry(
@@ -534,7 +545,7 @@ mod tests {
         }
         s.advance(20_000, &mut bars);
         let mut ops = Vec::new();
-        s.snapshot(20_000, &mut ops);
+        s.snapshot(20_000, &mut ops).unwrap();
         let mut restored = SessionState::durable(spec(60_000));
         for table in ["instruments", "sessions"] {
             for (t, op) in &ops {

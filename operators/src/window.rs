@@ -470,7 +470,12 @@ impl WindowState {
 /// reference row once, by id. A snapshot writes the windows changed since the previous one and
 /// deletes the ones forgotten.
 impl Durable for WindowState {
-    fn snapshot(&mut self, _label: u64, out: &mut Vec<(&'static str, DeltaOp)>) {
+    fn snapshot(
+        &mut self,
+        _label: u64,
+        out: &mut Vec<(&'static str, DeltaOp)>,
+    ) -> Result<(), StateError> {
+        let mut failed = None;
         let key = |(end, id): &(u64, Arc<str>)| {
             let mut k = Vec::with_capacity(8 + id.len());
             k.extend_from_slice(&end.to_be_bytes());
@@ -481,24 +486,30 @@ impl Durable for WindowState {
         self.windows.drain_changes(|k, acc| match acc {
             Some(acc) => {
                 if !stored.contains_key(&k.1) {
-                    if let Ok(value) = codec::encode(&*acc.instrument) {
-                        out.push((
+                    match codec::encode(&*acc.instrument) {
+                        Ok(value) => out.push((
                             "instruments",
                             DeltaOp::Put {
                                 key: k.1.as_bytes().to_vec(),
                                 value,
                             },
-                        ));
+                        )),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
                     }
                     stored.insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
                 }
-                // Bars hold decimals, strings and integers: encoding cannot fail.
-                if let Ok(value) = codec::encode(&acc.stored()) {
-                    out.push(("windows", DeltaOp::Put { key: key(k), value }));
+                match codec::encode(&acc.stored()) {
+                    Ok(value) => out.push(("windows", DeltaOp::Put { key: key(k), value })),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
             None => out.push(("windows", DeltaOp::Delete { key: key(k) })),
         });
+        failed.map_or(Ok(()), Err)
     }
 
     fn restore_entry(
@@ -800,13 +811,13 @@ mod tests {
         w.apply(1_000, tick("A", 1_000, "V", 1, "10", "1"), &mut bars);
         w.apply(1_000, tick("B", 2_000, "V", 2, "20", "2"), &mut bars);
         let mut ops = vec![];
-        w.snapshot(10_000, &mut ops);
+        w.snapshot(10_000, &mut ops).unwrap();
         assert_eq!(ops.len(), 4, "two windows and two instruments");
         store(&mut model, ops);
         w.apply(61_000, tick("A", 61_000, "V", 3, "11", "1"), &mut bars);
         w.advance(75_000, &mut bars); // [0,60s) of A and B emitted and forgotten
         let mut ops = vec![];
-        w.snapshot(80_000, &mut ops);
+        w.snapshot(80_000, &mut ops).unwrap();
         assert!(ops
             .iter()
             .any(|(_, op)| matches!(op, DeltaOp::Delete { .. })));

@@ -60,7 +60,12 @@ impl DeltaOp {
 pub trait Durable {
     /// The changes since the previous snapshot, as `(table name, change)`, for a checkpoint
     /// whose first covered time is `label` (the time the caller's checkpoint cadence names).
-    fn snapshot(&mut self, label: u64, out: &mut Vec<(&'static str, DeltaOp)>);
+    /// An error (a value that cannot be encoded) fails the checkpoint: nothing is skipped.
+    fn snapshot(
+        &mut self,
+        label: u64,
+        out: &mut Vec<(&'static str, DeltaOp)>,
+    ) -> Result<(), StateError>;
 
     /// Takes back one stored entry of `table`, if `owns` says the entry's routing key (venue,
     /// instrument id) belongs to this instance; other entries are skipped unread.

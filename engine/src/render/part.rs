@@ -171,7 +171,12 @@ impl OperatorPart {
         };
         let started = Instant::now();
         let mut ops = Vec::new();
-        state.snapshot(due.0, &mut ops);
+        state
+            .snapshot(due.0, &mut ops)
+            .map_err(|source| EngineError::State {
+                part: self.part.id.to_string(),
+                source,
+            })?;
         let ops: Vec<(String, DeltaOp)> = ops
             .into_iter()
             .filter_map(|(table, op)| {
