@@ -2,9 +2,10 @@
 //! becomes a JSON object with the header's fields in order, so everything downstream reads
 //! the same contract as JSON lines.
 //!
-//! Values (as written, not trimmed): empty fields are left out (a missing field); `venue`, `symbol` and `currency` are
-//! always text; any other value that is a JSON number (`101.25`, `7`) stays a number, exactly
-//! as written, and the rest is text. A record whose field count differs from the header's, or
+//! Values (as written, not trimmed): empty fields are left out (a missing field); the text
+//! columns (`venue`, `symbol`, `currency` unless configured) are always text; any other value
+//! that is a JSON number (`101.25`, `7`) stays a number, exactly as written, and the rest is
+//! text. A record whose field count differs from the header's, or
 //! that is not UTF-8, is passed on as its raw text (not JSON), which `normalize` turns into a
 //! `malformed` dead letter: nothing is dropped.
 
@@ -14,14 +15,16 @@ use std::path::{Path, PathBuf};
 
 use crate::{ConnectorError, RecordReader};
 
-/// Fields that are always text.
-const TEXT_FIELDS: &[&str] = &["venue", "symbol", "currency"];
+/// Columns kept as text by default, even when they look like numbers.
+pub const TEXT_COLUMNS: &[&str] = &["venue", "symbol", "currency"];
 
 /// Reads a CSV file record by record.
 pub struct CsvReader {
     path: PathBuf,
     reader: csv::Reader<BufReader<File>>,
     headers: Vec<String>,
+    /// Per column: kept as text.
+    text: Vec<bool>,
     record: csv::ByteRecord,
     len: u64,
 }
@@ -35,8 +38,9 @@ fn csv_error(path: &Path, line: u64, e: impl std::fmt::Display) -> ConnectorErro
 }
 
 impl CsvReader {
-    /// Opens `path` and reads its header row.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, ConnectorError> {
+    /// Opens `path` and reads its header row; `text_columns` stay text even when a value looks
+    /// like a number.
+    pub fn open(path: impl AsRef<Path>, text_columns: &[String]) -> Result<Self, ConnectorError> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| ConnectorError::io(&path, e))?;
         let len = file
@@ -54,10 +58,15 @@ impl CsvReader {
         if len > 0 && (headers.is_empty() || headers.iter().any(String::is_empty)) {
             return Err(csv_error(&path, 1, "the header row must name every column"));
         }
+        let text = headers
+            .iter()
+            .map(|h| text_columns.iter().any(|t| t == h))
+            .collect();
         Ok(CsvReader {
             path,
             reader,
             headers,
+            text,
             record: csv::ByteRecord::new(),
             len,
         })
@@ -88,7 +97,7 @@ impl CsvReader {
         let mut out = String::with_capacity(self.record.as_slice().len() + 16 * fields.len());
         out.push('{');
         let mut first = true;
-        for (name, value) in self.headers.iter().zip(fields) {
+        for ((name, value), text) in self.headers.iter().zip(fields).zip(&self.text) {
             if value.is_empty() {
                 continue;
             }
@@ -98,8 +107,7 @@ impl CsvReader {
             first = false;
             out.push_str(&serde_json::Value::from(name.as_str()).to_string());
             out.push(':');
-            let number = !TEXT_FIELDS.contains(&name.as_str())
-                && serde_json::from_str::<serde_json::Number>(value).is_ok();
+            let number = !text && serde_json::from_str::<serde_json::Number>(value).is_ok();
             if number {
                 out.push_str(value);
             } else {
@@ -167,6 +175,10 @@ impl RecordReader for CsvReader {
 mod tests {
     use super::*;
 
+    fn defaults() -> Vec<String> {
+        TEXT_COLUMNS.iter().map(|c| c.to_string()).collect()
+    }
+
     fn read_all(r: &mut CsvReader) -> Vec<(u64, String)> {
         let mut out = Vec::new();
         while r.read_batch(2, &mut out).unwrap() {}
@@ -186,7 +198,7 @@ mod tests {
              short,row\n",
         )
         .unwrap();
-        let mut r = CsvReader::open(&path).unwrap();
+        let mut r = CsvReader::open(&path, &defaults()).unwrap();
         let all = read_all(&mut r);
         assert_eq!(all.len(), 4);
         assert_eq!(
@@ -209,12 +221,23 @@ mod tests {
             all.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
             vec![2, 3, 5, 6]
         );
-        let mut r = CsvReader::open(&path).unwrap();
+        let mut r = CsvReader::open(&path, &defaults()).unwrap();
         let mut first = Vec::new();
         r.read_batch(1, &mut first).unwrap();
         let (offset, line) = (r.offset(), r.line());
-        let mut again = CsvReader::open(&path).unwrap();
+        let mut again = CsvReader::open(&path, &defaults()).unwrap();
         again.seek(offset, line).unwrap();
         assert_eq!(read_all(&mut again), all[1..].to_vec());
+    }
+
+    #[test]
+    fn configured_text_columns_stay_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "sym,px\n7203,2500.5\n").unwrap();
+        let mut r = CsvReader::open(&path, &["sym".to_string()]).unwrap();
+        assert_eq!(read_all(&mut r)[0].1, r#"{"sym":"7203","px":2500.5}"#);
+        let mut r = CsvReader::open(&path, &defaults()).unwrap();
+        assert_eq!(read_all(&mut r)[0].1, r#"{"sym":7203,"px":2500.5}"#);
     }
 }

@@ -30,6 +30,9 @@ pub struct FileSourceConfig {
     /// then one record per row (quoted fields may hold commas, quotes and line breaks).
     #[serde(default)]
     pub format: FileFormat,
+    /// CSV only: columns kept as text even when a value looks like a number (default `venue`,
+    /// `symbol`, `currency`; name a venue's own columns, such as `sym`, before a `map`).
+    pub text_columns: Option<Vec<String>>,
     /// Where a record's event time is when it is not in `ts` (RFC 3339 or epoch ms), such
     /// as venue records a `map` operator rewrites later: `{ field = "time_ns", unit = "ns" }`
     /// (or `format = "..."`). The watermark follows it.

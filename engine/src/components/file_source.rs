@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickflow_connectors::csv_input::CsvReader;
+use tickflow_connectors::csv_input::{CsvReader, TEXT_COLUMNS};
 use tickflow_connectors::file::{FileFormat, FileSourceConfig, LineReader};
 use tickflow_connectors::RecordReader;
 use tickflow_operators::event_time::EventTime;
@@ -32,6 +32,8 @@ max_out_of_orderness = "2s""#,
 struct FileSource {
     path: PathBuf,
     format: FileFormat,
+    /// CSV columns kept as text.
+    text_columns: Vec<String>,
     event_time: EventTime,
     max_out_of_orderness_ms: u64,
 }
@@ -45,10 +47,21 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         cx.graph.max_out_of_orderness_ms,
     );
     let event_time = cx.event_time(cfg.event_time.as_ref());
+    if cfg.text_columns.is_some() && cfg.format != FileFormat::Csv {
+        cx.error(
+            "text_columns",
+            "only CSV sources (`format = \"csv\"`) take `text_columns`",
+        );
+    }
+    let text_columns = cfg
+        .text_columns
+        .clone()
+        .unwrap_or_else(|| TEXT_COLUMNS.iter().map(|c| c.to_string()).collect());
     // Every key is checked before giving up, so every error is reported.
     Some(Arc::new(FileSource {
         path: path?,
         format: cfg.format,
+        text_columns,
         event_time,
         max_out_of_orderness_ms: ooo,
     }))
@@ -58,7 +71,10 @@ impl Source for FileSource {
     fn state_identity(&self) -> String {
         let mut id = format!("File {{ path: {:?}", self.path);
         if self.format != FileFormat::Json {
-            id.push_str(&format!(", format: {:?}", self.format));
+            id.push_str(&format!(
+                ", format: {:?}, text_columns: {:?}",
+                self.format, self.text_columns
+            ));
         }
         if let EventTime::Field(rule) = &self.event_time {
             id.push_str(&format!(", event_time: {rule:?}"));
@@ -81,8 +97,12 @@ impl Source for FileSource {
             event_time: self.event_time.clone(),
             parallel: false,
         };
-        let (path, format) = (self.path.clone(), self.format);
-        drive(cx, settings, Box::new(move |cx| open(cx, &path, format)))
+        let (path, format, text) = (self.path.clone(), self.format, self.text_columns.clone());
+        drive(
+            cx,
+            settings,
+            Box::new(move |cx| open(cx, &path, (format, &text))),
+        )
     }
 }
 
@@ -99,7 +119,7 @@ fn position_format(format: FileFormat) -> &'static str {
 fn open(
     cx: &OpenCx,
     path: &PathBuf,
-    format: FileFormat,
+    (format, text_columns): (FileFormat, &[String]),
 ) -> Result<Option<Box<dyn SourceReader>>, EngineError> {
     let (index, peers) = cx.worker;
     if cx.source as usize % peers != index {
@@ -107,7 +127,7 @@ fn open(
     }
     let mut inner: Box<dyn RecordReader> = match format {
         FileFormat::Json => Box::new(LineReader::open(path)?),
-        FileFormat::Csv => Box::new(CsvReader::open(path)?),
+        FileFormat::Csv => Box::new(CsvReader::open(path, text_columns)?),
     };
     let kind = position_format(format);
     if let Some(restored) = cx.restored {
