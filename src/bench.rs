@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 use tickflow_engine::Summary;
 
-use crate::gen::{generate, GenArgs};
+use crate::gen::{generate, GenArgs, Shape, REALISTIC_FX};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,10 +45,24 @@ pub struct BenchArgs {
     /// Ticks per second produced in the Kafka latency measurement.
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
+    /// Data shapes to measure, comma-separated: `easy` (dense bars) and `realistic` (5-6
+    /// ticks per one-minute bar, mixed currencies, messy symbols, spaced JSON; see `gen`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "easy,realistic"
+    )]
+    pub shapes: Vec<Shape>,
 }
 
 /// The example pipeline over generated data in `dir`, writing to `dir/out`.
 pub fn example_graph(dir: &Path) -> String {
+    graph_with_fx(dir, r#"EUR = "1.08", GBP = "1.27""#)
+}
+
+/// The example pipeline with the fx table `fx` (TOML inline-table body).
+fn graph_with_fx(dir: &Path, fx: &str) -> String {
     let p = |name: &str| dir.join(name).display().to_string().replace('\\', "/");
     format!(
         r#"[graph]
@@ -66,7 +80,7 @@ path = "{ticks}"
 [operators.normalize]
 type = "normalize"
 input = "ticks"
-fx = {{ EUR = "1.08", GBP = "1.27" }}
+fx = {{ {fx} }}
 
 [operators.enrich]
 type = "enrich"
@@ -234,34 +248,66 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
-    eprintln!(
-        "generating {} ticks, {} instruments in {}",
-        args.ticks,
-        args.restore_windows.unwrap_or(args.instruments),
-        dir.display()
-    );
-    generate(&GenArgs {
+    if let Some(windows) = args.restore_windows {
+        eprintln!(
+            "generating {} ticks, {windows} instruments in {}",
+            args.ticks,
+            dir.display()
+        );
+        generate(&gen_args(args, &dir, windows, Shape::Easy))?;
+        return restore_bench(args, &dir, windows);
+    }
+    for &shape in &args.shapes {
+        let shape_dir = dir.join(format!("{shape:?}").to_lowercase());
+        eprintln!(
+            "generating {} ticks ({shape:?} shape), {} instruments in {}",
+            args.ticks,
+            args.instruments,
+            shape_dir.display()
+        );
+        generate(&gen_args(args, &shape_dir, args.instruments, shape))?;
+        let fx = match shape {
+            Shape::Easy => r#"EUR = "1.08", GBP = "1.27""#.to_string(),
+            Shape::Realistic => REALISTIC_FX
+                .iter()
+                .map(|(c, r)| format!("{c} = \"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        println!("\n{shape:?} shape:\n");
+        measure(args, &shape_dir, &graph_with_fx(&shape_dir, &fx))?;
+    }
+    Ok(())
+}
+
+/// The generator settings of a benchmark.
+fn gen_args(args: &BenchArgs, dir: &Path, instruments: u32, shape: Shape) -> GenArgs {
+    GenArgs {
         ticks: args.ticks,
-        instruments: args.restore_windows.unwrap_or(args.instruments),
+        instruments,
         seed: 42,
-        out: dir.clone(),
+        out: dir.to_path_buf(),
         bad_ratio: 0.01,
         duplicate_ratio: 0.001,
         late_ratio: 0.001,
         rate: 1_000,
         jitter_ms: 800,
         start_ms: 1_709_303_400_000,
-    })?;
-    if let Some(windows) = args.restore_windows {
-        return restore_bench(args, &dir, windows);
+        shape,
+        duration_secs: 5_400,
     }
+}
+
+/// Runs the graph `text` over the data in `dir` `runs` times per worker count (and with
+/// checkpoints, if asked) and prints the table.
+fn measure(args: &BenchArgs, dir: &Path, text: &str) -> anyhow::Result<()> {
     let graph = dir.join("bench.toml");
-    std::fs::write(&graph, example_graph(&dir))?;
+    std::fs::write(&graph, text)?;
     let ckpt_graph = dir.join("bench-ckpt.toml");
     if let Some(interval) = &args.checkpoint_interval {
         std::fs::write(
             &ckpt_graph,
-            example_graph(&dir) + &format!("\n[checkpoint]\ninterval = \"{interval}\"\n"),
+            text.to_string() + &format!("\n[checkpoint]\ninterval = \"{interval}\"\n"),
         )?;
     }
     let modes: Vec<bool> = match args.checkpoint_interval {

@@ -110,6 +110,8 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         rate: 10_000,
         jitter_ms: 100,
         start_ms: 1_709_303_400_000,
+        shape: crate::gen::Shape::Easy,
+        duration_secs: 5_400,
     })?;
     let nonce = now_ms();
     let raw = format!("bench.raw.{nonce}");

@@ -3,6 +3,12 @@
 //! Per instrument a random walk of prices in cents; ticks spread over several venues and
 //! currencies, in event-time order with bounded jitter, a few very late ticks, duplicates, and
 //! (optionally) a share of bad lines of every dead-letter kind. The same seed gives the same files.
+//!
+//! Two shapes: `easy` (the default: 6 venues, 1,000 ticks per second of event time, symbols
+//! mostly as listed) and `realistic` (what market-data feeds look like: 4 venues, the ticks
+//! spread over 90 minutes so a one-minute bar has a handful of ticks, 40 % without `currency`
+//! and 20 % in EUR, GBP or JPY, every symbol written 7 ways in case and whitespace, JSON with
+//! spaces after separators).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -47,6 +53,45 @@ pub struct GenArgs {
     /// Event time of the first tick, ms since the Unix epoch (default 2024-03-01T14:30:00Z).
     #[arg(long, default_value_t = 1_709_303_400_000)]
     pub start_ms: u64,
+    /// The data shape: `easy` or `realistic` (see the module docs; `realistic` ignores
+    /// `--rate` and spreads the ticks over `--duration-secs`).
+    #[arg(long, value_enum, default_value_t = Shape::Easy)]
+    pub shape: Shape,
+    /// Realistic shape: event time the ticks span, in seconds.
+    #[arg(long, default_value_t = 5_400)]
+    pub duration_secs: u64,
+}
+
+/// A generated data shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Dense bars, few currencies and symbol spellings.
+    Easy,
+    /// Sparse bars, mixed currencies, messy symbols, spaced JSON.
+    Realistic,
+}
+
+/// FX rates (units of USD per unit) of the currencies the realistic shape uses; a graph over
+/// it needs them in `normalize.fx`.
+pub const REALISTIC_FX: [(&str, &str); 3] = [("EUR", "1.08"), ("GBP", "1.27"), ("JPY", "0.0067")];
+
+/// The 7 ways the realistic shape writes symbol `s`.
+fn symbol_variant(s: &str, k: u32) -> String {
+    let lower = s.to_lowercase();
+    let title: String = s
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { c } else { c.to_ascii_lowercase() })
+        .collect();
+    match k % 7 {
+        0 => s.to_string(),
+        1 => lower,
+        2 => title,
+        3 => format!(" {s}"),
+        4 => format!("{s} "),
+        5 => format!(" {lower} "),
+        _ => format!("\t{s}"),
+    }
 }
 
 const VENUES: [&str; 6] = ["XNAS", "XNYS", "BATS", "ARCX", "XLON", "XETR"];
@@ -86,6 +131,28 @@ fn rfc3339(ms: u64, style: u32) -> String {
     }
 }
 
+/// A JSON line with a space after each separator outside strings, as many producers write.
+fn spaced(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in line.chars() {
+        out.push(c);
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == ',' || c == ':' {
+            out.push(' ');
+        }
+    }
+    out
+}
+
 /// Writes `ticks.jsonl` and `instruments.csv` into `args.out`.
 pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.instruments > 0, "--instruments must be at least 1");
@@ -123,6 +190,12 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     let mut prices: Vec<i64> = (0..symbols.len())
         .map(|_| rng.gen_range(1_000..50_000))
         .collect();
+    let realistic = args.shape == Shape::Realistic;
+    anyhow::ensure!(
+        !realistic || args.duration_secs > 0,
+        "--duration-secs must be at least 1"
+    );
+    let venues = if realistic { 4 } else { VENUES.len() };
     let mut seqs = [0u64; VENUES.len()];
     let mut recent: Vec<String> = Vec::new();
     let ticks_path = args.out.join("ticks.jsonl");
@@ -136,7 +209,11 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
             writeln!(out, "{line}")?;
             continue;
         }
-        let base = args.start_ms + i * 1_000 / args.rate;
+        let base = if realistic {
+            args.start_ms + i * args.duration_secs * 1_000 / args.ticks.max(1)
+        } else {
+            args.start_ms + i * 1_000 / args.rate
+        };
         let ts = if rng.gen_bool(args.late_ratio) {
             base.saturating_sub(rng.gen_range(30_000..120_000))
         } else {
@@ -144,7 +221,7 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
         };
         let k = rng.gen_range(0..symbols.len());
         prices[k] = (prices[k] + rng.gen_range(-25..=25)).max(1);
-        let v = rng.gen_range(0..VENUES.len());
+        let v = rng.gen_range(0..venues);
         seqs[v] += 1;
         let price = Decimal::new(prices[k], 2);
         let size: u32 = if rng.gen_bool(0.02) {
@@ -152,16 +229,32 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
         } else {
             rng.gen_range(1..=500)
         };
-        let (currency, price) = match rng.gen_range(0..20) {
-            0 => (Some("EUR"), (price / Decimal::new(108, 2)).round_dp(4)),
-            1 => (Some("GBP"), (price / Decimal::new(127, 2)).round_dp(4)),
-            2 => (Some("USD"), price),
-            _ => (None, price),
+        let (currency, price) = if realistic {
+            // 40 % none, 40 % USD, 20 % EUR, GBP or JPY.
+            match rng.gen_range(0..15) {
+                0 => (Some("EUR"), (price / Decimal::new(108, 2)).round_dp(4)),
+                1 => (Some("GBP"), (price / Decimal::new(127, 2)).round_dp(4)),
+                2 => (Some("JPY"), (price / Decimal::new(67, 4)).round_dp(2)),
+                3..=8 => (Some("USD"), price),
+                _ => (None, price),
+            }
+        } else {
+            match rng.gen_range(0..20) {
+                0 => (Some("EUR"), (price / Decimal::new(108, 2)).round_dp(4)),
+                1 => (Some("GBP"), (price / Decimal::new(127, 2)).round_dp(4)),
+                2 => (Some("USD"), price),
+                _ => (None, price),
+            }
         };
-        let sym = match rng.gen_range(0..50) {
-            0 => format!(" {} ", symbols[k].to_lowercase()),
-            _ => symbols[k].clone(),
+        let sym = if realistic {
+            symbol_variant(&symbols[k], rng.gen_range(0..7))
+        } else {
+            match rng.gen_range(0..50) {
+                0 => format!(" {} ", symbols[k].to_lowercase()),
+                _ => symbols[k].clone(),
+            }
         };
+        let sym = sym.replace('\t', "\\t");
         let ts_text = match rng.gen_range(0..10) {
             0 => ts.to_string(),
             1 => format!("\"{}\"", rfc3339(ts, 1)),
@@ -177,21 +270,28 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
             "{{\"venue\":\"{}\",\"symbol\":\"{sym}\",\"ts\":{ts_text},\"price\":{price_text},\"size\":\"{size}\",\"seq\":{}{cur}}}",
             VENUES[v], seqs[v]
         );
-        if rng.gen_bool(args.bad_ratio) {
+        let bad = rng.gen_bool(args.bad_ratio);
+        if bad {
             line = match rng.gen_range(0..8) {
                 0 => line[..line.len() / 2].to_string(),
                 1 => line.replace(&format!(",\"seq\":{}", seqs[v]), ""),
                 2 => line.replace(&format!("\"price\":{price_text}"), "\"price\":\"-1\""),
                 3 => line.replace(&ts_text, "\"not-a-time\""),
                 4 => format!(
-                    "{},\"currency\":\"JPY\"}}",
-                    line.trim_end_matches('}').replace(&cur, "")
+                    "{},\"currency\":\"{}\"}}",
+                    line.trim_end_matches('}').replace(&cur, ""),
+                    if realistic { "CHF" } else { "JPY" }
                 ),
                 5 => line.replace(&format!("\"symbol\":\"{sym}\""), "\"symbol\":\"ZZZZZZ\""),
                 6 => "[\"not\",\"an\",\"object\"]".to_string(),
                 _ => line.replace(&format!("\"size\":\"{size}\""), "\"size\":\"ten\""),
             };
-        } else {
+        }
+        // Spaced after the damage, which matches the compact form.
+        if realistic {
+            line = spaced(&line);
+        }
+        if !bad {
             if recent.len() < 64 {
                 recent.push(line.clone());
             } else {

@@ -13,5 +13,6 @@ mod registry;
 mod security;
 mod serve;
 mod session;
+mod shapes;
 mod validation;
 mod venues;
