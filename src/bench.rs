@@ -177,7 +177,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 fn restore_bench(args: &BenchArgs, dir: &Path, windows: u32) -> anyhow::Result<()> {
     let graph = dir.join("bench.toml");
     let text = example_graph(dir).replace("size = \"1m\"", "size = \"1h\"")
-        + "\n[checkpoint]\ninterval = \"10s\"\n";
+        + "\n[checkpoint]\ninterval = \"10s\"\nmin_pause = \"0ms\"\n";
     std::fs::write(&graph, text)?;
     let state = dir.join("state");
     let _ = std::fs::remove_dir_all(&state);

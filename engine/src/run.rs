@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
-use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, PartId};
+use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, Epochs, PartId};
 use crate::live::Live;
 use crate::render::{self, Durability, Failure};
 use crate::{EngineError, Metrics, Plan};
@@ -243,12 +243,14 @@ pub fn run(
                 .iter()
                 .filter_map(|s| s.component.output_file().map(PathBuf::from))
                 .collect();
+            let resumed_at = manifest.as_ref().map_or(0, |m| m.id);
+            let epochs = Arc::new(Epochs::new(plan.checkpoint.interval_ms, resumed_at));
             let c = Coordinator::new(
                 Arc::clone(&dir),
                 expected,
-                sink_files,
-                workers,
-                manifest.as_ref().map_or(0, |m| m.id),
+                (sink_files, workers),
+                resumed_at,
+                Arc::clone(&epochs),
             )
             .with_metrics(Arc::clone(&metrics));
             coordinator = Some(
@@ -263,6 +265,7 @@ pub fn run(
                 restore: manifest.map(Arc::new),
                 restored: Arc::new(restored),
                 reports: tx,
+                epochs,
                 restore_us: Arc::new(AtomicU64::new(0)),
             })
         }

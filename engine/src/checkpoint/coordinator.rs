@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{final_id, DataDir, Manifest, PartId, PartInfo, Report, MANIFEST_FORMAT};
+use super::{final_id, DataDir, Epochs, Manifest, PartId, PartInfo, Report, MANIFEST_FORMAT};
 use crate::EngineError;
 
 /// What the coordinator did during a run.
@@ -37,19 +37,21 @@ pub struct Coordinator {
     reports: HashMap<PartId, Vec<(Report, Instant)>>,
     stats: CheckpointStats,
     metrics: Option<Arc<crate::Metrics>>,
+    epochs: Arc<Epochs>,
 }
 
 impl Coordinator {
     /// A coordinator waiting for `expected` parts; `restored` is the checkpoint resumed from;
-    /// `sink_files` are fsync'd before every commit.
+    /// `sink_files` are fsync'd before every commit; it arms checkpoints in `epochs`.
     pub fn new(
         dir: Arc<DataDir>,
         expected: Vec<PartId>,
-        sink_files: Vec<PathBuf>,
-        workers: usize,
+        (sink_files, workers): (Vec<PathBuf>, usize),
         restored: u64,
+        epochs: Arc<Epochs>,
     ) -> Self {
         Coordinator {
+            epochs,
             dir,
             sink_files,
             expected,
@@ -70,22 +72,32 @@ impl Coordinator {
         self
     }
 
-    /// Handles reports until every sender is gone.
+    /// Handles reports until every sender is gone: arms a checkpoint whenever none is
+    /// pending and `min_pause` has passed since the last one was armed, and commits each once
+    /// every part has saved it.
     pub fn run(
         mut self,
         reports: crossbeam_channel::Receiver<Report>,
     ) -> Result<CheckpointStats, EngineError> {
         let mut result = Ok(());
-        let pause = std::time::Duration::from_millis(self.dir.config.min_pause_ms);
-        let mut last_commit: Option<Instant> = None;
+        let pause = Duration::from_millis(self.dir.config.min_pause_ms);
+        let mut last_arm: Option<Instant> = None;
         loop {
-            let wait = last_commit.map_or(pause, |t| pause.saturating_sub(t.elapsed()));
-            let (first, open) = match reports.recv_timeout(wait.max(Duration::from_millis(1))) {
+            let pending = self.epochs.armed() > self.committed;
+            let due = last_arm.is_none_or(|t| t.elapsed() >= pause);
+            if result.is_ok() && !pending && due && self.epochs.arm(self.committed).is_some() {
+                last_arm = Some(Instant::now());
+            }
+            let wait = match last_arm {
+                Some(t) if !pending => pause.saturating_sub(t.elapsed()),
+                _ => Duration::from_millis(100),
+            }
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+            let (first, open) = match reports.recv_timeout(wait) {
                 Ok(r) => (Some(r), true),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => (None, true),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => (None, false),
             };
-            // Take every report already waiting, then commit only the newest checkpoint.
             for report in first.into_iter().chain(reports.try_iter()) {
                 self.stats.save_ms_total += report.write_us as f64 / 1000.0;
                 self.reports
@@ -93,13 +105,8 @@ impl Coordinator {
                     .or_default()
                     .push((report, Instant::now()));
             }
-            let due = !open || last_commit.is_none_or(|t| t.elapsed() >= pause);
-            if result.is_ok() && due {
-                let before = self.committed;
+            if result.is_ok() {
                 result = self.try_commit();
-                if self.committed != before {
-                    last_commit = Some(Instant::now());
-                }
             }
             if !open {
                 break;

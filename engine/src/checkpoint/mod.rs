@@ -27,7 +27,7 @@ mod coordinator;
 mod data_dir;
 mod manifest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +42,8 @@ pub use manifest::{
 
 /// Default `checkpoint.interval`, in ms of event time.
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
-/// Default `checkpoint.min_pause`, wall-clock ms.
-pub const DEFAULT_MIN_PAUSE_MS: u64 = 50;
+/// Default `checkpoint.min_pause`: wall-clock ms between checkpoints at least.
+pub const DEFAULT_MIN_PAUSE_MS: u64 = 1_000;
 /// Default `checkpoint.retain`.
 pub const DEFAULT_RETAIN: usize = 3;
 /// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
@@ -94,21 +94,90 @@ impl Cadence {
         t - t % self.interval
     }
 
-    /// The checkpoint times a part passes on reaching time `t` (all input before `t` done),
-    /// as `(label, through)`, or `None` if none is new.
-    pub fn due(&self, t: u64) -> Option<(u64, u64)> {
-        let through = self.floor(t);
-        (through > self.done).then(|| {
-            let label = (self.done / self.interval)
-                .saturating_add(1)
-                .saturating_mul(self.interval);
-            (label, through)
-        })
+    /// The checkpoint a part passes on reaching time `t` (all input before `t` done), as
+    /// `(label, through)` (the save covers checkpoints `label..=through`), or `None`: the
+    /// `armed` checkpoint once `t` passes it, and at the end of the input (`t == u64::MAX`)
+    /// every checkpoint after the last one saved through the final one (nothing is processed
+    /// after it, so its state holds for all of them).
+    pub fn due(&self, t: u64, armed: u64) -> Option<(u64, u64)> {
+        if t == u64::MAX {
+            let last = self.floor(u64::MAX);
+            return (last > self.done).then(|| {
+                let label = (self.done / self.interval)
+                    .saturating_add(1)
+                    .saturating_mul(self.interval);
+                (label, last)
+            });
+        }
+        (armed > self.done && armed <= t).then_some((armed, armed))
     }
 
     /// Records that checkpoints up to `through` are saved.
     pub fn mark(&mut self, through: u64) {
         self.done = through;
+    }
+}
+
+/// Which checkpoint is being taken. Checkpoint times are multiples of the interval on the
+/// watermark, but not every multiple is taken: the coordinator arms one at a time, at most
+/// every `min_pause` of wall-clock time, as the first multiple past every source's watermark.
+/// Every part saves when it passes the armed time; a source records where it moves and reads
+/// the armed time under the lock arming takes, so a checkpoint is never armed behind a source
+/// (which would then pass it without saving). A backfill therefore checkpoints at a steady
+/// wall-clock pace instead of at every interval of event time, and the final checkpoint of a
+/// bounded run is always taken.
+#[derive(Debug)]
+pub struct Epochs {
+    interval: u64,
+    armed: std::sync::atomic::AtomicU64,
+    sources: std::sync::Mutex<HashMap<PartId, u64>>,
+}
+
+impl Epochs {
+    /// Nothing armed past `committed` (the checkpoint resumed from, or 0).
+    pub fn new(interval: u64, committed: u64) -> Self {
+        Epochs {
+            interval: interval.max(1),
+            armed: std::sync::atomic::AtomicU64::new(committed),
+            sources: Default::default(),
+        }
+    }
+
+    /// The armed checkpoint (at or below the newest committed one when none is pending).
+    pub fn armed(&self) -> u64 {
+        self.armed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A source part about to move its capability to `to`: records it and returns the armed
+    /// checkpoint, under the lock [`Epochs::arm`] takes.
+    pub fn source_moves(&self, part: &PartId, to: u64) -> u64 {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.insert(part.clone(), to);
+        self.armed()
+    }
+
+    /// Arms the next checkpoint: the first multiple of the interval past every source's
+    /// watermark and past `committed`. `None` (nothing armed) once every source is finished.
+    pub fn arm(&self, committed: u64) -> Option<u64> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if !sources.is_empty() && sources.values().all(|t| *t == u64::MAX) {
+            return None;
+        }
+        let ahead = sources
+            .values()
+            .copied()
+            .filter(|t| *t != u64::MAX)
+            .chain(std::iter::once(committed))
+            .max()
+            .unwrap_or(committed);
+        let next = (ahead / self.interval)
+            .checked_add(1)?
+            .checked_mul(self.interval)?;
+        if next >= final_id(self.interval) {
+            return None;
+        }
+        self.armed.store(next, std::sync::atomic::Ordering::Release);
+        Some(next)
     }
 }
 
@@ -396,15 +465,28 @@ mod tests {
     }
 
     #[test]
-    fn cadence_covers_jumps_with_one_save() {
+    fn parts_save_at_the_armed_checkpoint_and_at_the_end() {
         let mut c = Cadence::new(10, 0);
-        assert_eq!(c.due(9), None);
-        assert_eq!(c.due(10), Some((10, 10)));
-        assert_eq!(c.due(47), Some((10, 40)));
+        assert_eq!(c.due(47, 0), None, "nothing armed");
+        assert_eq!(c.due(39, 40), None);
+        assert_eq!(c.due(47, 40), Some((40, 40)));
         c.mark(40);
-        assert_eq!(c.due(49), None);
-        assert_eq!(c.due(50), Some((50, 50)));
-        assert_eq!(c.due(u64::MAX), Some((50, final_id(10))));
+        assert_eq!(c.due(90, 40), None, "saved already");
+        assert_eq!(c.due(u64::MAX, 40), Some((50, final_id(10))));
+    }
+
+    #[test]
+    fn checkpoints_are_armed_past_every_source() {
+        let e = Epochs::new(10, 20);
+        assert_eq!(e.arm(20), Some(30), "past the committed one");
+        let (a, b) = (PartId::Source("a".into()), PartId::Source("b".into()));
+        assert_eq!(e.source_moves(&a, 47), 30);
+        e.source_moves(&b, 12);
+        assert_eq!(e.arm(30), Some(50), "past the furthest source");
+        e.source_moves(&a, u64::MAX);
+        assert_eq!(e.arm(50), Some(60), "finished sources do not count");
+        e.source_moves(&b, u64::MAX);
+        assert_eq!(e.arm(50), None, "every source finished");
     }
 
     #[test]

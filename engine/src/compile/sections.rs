@@ -6,7 +6,7 @@ use super::*;
 
 impl Compiler<'_> {
     /// `[checkpoint]`: `interval` (event time, default 10s), `retain` (default 3) and
-    /// `min_pause` (wall clock between commit markers, default 50ms).
+    /// `min_pause` (wall clock between checkpoints, default 1s).
     pub(super) fn checkpoint_section(&mut self, root: &Table) -> CheckpointConfig {
         let mut cfg = CheckpointConfig::default();
         let Some(item) = root.get("checkpoint") else {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tickflow_state::{DeltaOp, Durable, Store};
 
 use crate::checkpoint::{
-    Cadence, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SourcePosition,
+    Cadence, Epochs, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SourcePosition,
 };
 use crate::fault;
 use crate::EngineError;
@@ -37,6 +37,8 @@ pub struct Durability {
     pub restored: Arc<HashMap<String, RestoredTable>>,
     /// Where parts report their saves.
     pub reports: crossbeam_channel::Sender<Report>,
+    /// Which checkpoint is being taken.
+    pub epochs: Arc<Epochs>,
     /// Longest time a worker spent taking its state back, µs.
     pub restore_us: Arc<AtomicU64>,
 }
@@ -61,6 +63,18 @@ impl Part {
             ctx: ctx.clone(),
             id,
         }
+    }
+
+    /// The checkpoint this part passes on reaching time `t`, if any (see [`Cadence::due`]).
+    pub fn due(&self, t: u64) -> Option<(u64, u64)> {
+        self.cadence.due(t, self.ctx.epochs.armed())
+    }
+
+    /// Like [`Part::due`] for a source about to move its capability to `t`: the move is
+    /// recorded first, so no checkpoint is armed behind it.
+    pub fn source_due(&self, t: u64) -> Option<(u64, u64)> {
+        let armed = self.ctx.epochs.source_moves(&self.id, t);
+        self.cadence.due(t, armed)
     }
 
     /// A source's position in the checkpoint being restored: `None` without one, `Err(id)` if
@@ -166,7 +180,7 @@ impl OperatorPart {
     /// Saves the state if reaching time `t` (all input before `t` applied, nothing at or after
     /// it) passes a checkpoint.
     pub fn save(&mut self, t: u64, state: &mut dyn Durable) -> Result<(), EngineError> {
-        let Some(due) = self.part.cadence.due(t) else {
+        let Some(due) = self.part.due(t) else {
             return Ok(());
         };
         let started = Instant::now();

@@ -119,7 +119,7 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
                 let (Some(p), Some(w)) = (part.as_mut(), writer.as_mut()) else {
                     return;
                 };
-                let Some(due) = p.cadence.due(t) else {
+                let Some(due) = p.due(t) else {
                     return;
                 };
                 let started = Instant::now();

@@ -177,7 +177,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
         // What this worker reports as its position for checkpoints it resumes past.
         let report_restored = |part: &mut Option<super::Part>, pos: SourcePosition| {
             if let Some(p) = part.as_mut() {
-                if let Some(due) = p.cadence.due(pos.watermark_ms) {
+                if let Some(due) = p.source_due(pos.watermark_ms) {
                     p.report(due, PartInfo::Source(pos), Instant::now());
                 }
             }
@@ -342,7 +342,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
             }
             let next = target.filter(|w| w > r.cap.time());
             if let (Some(next), Some(p)) = (next, part.as_mut()) {
-                if let Some(due) = p.cadence.due(next) {
+                if let Some(due) = p.source_due(next) {
                     let pos = r.position(next);
                     let reader_pos = pos.readers[0].clone();
                     match p.save_position(due, PartInfo::Source(pos), Instant::now()) {
