@@ -469,3 +469,33 @@ fn a_resumed_run_joins_with_the_reference_data_it_started_with() {
     );
     case.assert_outputs_equal_reference("reference changed while down");
 }
+
+#[test]
+fn a_backfill_checkpoints_at_the_wall_clock_pace_and_resumes_exactly() {
+    // 300 s of event time at a 1 s interval: 300 checkpoint times, crossed in a second or two.
+    let case = Case::new(60_000, 200, "1s");
+    let text = std::fs::read_to_string(&case.graph)
+        .unwrap()
+        .replace("min_pause = \"0ms\"", "min_pause = \"400ms\"");
+    std::fs::write(&case.graph, text).unwrap();
+    let data_dir = case.root.path().join("dd");
+    let (summary, _) = case.finish(&data_dir, 2);
+    let committed = summary["checkpoints"]["committed"].as_u64().unwrap();
+    let secs = summary["elapsed_secs"].as_f64().unwrap();
+    assert!(
+        committed >= 1 && committed as f64 <= secs / 0.4 + 2.0,
+        "{committed} checkpoints in {secs:.2} s"
+    );
+    case.assert_outputs_equal_reference("paced checkpoints");
+    // Killed after a paced checkpoint, it resumes from it exactly.
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let o = case
+        .run(&data_dir, 2, &[])
+        .env("TICKFLOW_FAULT", "after-marker:2")
+        .output()
+        .unwrap();
+    assert!(crashed(&o), "stopped after the second marker");
+    let (summary, _) = case.finish(&data_dir, 2);
+    assert!(summary["restored_from"].as_u64().is_some());
+    case.assert_outputs_equal_reference("resumed from a paced checkpoint");
+}
