@@ -13,8 +13,7 @@
 //! dedup_retention = "2m"
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
@@ -45,6 +44,9 @@ pub struct NormalizeConfig {
     /// that is no longer detected would be late anyway.
     pub dedup_retention: Option<String>,
 }
+
+/// Width of the dedup expiry buckets in memory, ms.
+const EXPIRY_BUCKET_MS: u64 = 1_000;
 
 /// The state tables a `normalize` operator keeps.
 pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
@@ -199,8 +201,10 @@ pub struct Deduper {
     venue_ids: HashMap<String, u32>,
     venues: Vec<String>,
     seen: HashMap<(u32, u64), u64>,
-    /// `(expiry, venue id, seq)`, soonest first.
-    expiries: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    /// `(expiry, venue id, seq)` by expiry second: keys mostly arrive in expiry order, so a
+    /// bucket is appended to and expired whole (a heap popped one key at a time cost ~7 % of a
+    /// run's time).
+    expiries: BTreeMap<u64, Vec<(u64, u32, u64)>>,
     /// Keys added since the last snapshot, when snapshots are taken.
     added: Option<Vec<(u32, u64, u64)>>,
 }
@@ -213,7 +217,7 @@ impl Deduper {
             venue_ids: HashMap::new(),
             venues: Vec::new(),
             seen: HashMap::new(),
-            expiries: BinaryHeap::new(),
+            expiries: BTreeMap::new(),
             added: None,
         }
     }
@@ -238,7 +242,10 @@ impl Deduper {
 
     fn remember(&mut self, venue: u32, seq: u64, expiry: u64) {
         self.seen.insert((venue, seq), expiry);
-        self.expiries.push(Reverse((expiry, venue, seq)));
+        self.expiries
+            .entry(expiry / EXPIRY_BUCKET_MS)
+            .or_default()
+            .push((expiry, venue, seq));
     }
 
     /// Whether this tick is the first with its `(venue, seq)`; remembers it if so.
@@ -257,15 +264,39 @@ impl Deduper {
 
     /// Forgets keys whose expiry is at or before `watermark`.
     pub fn advance(&mut self, watermark: u64) {
-        while let Some(Reverse((expiry, venue, seq))) = self.expiries.peek().copied() {
-            if expiry > watermark {
+        let seen = &mut self.seen;
+        // A restored key can be listed twice (seen, expired, seen again): only the entry with
+        // its current expiry removes it.
+        let mut forget = |(expiry, venue, seq): (u64, u32, u64)| {
+            if seen.get(&(venue, seq)) == Some(&expiry) {
+                seen.remove(&(venue, seq));
+            }
+        };
+        while let Some(mut entry) = self.expiries.first_entry() {
+            let bucket = *entry.key();
+            if bucket.saturating_mul(EXPIRY_BUCKET_MS) > watermark {
                 break;
             }
-            self.expiries.pop();
-            // A restored key can be in the heap twice (seen, expired, seen again).
-            if self.seen.get(&(venue, seq)) == Some(&expiry) {
-                self.seen.remove(&(venue, seq));
+            let last = bucket
+                .saturating_mul(EXPIRY_BUCKET_MS)
+                .saturating_add(EXPIRY_BUCKET_MS - 1);
+            if last <= watermark {
+                entry.remove().into_iter().for_each(&mut forget);
+                continue;
             }
+            // The watermark is inside this bucket: expire what is due, keep the rest.
+            entry.get_mut().retain(|&key| {
+                if key.0 <= watermark {
+                    forget(key);
+                    false
+                } else {
+                    true
+                }
+            });
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+            break;
         }
     }
 
