@@ -54,6 +54,9 @@ pub struct BenchArgs {
         default_value = "easy,realistic"
     )]
     pub shapes: Vec<Shape>,
+    /// Share of bad lines (of every dead-letter kind) in the generated ticks.
+    #[arg(long, default_value_t = 0.01)]
+    pub bad_ratio: f64,
 }
 
 /// The example pipeline over generated data in `dir`, writing to `dir/out`.
@@ -287,7 +290,7 @@ fn gen_args(args: &BenchArgs, dir: &Path, instruments: u32, shape: Shape) -> Gen
         instruments,
         seed: 42,
         out: dir.to_path_buf(),
-        bad_ratio: 0.01,
+        bad_ratio: args.bad_ratio,
         duplicate_ratio: 0.001,
         late_ratio: 0.001,
         rate: 1_000,
