@@ -22,6 +22,7 @@ use tickflow_state::TableDescriptor;
 
 use crate::checkpoint::{DataDir, OpaquePosition, SinkPosition};
 use crate::policy::GraphPolicy;
+use crate::render::source::DriverSettings;
 use crate::render::{AnyStream, RenderCx, SinkCx, SourceCx, S};
 use crate::{EngineError, RuleError};
 
@@ -262,10 +263,9 @@ pub struct GraphFacts {
 pub trait Source: fmt::Debug + Send + Sync {
     /// What its checkpoints depend on (part of the state fingerprint).
     fn state_identity(&self) -> String;
-    /// How far the watermark trails the newest event time.
-    fn max_out_of_orderness_ms(&self) -> u64;
-    /// Whether every worker reads a share (one checkpoint part per worker) or one worker all.
-    fn parallel(&self) -> bool;
+    /// How the source driver runs it: watermark lag, idleness, where event time is, and
+    /// whether every worker reads a share (one checkpoint part per worker) or one worker all.
+    fn driver(&self) -> &DriverSettings;
     /// Renders the source: a stream of raw records at watermark times.
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine>;
 }

@@ -96,7 +96,7 @@ pub const PROJECTION_TABLES: &[TableDescriptor] = &[TableDescriptor {
 
 /// The column family holding projection sink `sink`'s entries.
 pub fn projection_table(sink: &str) -> String {
-    format!("{sink}/{}", PROJECTION_TABLES[0].name)
+    crate::checkpoint::table_key(sink, PROJECTION_TABLES[0].name)
 }
 
 /// The latest record per key of a `projection` sink: updated by the sink as records complete,

@@ -124,7 +124,7 @@ impl Plan {
             "sources": self.sources.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "type": s.kind.name,
-                "max_out_of_orderness_ms": s.component.max_out_of_orderness_ms(),
+                "max_out_of_orderness_ms": s.component.driver().max_out_of_orderness_ms,
             })).collect::<Vec<_>>(),
             "operators": self.operators.iter().map(|o| serde_json::json!({
                 "name": o.name,

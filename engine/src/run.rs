@@ -376,7 +376,7 @@ fn pin_to_data_dir(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
 fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
     let mut parts: Vec<PartId> = Vec::new();
     for s in &plan.sources {
-        if s.component.parallel() {
+        if s.component.driver().parallel {
             parts.extend((0..workers).map(|w| PartId::SourceWorker(s.name.clone(), w)))
         } else {
             parts.push(PartId::Source(s.name.clone()))

@@ -7,6 +7,7 @@
 //!
 //! The engine's component registry (`tickflow_engine::components`) binds each to the dataflow.
 
+mod bar;
 pub mod enrich;
 mod error;
 pub mod event_time;

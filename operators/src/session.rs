@@ -21,14 +21,15 @@
 //! allowed_lateness = "10s"
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, Table, TableDescriptor};
 
-use crate::record::{Bar, EnrichedTick, Instrument};
-use crate::window::{BarAcc, StoredBar, TickOrder, WindowConfig, WindowKind};
+use crate::bar::{stored_id, BarAcc, InstrumentRows, StoredBar, TickOrder};
+use crate::record::{Bar, EnrichedTick};
+use crate::window::{WindowConfig, WindowKind};
 use crate::{duration_ms, OperatorError};
 
 /// The state tables a session `window` keeps.
@@ -134,7 +135,7 @@ pub struct SessionState {
     /// `(end + gap + allowed_lateness, instrument_id, start)`: when a session can no longer
     /// change and is forgotten.
     expiry: BTreeSet<(u64, Arc<str>, u64)>,
-    stored_instruments: HashMap<Arc<str>, Arc<Instrument>>,
+    stored_instruments: InstrumentRows,
 }
 
 impl SessionState {
@@ -154,7 +155,7 @@ impl SessionState {
             sessions: Table::new(track),
             pending: BTreeSet::new(),
             expiry: BTreeSet::new(),
-            stored_instruments: HashMap::new(),
+            stored_instruments: InstrumentRows::default(),
         }
     }
 
@@ -324,24 +325,10 @@ impl Durable for SessionState {
             k.extend_from_slice(id.as_bytes());
             k
         };
-        let stored = &mut self.stored_instruments;
+        let rows = &mut self.stored_instruments;
         self.sessions.drain_changes(|k, s| match s {
             Some(s) => {
-                if !stored.contains_key(&k.0) {
-                    match codec::encode(s.acc.instrument().as_ref()) {
-                        Ok(value) => out.push((
-                            "instruments",
-                            DeltaOp::Put {
-                                key: k.0.as_bytes().to_vec(),
-                                value,
-                            },
-                        )),
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                        }
-                    }
-                    stored.insert(Arc::clone(&k.0), Arc::clone(s.acc.instrument()));
-                }
+                rows.snapshot(s.acc.instrument(), out, &mut failed);
                 let stored_session = StoredSession {
                     bar: s.acc.stored(),
                     last_ms: s.last_ms,
@@ -366,36 +353,17 @@ impl Durable for SessionState {
         value: &[u8],
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<(), StateError> {
-        let utf8 = |b: &[u8]| {
-            std::str::from_utf8(b)
-                .map(str::to_string)
-                .map_err(|_| StateError::Corrupt("instrument_id is not UTF-8".into()))
-        };
         match table {
             // Restored before `sessions` (table order).
-            "instruments" => {
-                let id = utf8(key)?;
-                if owns(&id) {
-                    let instrument: Instrument = codec::decode(value)?;
-                    self.stored_instruments
-                        .insert(Arc::from(id.as_str()), Arc::new(instrument));
-                }
-                Ok(())
-            }
+            "instruments" => self.stored_instruments.restore(key, value, owns),
             "sessions" => {
                 let (_start, id) = split_u64(key)?;
-                let id = utf8(id)?;
+                let id = stored_id(id)?;
                 if !owns(&id) {
                     return Ok(());
                 }
                 let stored: StoredSession<TickOrder> = codec::decode(value)?;
-                let Some((id, instrument)) = self.stored_instruments.get_key_value(id.as_str())
-                else {
-                    return Err(StateError::Corrupt(format!(
-                        "session of instrument {id} without its reference row"
-                    )));
-                };
-                let (id, instrument) = (Arc::clone(id), Arc::clone(instrument));
+                let (id, instrument) = self.stored_instruments.row(&id, "session")?;
                 let session = Session {
                     acc: BarAcc::from_stored(stored.bar, instrument),
                     last_ms: stored.last_ms,
@@ -425,7 +393,7 @@ impl Durable for SessionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Ordinal, Tick};
+    use crate::record::{Instrument, Ordinal, Tick};
     use rust_decimal::Decimal;
     use std::str::FromStr;
 

@@ -19,11 +19,11 @@
 
 use std::sync::Arc;
 
-use rust_decimal::{Decimal, RoundingStrategy};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, Table, TableDescriptor};
 
-use crate::record::{Bar, EnrichedTick, Instrument};
+use crate::bar::{stored_id, BarAcc, InstrumentRows, StoredBar, TickOrder};
+use crate::record::{Bar, EnrichedTick};
 use crate::{duration_ms, OperatorError};
 
 /// Window shapes.
@@ -169,193 +169,13 @@ impl WindowSpec {
     }
 }
 
-/// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
-pub(crate) type TickOrder = (i64, String, u64);
-
-/// A bar being built as stored: decimals in their 16-byte binary form, the instrument apart
-/// (table `instruments`, once per instrument).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredBar<O> {
-    start_ms: u64,
-    open: (O, [u8; 16]),
-    close: (O, [u8; 16]),
-    high: [u8; 16],
-    low: [u8; 16],
-    volume: [u8; 16],
-    notional: [u8; 16],
-    trades: u64,
-    emitted: Option<u32>,
-}
-
-/// One bar being built.
-#[derive(Debug, Clone)]
-pub struct BarAcc {
-    instrument: Arc<Instrument>,
-    start_ms: u64,
-    open: (TickOrder, Decimal),
-    close: (TickOrder, Decimal),
-    high: Decimal,
-    low: Decimal,
-    volume: Decimal,
-    notional: Decimal,
-    trades: u64,
-    /// Revision last emitted, if any.
-    emitted: Option<u32>,
-}
-
-impl BarAcc {
-    pub(crate) fn stored(&self) -> StoredBar<&TickOrder> {
-        StoredBar {
-            start_ms: self.start_ms,
-            open: (&self.open.0, self.open.1.serialize()),
-            close: (&self.close.0, self.close.1.serialize()),
-            high: self.high.serialize(),
-            low: self.low.serialize(),
-            volume: self.volume.serialize(),
-            notional: self.notional.serialize(),
-            trades: self.trades,
-            emitted: self.emitted,
-        }
-    }
-
-    pub(crate) fn from_stored(s: StoredBar<TickOrder>, instrument: Arc<Instrument>) -> Self {
-        BarAcc {
-            instrument,
-            start_ms: s.start_ms,
-            open: (s.open.0, Decimal::deserialize(s.open.1)),
-            close: (s.close.0, Decimal::deserialize(s.close.1)),
-            high: Decimal::deserialize(s.high),
-            low: Decimal::deserialize(s.low),
-            volume: Decimal::deserialize(s.volume),
-            notional: Decimal::deserialize(s.notional),
-            trades: s.trades,
-            emitted: s.emitted,
-        }
-    }
-
-    pub(crate) fn new(tick: &EnrichedTick, start_ms: u64) -> Self {
-        let t = &tick.tick;
-        let order = (t.ts_ns, t.venue.clone(), t.seq);
-        BarAcc {
-            instrument: Arc::clone(&tick.instrument),
-            start_ms,
-            open: (order.clone(), t.price),
-            close: (order, t.price),
-            high: t.price,
-            low: t.price,
-            volume: Decimal::ZERO,
-            notional: Decimal::ZERO,
-            trades: 0,
-            emitted: None,
-        }
-    }
-
-    pub(crate) fn add(&mut self, tick: &EnrichedTick) {
-        let t = &tick.tick;
-        let before_open = (t.ts_ns, t.venue.as_str(), t.seq)
-            < (self.open.0 .0, self.open.0 .1.as_str(), self.open.0 .2);
-        let after_close = (t.ts_ns, t.venue.as_str(), t.seq)
-            > (self.close.0 .0, self.close.0 .1.as_str(), self.close.0 .2);
-        if before_open {
-            self.open = ((t.ts_ns, t.venue.clone(), t.seq), t.price);
-        }
-        if after_close {
-            self.close = ((t.ts_ns, t.venue.clone(), t.seq), t.price);
-        }
-        if t.price > self.high {
-            self.high = t.price;
-        }
-        if t.price < self.low {
-            self.low = t.price;
-        }
-        // Normalize bounds price and size (below 10^13 each), so one tick's notional fits;
-        // sums beyond the decimal type saturate at MAX, which the bar reports as an overflow.
-        self.volume = self.volume.checked_add(t.size).unwrap_or(Decimal::MAX);
-        let notional = t.price.checked_mul(t.size).unwrap_or(Decimal::MAX);
-        self.notional = self.notional.checked_add(notional).unwrap_or(Decimal::MAX);
-        self.trades += 1;
-    }
-
-    /// Folds another bar of the same instrument into this one (a session merge).
-    pub(crate) fn merge(&mut self, other: &BarAcc) {
-        if other.open.0 < self.open.0 {
-            self.open = other.open.clone();
-        }
-        if other.close.0 > self.close.0 {
-            self.close = other.close.clone();
-        }
-        self.high = self.high.max(other.high);
-        self.low = self.low.min(other.low);
-        self.volume = self
-            .volume
-            .checked_add(other.volume)
-            .unwrap_or(Decimal::MAX);
-        self.notional = self
-            .notional
-            .checked_add(other.notional)
-            .unwrap_or(Decimal::MAX);
-        self.trades += other.trades;
-        self.start_ms = self.start_ms.min(other.start_ms);
-    }
-
-    /// The revision last emitted, if any.
-    pub(crate) fn emitted(&self) -> Option<u32> {
-        self.emitted
-    }
-
-    /// Records that `revision` was emitted.
-    pub(crate) fn set_emitted(&mut self, revision: Option<u32>) {
-        self.emitted = revision;
-    }
-
-    /// The instrument.
-    pub(crate) fn instrument(&self) -> &Arc<Instrument> {
-        &self.instrument
-    }
-
-    /// The bar's start.
-    pub(crate) fn start_ms(&self) -> u64 {
-        self.start_ms
-    }
-
-    /// Moves the bar's start (a session extended to the left).
-    pub(crate) fn set_start(&mut self, start_ms: u64) {
-        self.start_ms = start_ms;
-    }
-
-    pub(crate) fn to_bar(&self, end_ms: u64, revision: u32) -> Bar {
-        let overflow = self.volume == Decimal::MAX || self.notional == Decimal::MAX;
-        let vwap = (!self.volume.is_zero() && !overflow).then(|| {
-            self.notional
-                .checked_div(self.volume)
-                .unwrap_or(Decimal::MAX)
-                .round_dp_with_strategy(8, RoundingStrategy::MidpointNearestEven)
-        });
-        Bar {
-            instrument: Arc::clone(&self.instrument),
-            window_start_ms: self.start_ms,
-            window_end_ms: end_ms,
-            open: self.open.1,
-            high: self.high,
-            low: self.low,
-            close: self.close.1,
-            volume: self.volume,
-            vwap,
-            trades: self.trades,
-            revision,
-            overflow,
-            retracted: false,
-        }
-    }
-}
-
 /// The open windows of one `window` operator instance.
 #[derive(Debug, Clone)]
 pub struct WindowState {
     spec: WindowSpec,
     windows: Table<(u64, Arc<str>), BarAcc>,
     /// Instruments whose reference row is in storage (or being restored), by id.
-    stored_instruments: std::collections::HashMap<Arc<str>, Arc<Instrument>>,
+    stored_instruments: InstrumentRows,
 }
 
 impl WindowState {
@@ -382,7 +202,7 @@ impl WindowState {
         let mut ends: Vec<u64> = self
             .windows
             .iter()
-            .filter(|(_, acc)| acc.emitted.is_none())
+            .filter(|(_, acc)| acc.emitted().is_none())
             .map(|((end, _), _)| *end)
             .collect();
         ends.dedup();
@@ -419,13 +239,13 @@ impl WindowState {
             let end = key.0;
             if end.saturating_add(lateness) <= watermark {
                 if let Some(acc) = self.windows.remove(&key) {
-                    if acc.emitted.is_none() {
+                    if acc.emitted().is_none() {
                         bars.push(acc.to_bar(end, 0));
                     }
                 }
             } else if let Some(acc) = self.windows.get_mut(&key) {
-                if acc.emitted.is_none() {
-                    acc.emitted = Some(0);
+                if acc.emitted().is_none() {
+                    acc.set_emitted(Some(0));
                     bars.push(acc.to_bar(end, 0));
                 }
             }
@@ -456,8 +276,8 @@ impl WindowState {
                 .get_or_insert_with(key, || BarAcc::new(&tick, start));
             acc.add(&tick);
             if end <= t {
-                let revision = acc.emitted.map_or(0, |r| r + 1);
-                acc.emitted = Some(revision);
+                let revision = acc.emitted().map_or(0, |r| r + 1);
+                acc.set_emitted(Some(revision));
                 bars.push(acc.to_bar(end, revision));
             }
         }
@@ -482,24 +302,10 @@ impl Durable for WindowState {
             k.extend_from_slice(id.as_bytes());
             k
         };
-        let stored = &mut self.stored_instruments;
+        let rows = &mut self.stored_instruments;
         self.windows.drain_changes(|k, acc| match acc {
             Some(acc) => {
-                if !stored.contains_key(&k.1) {
-                    match codec::encode(&*acc.instrument) {
-                        Ok(value) => out.push((
-                            "instruments",
-                            DeltaOp::Put {
-                                key: k.1.as_bytes().to_vec(),
-                                value,
-                            },
-                        )),
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                        }
-                    }
-                    stored.insert(Arc::clone(&k.1), Arc::clone(&acc.instrument));
-                }
+                rows.snapshot(acc.instrument(), out, &mut failed);
                 match codec::encode(&acc.stored()) {
                     Ok(value) => out.push(("windows", DeltaOp::Put { key: key(k), value })),
                     Err(e) => {
@@ -519,37 +325,19 @@ impl Durable for WindowState {
         value: &[u8],
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<(), StateError> {
-        let utf8 = |b: &[u8]| {
-            std::str::from_utf8(b)
-                .map(str::to_string)
-                .map_err(|_| StateError::Corrupt("instrument_id is not UTF-8".into()))
-        };
         match table {
             // Restored before `windows` (table order).
-            "instruments" => {
-                let id = utf8(key)?;
-                if owns(&id) {
-                    let instrument: Instrument = codec::decode(value)?;
-                    self.stored_instruments
-                        .insert(Arc::from(id.as_str()), Arc::new(instrument));
-                }
-                Ok(())
-            }
+            "instruments" => self.stored_instruments.restore(key, value, owns),
             "windows" => {
                 let (end, id) = split_u64(key)?;
-                let id = utf8(id)?;
+                let id = stored_id(id)?;
                 if !owns(&id) {
                     return Ok(());
                 }
                 let stored: StoredBar<TickOrder> = codec::decode(value)?;
-                let Some((id, instrument)) = self.stored_instruments.get_key_value(id.as_str())
-                else {
-                    return Err(StateError::Corrupt(format!(
-                        "window of instrument {id} without its reference row"
-                    )));
-                };
-                let acc = BarAcc::from_stored(stored, Arc::clone(instrument));
-                self.windows.insert((end, Arc::clone(id)), acc);
+                let (id, instrument) = self.stored_instruments.row(&id, "window")?;
+                self.windows
+                    .insert((end, id), BarAcc::from_stored(stored, instrument));
                 Ok(())
             }
             _ => Err(StateError::Corrupt(format!(
@@ -573,7 +361,8 @@ impl Durable for WindowState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Ordinal, Tick};
+    use crate::record::{Instrument, Ordinal, Tick};
+    use rust_decimal::Decimal;
     use std::str::FromStr;
 
     fn spec(size: &str, slide: Option<&str>, lateness: &str) -> WindowSpec {

@@ -406,6 +406,11 @@ pub fn final_label(id: u64) -> String {
     }
 }
 
+/// Where table `table` of node `node` is stored (`node/table`).
+pub fn table_key(node: &str, table: &str) -> String {
+    format!("{node}/{table}")
+}
+
 /// The state tables of a plan: `(operator name, CF name, table name)`. Enrich's reference table
 /// is written once per data directory; the others at every checkpoint.
 pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
@@ -422,7 +427,7 @@ pub fn state_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
         .flat_map(|(name, tables)| {
             tables
                 .iter()
-                .map(move |t| (name.clone(), format!("{name}/{}", t.name), t.name))
+                .map(move |t| (name.clone(), table_key(name, t.name), t.name))
         })
         .collect()
 }

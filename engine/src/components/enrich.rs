@@ -9,7 +9,7 @@ use tickflow_operators::enrich::{EnrichConfig, ReferenceData, TABLES};
 use tickflow_operators::RecordKind;
 use tickflow_state::TableDescriptor;
 
-use crate::checkpoint::DataDir;
+use crate::checkpoint::{table_key, DataDir};
 use crate::component::{BuildCx, Operator, OperatorType};
 use crate::render::split::split_map;
 use crate::render::{AnyStream, RenderCx};
@@ -68,7 +68,7 @@ impl Operator for Enrich {
     /// Joins with the reference data stored when the data directory was created (stored now
     /// if this run creates it), so a resumed run joins exactly as the run it continues.
     fn pin(&self, name: &str, dir: &DataDir) -> Result<Option<Arc<dyn Operator>>, EngineError> {
-        let cf = format!("{name}/reference");
+        let cf = table_key(name, TABLES[0].name);
         let state = |source| EngineError::State {
             part: cf.clone(),
             source,

@@ -34,8 +34,7 @@ struct FileSource {
     format: FileFormat,
     /// CSV columns kept as text.
     text_columns: Vec<String>,
-    event_time: EventTime,
-    max_out_of_orderness_ms: u64,
+    driver: DriverSettings,
 }
 
 fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
@@ -62,8 +61,12 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         path: path?,
         format: cfg.format,
         text_columns,
-        event_time,
-        max_out_of_orderness_ms: ooo,
+        driver: DriverSettings {
+            max_out_of_orderness_ms: ooo,
+            idle_timeout: Duration::ZERO,
+            event_time,
+            parallel: false,
+        },
     }))
 }
 
@@ -76,27 +79,18 @@ impl Source for FileSource {
                 self.format, self.text_columns
             ));
         }
-        if let EventTime::Field(rule) = &self.event_time {
+        if let EventTime::Field(rule) = &self.driver.event_time {
             id.push_str(&format!(", event_time: {rule:?}"));
         }
         id + " }"
     }
 
-    fn max_out_of_orderness_ms(&self) -> u64 {
-        self.max_out_of_orderness_ms
-    }
-
-    fn parallel(&self) -> bool {
-        false
+    fn driver(&self) -> &DriverSettings {
+        &self.driver
     }
 
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
-        let settings = DriverSettings {
-            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
-            idle_timeout: Duration::ZERO,
-            event_time: self.event_time.clone(),
-            parallel: false,
-        };
+        let settings = self.driver.clone();
         let (path, format, text) = (self.path.clone(), self.format, self.text_columns.clone());
         drive(
             cx,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tickflow_connectors::kafka::{self, KafkaReader, KafkaRecord, KafkaSourceConfig};
-use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
 use crate::checkpoint::OpaquePosition;
@@ -40,9 +39,7 @@ struct KafkaSource {
     config: KafkaSourceConfig,
     /// The consumer group offsets are committed to.
     group_id: String,
-    idle_timeout_ms: u64,
-    max_out_of_orderness_ms: u64,
-    event_time: EventTime,
+    driver: DriverSettings,
 }
 
 fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
@@ -71,9 +68,12 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
     Some(Arc::new(KafkaSource {
         config: cfg,
         group_id,
-        idle_timeout_ms: idle,
-        max_out_of_orderness_ms: ooo,
-        event_time,
+        driver: DriverSettings {
+            max_out_of_orderness_ms: ooo,
+            idle_timeout: Duration::from_millis(idle),
+            event_time,
+            parallel: true,
+        },
     }))
 }
 
@@ -81,25 +81,18 @@ impl Source for KafkaSource {
     fn state_identity(&self) -> String {
         format!(
             "Kafka {{ config: {:?}, group_id: {:?}, idle_timeout_ms: {} }}",
-            self.config, self.group_id, self.idle_timeout_ms
+            self.config,
+            self.group_id,
+            self.driver.idle_timeout.as_millis()
         )
     }
 
-    fn max_out_of_orderness_ms(&self) -> u64 {
-        self.max_out_of_orderness_ms
-    }
-
-    fn parallel(&self) -> bool {
-        true
+    fn driver(&self) -> &DriverSettings {
+        &self.driver
     }
 
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
-        let settings = DriverSettings {
-            max_out_of_orderness_ms: self.max_out_of_orderness_ms,
-            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
-            event_time: self.event_time.clone(),
-            parallel: true,
-        };
+        let settings = self.driver.clone();
         let (config, group_id) = (self.config.clone(), self.group_id.clone());
         drive(
             cx,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tickflow_connectors::ProjectionSinkConfig;
 use tickflow_state::TableDescriptor;
 
-use crate::checkpoint::{OpaquePosition, SinkPosition};
+use crate::checkpoint::{table_key, OpaquePosition, SinkPosition};
 use crate::component::{BuildCx, Sink, SinkType, SinkWriter};
 use crate::live::{ProjectionView, PROJECTION_TABLES};
 use crate::metrics::Metrics;
@@ -90,7 +90,7 @@ impl SinkWriter for ProjectionWriter {
     /// Writes the keys changed since the previous checkpoint (the coordinator syncs the store).
     fn checkpoint(&mut self, label: u64, cx: &SinkCx) -> Result<OpaquePosition, EngineError> {
         let ops = self.view.snapshot().map_err(|source| EngineError::State {
-            part: format!("{}/{}", cx.name, PROJECTION_TABLES[0].name),
+            part: table_key(&cx.name, PROJECTION_TABLES[0].name),
             source,
         })?;
         cx.write_table(label, PROJECTION_TABLES[0].name, ops)?;

@@ -124,7 +124,7 @@ pub fn build(
     // Completion at the sinks, which sources use to hold back.
     let probe = ProbeHandle::new();
     for (id, src) in plan.sources.iter().enumerate() {
-        let part_id = if src.component.parallel() {
+        let part_id = if src.component.driver().parallel {
             PartId::SourceWorker(src.name.clone(), scope.index())
         } else {
             PartId::Source(src.name.clone())

@@ -9,7 +9,8 @@ use std::time::Instant;
 use tickflow_state::{DeltaOp, Durable, Store};
 
 use crate::checkpoint::{
-    Cadence, Epochs, Manifest, OperatorCheckpoint, PartId, PartInfo, Report, SourcePosition,
+    table_key, Cadence, Epochs, Manifest, OperatorCheckpoint, PartId, PartInfo, Report,
+    SourcePosition,
 };
 use crate::fault;
 use crate::EngineError;
@@ -141,7 +142,7 @@ impl OperatorPart {
             part: Part::new(ctx, PartId::Operator(op.to_string(), worker)),
             tables: tables
                 .iter()
-                .map(|t| (t.name, format!("{op}/{}", t.name)))
+                .map(|t| (t.name, table_key(op, t.name)))
                 .collect(),
         }
     }

@@ -13,7 +13,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use tickflow_state::DeltaOp;
 
-use crate::checkpoint::{PartId, PartInfo, SinkPosition};
+use crate::checkpoint::{table_key, PartId, PartInfo, SinkPosition};
 use crate::component::{Sink, SinkWriter};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ impl SinkCx {
     /// The stored entries of the sink's table `table` as of the checkpoint being restored.
     pub fn restored_table(&self, table: &str) -> Option<&RestoredTable> {
         let d = self.durable.as_ref()?;
-        d.restored.get(&format!("{}/{table}", self.name))
+        d.restored.get(&table_key(&self.name, table))
     }
 
     /// Writes changes to the sink's table `table` for checkpoint `label`.
@@ -54,7 +54,7 @@ impl SinkCx {
         let Some(d) = self.durable.as_ref() else {
             return Ok(0);
         };
-        let cf = format!("{}/{table}", self.name);
+        let cf = table_key(&self.name, table);
         let ops: Vec<(String, DeltaOp)> = ops.into_iter().map(|op| (cf.clone(), op)).collect();
         let part = PartId::Sink(self.name.clone()).to_string();
         d.store

@@ -13,7 +13,7 @@
 //!   once that checkpoint is committed it tells the reader (Kafka commits its group offsets);
 //!   on restore it opens the reader at the restored position.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -394,6 +394,3 @@ pub fn reader_state<'a>(
 ) -> Result<Vec<&'a serde_json::Value>, EngineError> {
     positions.iter().map(|p| p.state_of(format)).collect()
 }
-
-/// Newest event times by partition, as stored.
-pub type MaxTs = BTreeMap<i32, u64>;
