@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -24,9 +25,14 @@ pub struct KafkaRecord {
     pub text: String,
 }
 
-/// Reads a fixed set of partitions of one topic.
+/// Reads a fixed set of partitions of one topic, each from its own queue, so that a
+/// partition can be left unread while others are read (watermark alignment) without pausing
+/// its fetches: a fetch that resumes inside a record batch is not safe on every broker (see
+/// [`resume_plan`]).
 pub struct KafkaReader {
-    consumer: BaseConsumer<Context>,
+    consumer: Arc<BaseConsumer<Context>>,
+    /// Each partition's queue, and whether it is left unread.
+    queues: Vec<(i32, PartitionQueue<Context>, bool)>,
     topic: String,
     stats: Arc<KafkaStats>,
     /// Per partition, the next offset to hand out: anything below it (records read again
@@ -143,13 +149,17 @@ impl KafkaReader {
             // by ListOffsets, which tansu 0.6's memory storage answers with stale offsets.
             ("enable.partition.eof", "true"),
             ("fetch.wait.max.ms", "10"),
+            // Fetched records a partition's queue may hold (librdkafka's default, 64 MiB, is
+            // per partition here: each has its own queue).
+            ("queued.max.messages.kbytes", "8192"),
             ("statistics.interval.ms", "1000"),
             ("reconnect.backoff.max.ms", "1000"),
         ];
-        let consumer: BaseConsumer<Context> =
+        let consumer: Arc<BaseConsumer<Context>> = Arc::new(
             client_config(&config.brokers, &defaults, &config.options)
                 .create_with_context(context(&format!("source {}", config.topic), stats))
-                .map_err(|e| kafka_err(&config.brokers, e))?;
+                .map_err(|e| kafka_err(&config.brokers, e))?,
+        );
         let fresh = match config.start {
             StartPosition::Earliest => Offset::Beginning,
             StartPosition::Latest => Offset::End,
@@ -162,73 +172,113 @@ impl KafkaReader {
             fresh,
         )?;
         let mut tpl = TopicPartitionList::new();
-        for (p, at) in assignment {
-            tpl.add_partition_offset(&config.topic, p, at)
+        for (p, at) in &assignment {
+            tpl.add_partition_offset(&config.topic, *p, *at)
                 .map_err(|e| kafka_err(&config.topic, e))?;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_err(&format!("assigning partitions of {}", config.topic), e))?;
+        let mut queues = Vec::new();
+        for (p, _) in &assignment {
+            let queue = consumer
+                .split_partition_queue(&config.topic, *p)
+                .ok_or_else(|| {
+                    ConnectorError::Kafka(format!(
+                        "{}: the client has no queue for partition {p}",
+                        config.topic
+                    ))
+                })?;
+            queues.push((*p, queue, false));
+        }
         Ok(KafkaReader {
             consumer,
+            queues,
             topic: config.topic.clone(),
             stats: Arc::clone(stats),
             next,
         })
     }
 
-    /// Appends up to `max` records that have arrived to `out`, waiting at most `wait` for the
-    /// first, and to `at_end` the partitions whose end was reached, with the end offset where
+    /// Appends to `out` up to `max` records of each partition not left unread that have
+    /// arrived, and to `at_end` the partitions whose end was reached, with the end offset where
     /// the client knows it (records before it may still be queued behind the notice; `None`
-    /// when nothing was read from the partition by this reader: its start is its end). Transport errors (a broker
-    /// down) are counted and logged, not returned: the client reconnects by itself.
+    /// when nothing was read from the partition by this reader: its start is its end).
+    /// Transport errors (a broker down) are counted and logged, not returned: the client
+    /// reconnects by itself.
     pub fn poll_batch(
         &mut self,
         max: usize,
-        wait: Duration,
         out: &mut Vec<KafkaRecord>,
         at_end: &mut Vec<(i32, Option<i64>)>,
     ) {
-        let mut timeout = wait;
+        // The consumer's own queue serves callbacks and client-wide errors.
         for _ in 0..max {
-            match self.consumer.poll(timeout) {
+            match self.consumer.poll(Duration::ZERO) {
                 None => break,
-                Some(Ok(m)) => {
-                    let next = self.next.entry(m.partition()).or_insert(0);
-                    if m.offset() < *next {
-                        continue;
-                    }
-                    *next = m.offset() + 1;
-                    let payload = m.payload().unwrap_or_default();
-                    let bytes = payload.len() + m.key().map_or(0, <[u8]>::len);
-                    self.stats
-                        .bytes_in
-                        .fetch_add(bytes as u64, Ordering::Relaxed);
-                    out.push(KafkaRecord {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        text: tickflow_state::text::line_text(payload),
-                    });
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    let end = self.consumer.position().ok().and_then(|tpl| {
-                        match tpl.find_partition(&self.topic, p)?.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        }
-                    });
-                    at_end.push((p, end));
-                }
+                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     self.stats
                         .client_error(&format!("source {}", self.topic), &e, "consuming");
                     break;
                 }
             }
-            timeout = Duration::ZERO;
+        }
+        for (id, queue, unread) in &self.queues {
+            if *unread {
+                continue;
+            }
+            for _ in 0..max {
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        let next = self.next.entry(m.partition()).or_insert(0);
+                        if m.offset() < *next {
+                            continue;
+                        }
+                        *next = m.offset() + 1;
+                        let payload = m.payload().unwrap_or_default();
+                        let bytes = payload.len() + m.key().map_or(0, <[u8]>::len);
+                        self.stats
+                            .bytes_in
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                        out.push(KafkaRecord {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            text: tickflow_state::text::line_text(payload),
+                        });
+                    }
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        let end = self.consumer.position().ok().and_then(|tpl| {
+                            match tpl.find_partition(&self.topic, p)?.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            }
+                        });
+                        at_end.push((p, end));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        self.stats.client_error(
+                            &format!("source {} partition {id}", self.topic),
+                            &e,
+                            "consuming",
+                        );
+                        break;
+                    }
+                }
+            }
         }
         if !out.is_empty() {
             self.stats.broker_down.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Leaves `partition` unread (or reads it again): its fetched records wait in its queue,
+    /// which the client keeps within `queued.max.messages.kbytes`; nothing is skipped.
+    pub fn leave_unread(&mut self, partition: i32, unread: bool) {
+        if let Some(q) = self.queues.iter_mut().find(|q| q.0 == partition) {
+            q.2 = unread;
         }
     }
 

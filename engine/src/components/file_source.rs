@@ -149,6 +149,7 @@ fn open(
         source: cx.source,
         done: false,
         buf: Vec::new(),
+        polls: 0,
     })))
 }
 
@@ -159,6 +160,8 @@ struct FileReader {
     source: u32,
     done: bool,
     buf: Vec<(u64, String)>,
+    /// Polls so far (chunk keys).
+    polls: u64,
 }
 
 impl SourceReader for FileReader {
@@ -176,11 +179,22 @@ impl SourceReader for FileReader {
         self.buf.clear();
         let more = self.inner.read_batch(max, &mut self.buf)?;
         let source = self.source;
-        out.extend(self.buf.drain(..).map(|(line, text)| Polled {
-            partition: 0,
-            ordinal: Ordinal { source, line },
-            text,
-        }));
+        // One poll is one chunk (a restore resumes between polls).
+        self.polls += 1;
+        let (chunk, n) = (self.polls, self.buf.len());
+        out.extend(
+            self.buf
+                .drain(..)
+                .enumerate()
+                .map(|(i, (line, text))| Polled {
+                    partition: 0,
+                    ordinal: Ordinal { source, line },
+                    text,
+                    at: 0,
+                    chunk,
+                    closes_chunk: i + 1 == n,
+                }),
+        );
         if !more {
             self.done = true;
             at_end.push(0);
@@ -192,7 +206,8 @@ impl SourceReader for FileReader {
         self.done
     }
 
-    fn position(&self) -> OpaquePosition {
+    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition {
+        debug_assert!(rewind.is_empty(), "a one-partition reader is never held back");
         OpaquePosition {
             format: self.kind.to_string(),
             state: serde_json::json!({ "offset": self.inner.offset(), "line": self.inner.line() }),

@@ -13,7 +13,7 @@ use tickflow_operators::record::{Ordinal, RawLine};
 use crate::checkpoint::OpaquePosition;
 use crate::component::{BuildCx, Source, SourceType};
 use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
-use crate::render::{SourceCx, S};
+use crate::render::{SourceCx, BATCH, S};
 use crate::EngineError;
 
 /// Default `idle_timeout`.
@@ -199,17 +199,21 @@ impl SourceReader for Partitions {
         self.batch.clear();
         self.ends.clear();
         self.reader
-            .poll_batch(max, Duration::ZERO, &mut self.batch, &mut self.ends);
+            .poll_batch(max, &mut self.batch, &mut self.ends);
         let mut bytes = 0;
         for rec in self.batch.drain(..) {
             bytes += rec.text.len() as u64;
             if let Some(p) = self.parts.iter_mut().find(|p| p.id == rec.partition) {
                 p.offset = Some(rec.offset + 1);
             }
+            let at = rec.offset as u64;
             out.push(Polled {
                 partition: rec.partition,
                 ordinal: Ordinal::kafka(self.source, rec.partition, rec.offset),
                 text: rec.text,
+                at,
+                chunk: at / BATCH as u64,
+                closes_chunk: (at + 1) % BATCH as u64 == 0,
             });
         }
         for (id, end) in &self.ends {
@@ -238,16 +242,26 @@ impl SourceReader for Partitions {
             })
     }
 
-    fn position(&self) -> OpaquePosition {
+    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition {
         let offsets: serde_json::Map<String, serde_json::Value> = self
             .offsets()
             .into_iter()
-            .map(|(p, o)| (p.to_string(), o.into()))
+            .map(|(p, o)| {
+                let o = rewind
+                    .iter()
+                    .find(|(id, _)| *id == p)
+                    .map_or(o, |(_, at)| *at as i64);
+                (p.to_string(), o.into())
+            })
             .collect();
         OpaquePosition {
             format: POSITION.to_string(),
             state: serde_json::json!({ "offsets": offsets }),
         }
+    }
+
+    fn pause(&mut self, partition: i32, paused: bool) {
+        self.reader.leave_unread(partition, paused);
     }
 
     /// Commits the offsets of the newest committed checkpoint to the consumer group.

@@ -1,9 +1,10 @@
 //! Builds a [`Plan`] into Timely operators, one small file per concern.
 //!
 //! Timely times are event-time watermarks in milliseconds. A source emits every record at its
-//! current watermark capability and downgrades it after each batch of [`BATCH`] records to
-//! `max event time seen - max_out_of_orderness`, so every downstream frontier is the global
-//! watermark. Stateful operators stash input by time ([`stash`]) and apply it in time order,
+//! stamp, its partition's watermark (`max event time seen - max_out_of_orderness`) over the
+//! chunks of [`BATCH`] records before its own, holding partitions that run ahead back until
+//! the capability reaches their stamps ([`source`]), so every downstream frontier is the
+//! global watermark and every record's time depends only on its partition's order. Stateful operators stash input by time ([`stash`]) and apply it in time order,
 //! each time's records sorted by input position, once the frontier has passed: results depend
 //! only on the input, never on worker count or scheduling. Sinks render JSON lines, gather
 //! them on worker 0 and write each time's lines sorted ([`sink`]).

@@ -1,17 +1,25 @@
 //! The source driver: one operator for every source type. A reader ([`SourceReader`]: a file,
 //! a CSV file, a worker's Kafka partitions) only reads records and knows its own position; the
 //! driver owns everything else:
-//! - pause (the deployment is paused) and flow control (how far ahead of the sinks it may run);
-//! - a watermark per partition (`newest event time - max_out_of_orderness`) and the worker's
-//!   capability at the least of them, so the dataflow's frontier is the least over every
-//!   partition of every source;
-//! - idleness: a partition read to its end with nothing new for `idle_timeout` stops holding
-//!   the watermark back; a worker whose partitions are all idle follows the other workers (or,
-//!   when every one is idle, goes as far as its partitions got);
+//! - pause (the deployment is paused) and flow control (how far ahead of the sinks it may read);
+//! - a watermark per partition and **watermark alignment**: each record gets a stamp, its
+//!   partition's watermark (`newest event time - max_out_of_orderness`) over the chunks of
+//!   records before its own ([`Progress`]); the worker's capability is the least next stamp
+//!   over its partitions, and a record is emitted only once the capability has reached its
+//!   stamp. A partition that runs ahead waits (its records held back, its fetching paused
+//!   past [`QUEUE_LIMIT`]) until the slowest catches up. Every record is emitted at its own
+//!   stamp, which depends only on its partition's order, so lateness, and every result, is
+//!   the same on every run, for any worker count and any interleaving of the partitions'
+//!   reads, and after a restore;
+//! - idleness: a partition read to its end with nothing new and nothing held back for
+//!   `idle_timeout` stops holding the watermark back (checked on every activation, also while
+//!   flow control holds reading back); a worker whose partitions are all idle follows the
+//!   other workers (or, when every one is idle, goes as far as its partitions got). A record
+//!   that wakes an idle partition behind the watermark is emitted at the watermark;
 //! - checkpoints: before it moves the capability past a checkpoint time it saves the
-//!   watermark, the newest event time of each partition and the reader's opaque position;
-//!   once that checkpoint is committed it tells the reader (Kafka commits its group offsets);
-//!   on restore it opens the reader at the restored position.
+//!   watermark, each partition's progress and the reader's opaque position, rewound to the
+//!   first record held back in each partition; once that checkpoint is committed it tells the
+//!   reader (Kafka commits its group offsets); on restore it opens the reader there.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -23,7 +31,7 @@ use timely::dataflow::operators::generic::operator::source;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
-use crate::checkpoint::{OpaquePosition, PartInfo, SourcePosition};
+use crate::checkpoint::{OpaquePosition, OpenChunk, PartInfo, SourcePosition};
 use crate::metrics::Metrics;
 use crate::EngineError;
 
@@ -41,6 +49,15 @@ pub struct Polled {
     pub ordinal: Ordinal,
     /// The raw record.
     pub text: String,
+    /// Where it starts in its partition, as the reader resumes there (a Kafka offset); see
+    /// [`SourceReader::position`].
+    pub at: u64,
+    /// Its chunk: a partition's records share a stamp per chunk (see [`Progress`]). Keys are
+    /// the reader's, the same on every run over the same input (a file's poll count, a Kafka
+    /// offset / [`BATCH`]); the next key, or the partition's end, closes a chunk.
+    pub chunk: u64,
+    /// Whether the reader knows it is the last record of its chunk.
+    pub closes_chunk: bool,
 }
 
 /// What a source's reader does on one worker; see the module docs for what the driver does.
@@ -57,8 +74,14 @@ pub trait SourceReader {
     ) -> Result<u64, EngineError>;
     /// Whether a partition is finished for good (a bounded input read to its end).
     fn done(&self, partition: i32) -> bool;
-    /// Where the reader stands, opaque to the checkpoint.
-    fn position(&self) -> OpaquePosition;
+    /// Where the reader stands, opaque to the checkpoint, except that each partition listed
+    /// in `rewind` resumes at the record starting at the given place ([`Polled::at`]): records
+    /// the driver read but held back. A reader of one partition is never given any (its
+    /// records are never held back: its own watermark is the source's).
+    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition;
+    /// Stops (or resumes) fetching a partition while the driver holds many of its records
+    /// back (it runs ahead of the source's other partitions); a hint that bounds memory.
+    fn pause(&mut self, _partition: i32, _paused: bool) {}
     /// A checkpoint holding `position` (from [`SourceReader::position`]) was committed.
     fn committed(&mut self, _position: &OpaquePosition) {}
     /// Every partition is finished.
@@ -121,13 +144,90 @@ impl WatermarkOffers {
     }
 }
 
+/// A partition's progress in event time, over the records read from it in order. Records
+/// come in chunks (the reader says which: a file's poll of [`BATCH`] lines, [`BATCH`] Kafka
+/// offsets); a record's stamp is the partition's watermark over the chunks *before* its own
+/// (`newest event time - max_out_of_orderness`), so it depends only on the partition's own
+/// order: never on how partitions' reads interleave, on worker count or on timing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Newest event time of the completed chunks.
+    pub done_max: Option<u64>,
+    /// The open chunk: its key, and its newest event time so far.
+    pub open: Option<(u64, Option<u64>)>,
+}
+
+impl Progress {
+    /// The stamp of the partition's next record (`None`: no event time yet).
+    fn stamp(&self, ooo: u64) -> Option<u64> {
+        self.done_max.map(|t| t.saturating_sub(ooo))
+    }
+
+    /// Completes the open chunk.
+    fn close(&mut self) {
+        if let Some((_, Some(m))) = self.open.take() {
+            self.done_max = Some(self.done_max.map_or(m, |d| d.max(m)));
+        }
+    }
+
+    /// Takes in the next record (its chunk, event time, whether it closes its chunk) and
+    /// returns its stamp.
+    fn read(&mut self, chunk: u64, ts: Option<u64>, closes: bool, ooo: u64) -> Option<u64> {
+        if self.open.is_some_and(|(k, _)| k != chunk) {
+            self.close();
+        }
+        let stamp = self.stamp(ooo);
+        let open = self.open.get_or_insert((chunk, None));
+        if let Some(ts) = ts {
+            open.1 = Some(open.1.map_or(ts, |m| m.max(ts)));
+        }
+        if closes {
+            self.close();
+        }
+        stamp
+    }
+}
+
+/// A record read but not yet emitted: the source's watermark has not reached its stamp.
+struct Queued {
+    stamp: Option<u64>,
+    /// The partition's progress before it (where a checkpoint resumes if it is held back).
+    before: Progress,
+    rec: Polled,
+}
+
+/// Records a partition may hold back before its reader is asked to pause it.
+const QUEUE_LIMIT: usize = 4 * BATCH;
+
 /// The driver's view of one partition.
 struct Partition {
     id: i32,
-    max_ts: Option<u64>,
+    progress: Progress,
+    queue: VecDeque<Queued>,
     /// Since when it has been read to its end with nothing new: idle once this lasts
-    /// `idle_timeout`. One with records waiting is never idle, however slowly they arrive.
+    /// `idle_timeout` with nothing held back. One with records waiting is never idle, however
+    /// slowly they arrive.
     at_end_since: Option<Instant>,
+    paused: bool,
+}
+
+impl Partition {
+    /// The stamp of the next record it will emit (a lower bound while nothing is held back).
+    fn next_stamp(&self, ooo: u64) -> Option<u64> {
+        match self.queue.front() {
+            Some(q) => q.stamp,
+            None => self.progress.stamp(ooo),
+        }
+    }
+
+    /// Where a checkpoint taken now resumes it: its progress before the first record held
+    /// back, and that record's place (none: after everything read).
+    fn resume(&self) -> (Progress, Option<u64>) {
+        match self.queue.front() {
+            Some(q) => (q.before, Some(q.rec.at)),
+            None => (self.progress, None),
+        }
+    }
 }
 
 /// A reading worker's state.
@@ -140,18 +240,91 @@ struct Reading {
 }
 
 impl Reading {
+    /// The position a checkpoint at `watermark` resumes from: records held back are read again.
     fn position(&self, watermark: u64) -> SourcePosition {
+        let mut max_ts_ms = std::collections::BTreeMap::new();
+        let mut open_chunks = std::collections::BTreeMap::new();
+        let mut rewind = Vec::new();
+        for p in &self.partitions {
+            let (progress, at) = p.resume();
+            if let Some(t) = progress.done_max {
+                max_ts_ms.insert(p.id, t);
+            }
+            if let Some((chunk, max_ts_ms)) = progress.open {
+                open_chunks.insert(p.id, OpenChunk { chunk, max_ts_ms });
+            }
+            if let Some(at) = at {
+                rewind.push((p.id, at));
+            }
+        }
         SourcePosition {
             watermark_ms: watermark,
-            max_ts_ms: self
-                .partitions
-                .iter()
-                .filter_map(|p| p.max_ts.map(|t| (p.id, t)))
-                .collect(),
-            readers: vec![self.reader.position()],
+            max_ts_ms,
+            open_chunks,
+            readers: vec![self.reader.position(&rewind)],
         }
     }
+
+    /// Takes in a polled batch: each record gets its stamp and waits in its partition's queue.
+    fn take_in(&mut self, batch: &mut Vec<Polled>, at_end: &[i32], settings: &DriverSettings) {
+        let ooo = settings.max_out_of_orderness_ms;
+        for rec in batch.drain(..) {
+            let Some(p) = self.partitions.iter_mut().find(|p| p.id == rec.partition) else {
+                continue;
+            };
+            p.at_end_since = None;
+            let before = p.progress;
+            let ts = settings.event_time.ms(&rec.text);
+            let stamp = p.progress.read(rec.chunk, ts, rec.closes_chunk, ooo);
+            p.queue.push_back(Queued { stamp, before, rec });
+        }
+        // After the batch's records: the end notice follows the records before it. The end
+        // closes the open chunk (a bounded input's last, or everything there is for now).
+        let now = Instant::now();
+        for id in at_end {
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.id == *id) {
+                p.at_end_since.get_or_insert(now);
+                p.progress.close();
+            }
+        }
+    }
+
+    /// Emits every held-back record whose stamp the capability has reached; returns how many.
+    fn emit(&mut self, output: &mut SourceOutput<'_>) -> u64 {
+        let cap = *self.cap.time();
+        let ready = |q: &Queued| q.stamp.is_none_or(|s| s <= cap);
+        if !self
+            .partitions
+            .iter()
+            .any(|p| p.queue.front().is_some_and(ready))
+        {
+            return 0;
+        }
+        let mut n = 0;
+        let mut session = output.session(&self.cap);
+        for p in &mut self.partitions {
+            while let Some(q) = p.queue.pop_front() {
+                if !ready(&q) {
+                    p.queue.push_front(q);
+                    break;
+                }
+                session.give(RawLine {
+                    ordinal: q.rec.ordinal,
+                    text: q.rec.text,
+                });
+                n += 1;
+            }
+        }
+        n
+    }
 }
+
+/// A source operator's output handle.
+type SourceOutput<'a> = timely::dataflow::operators::generic::OutputBuilderSession<
+    'a,
+    u64,
+    timely::container::CapacityContainerBuilder<Vec<RawLine>>,
+>;
 
 /// Renders a source: `open` gives this worker's reader; see the module docs.
 pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -> S<'s, RawLine> {
@@ -222,10 +395,13 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                             .into_iter()
                             .map(|id| Partition {
                                 id,
-                                max_ts: restored
+                                progress: restored
                                     .as_ref()
-                                    .and_then(|r| r.max_ts_ms.get(&id).copied()),
+                                    .map(|r| r.progress(id))
+                                    .unwrap_or_default(),
+                                queue: VecDeque::new(),
                                 at_end_since: None,
+                                paused: false,
                             })
                             .collect();
                         let mut reading = Reading {
@@ -263,92 +439,104 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                 activator.activate_after(Duration::from_millis(50));
                 return;
             }
-            if flow.hold(*r.cap.time()) {
-                activator.activate_after(Duration::from_micros(200));
-                return;
+            // Flow control holds reading back, not the records already read, nor idleness.
+            let held = flow.hold(*r.cap.time());
+            let mut read = 0;
+            if !held {
+                batch.clear();
+                at_end.clear();
+                match r.reader.poll(BATCH, &mut batch, &mut at_end) {
+                    Ok(bytes) => metrics.bytes_read.fetch_add(bytes, Ordering::Relaxed),
+                    Err(e) => {
+                        fail(&failure, format!("source {name}: {e}"));
+                        state = None;
+                        return;
+                    }
+                };
+                read = batch.len();
+                r.take_in(&mut batch, &at_end, &settings);
             }
-            batch.clear();
-            at_end.clear();
-            let bytes = match r.reader.poll(BATCH, &mut batch, &mut at_end) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    fail(&failure, format!("source {name}: {e}"));
+            let mut emitted = 0;
+            // Emit what the capability has reached, move it as far as every partition allows
+            // (saving positions for checkpoints it passes), and again, until it stays.
+            loop {
+                emitted += r.emit(output);
+                let now = Instant::now();
+                // The worker's watermark: the least next stamp over partitions that are
+                // neither finished nor idle (unknown while one of them has no event time).
+                let reader = &r.reader;
+                let open_parts: Vec<&Partition> = r
+                    .partitions
+                    .iter()
+                    .filter(|p| !reader.done(p.id) || !p.queue.is_empty())
+                    .collect();
+                let active: Vec<&Partition> = open_parts
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        idle.is_zero()
+                            || !p.queue.is_empty()
+                            || p.at_end_since
+                                .is_none_or(|since| now.duration_since(since) < idle)
+                    })
+                    .collect();
+                let own = if active.iter().all(|p| p.next_stamp(ooo).is_some()) {
+                    active.iter().filter_map(|p| p.next_stamp(ooo)).min()
+                } else {
+                    None
+                };
+                // What this worker offers the others: its watermark, or, when every partition
+                // here is idle, the greatest watermark its partitions reached (nothing here is
+                // pending).
+                let offer = if active.is_empty() {
+                    open_parts.iter().filter_map(|p| p.next_stamp(ooo)).max()
+                } else {
+                    own
+                };
+                let target = if open_parts.is_empty() {
+                    Some(u64::MAX)
+                } else if active.is_empty() {
+                    offers.others(&name, index).or(offer)
+                } else {
+                    own
+                };
+                if settings.parallel && published != Some(offer) {
+                    published = Some(offer);
+                    offers.offer(&name, index, offer);
+                }
+                let Some(next) = target.filter(|w| w > r.cap.time()) else {
+                    break;
+                };
+                if let Some(p) = part.as_mut() {
+                    if let Some(due) = p.source_due(next) {
+                        let pos = r.position(next);
+                        let reader_pos = pos.readers[0].clone();
+                        match p.save_position(due, PartInfo::Source(pos), Instant::now()) {
+                            Ok(()) => r.saved.push_back((due.1, reader_pos)),
+                            Err(e) => fail(&failure, e),
+                        }
+                    }
+                }
+                if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
+                    node.watermark_ms.store(next, Ordering::Relaxed);
+                }
+                if next == u64::MAX {
+                    if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
+                        node.add_out(0, emitted);
+                    }
+                    r.reader.finish();
                     state = None;
                     return;
                 }
-            };
-            let now = Instant::now();
-            let got = batch.len() as u64;
-            if !batch.is_empty() {
-                let mut session = output.session(&r.cap);
-                for rec in batch.drain(..) {
-                    if let Some(p) = r.partitions.iter_mut().find(|p| p.id == rec.partition) {
-                        p.at_end_since = None;
-                        if let Some(ts) = settings.event_time.ms(&rec.text) {
-                            p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
-                        }
-                    }
-                    session.give(RawLine {
-                        ordinal: rec.ordinal,
-                        text: rec.text,
-                    });
-                }
+                flow.sent(*r.cap.time());
+                r.cap.downgrade(&next);
             }
-            // After this batch's records: the end notice follows the records before it.
-            for id in &at_end {
-                if let Some(p) = r.partitions.iter_mut().find(|p| p.id == *id) {
-                    p.at_end_since.get_or_insert(now);
-                }
-            }
-            metrics.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-
-            // The worker's watermark: the least over partitions that are neither finished
-            // nor idle (unknown while one of them has no event time yet).
-            let watermark = |p: &Partition| p.max_ts.map(|t| t.saturating_sub(ooo));
-            let reader = &r.reader;
-            let open_parts: Vec<&Partition> =
-                r.partitions.iter().filter(|p| !reader.done(p.id)).collect();
-            let active: Vec<&Partition> = open_parts
-                .iter()
-                .copied()
-                .filter(|p| {
-                    idle.is_zero()
-                        || p.at_end_since
-                            .is_none_or(|since| now.duration_since(since) < idle)
-                })
-                .collect();
-            let own = if active.iter().all(|p| p.max_ts.is_some()) {
-                active.iter().filter_map(|p| watermark(p)).min()
-            } else {
-                None
-            };
-            // What this worker offers the others: its watermark, or, when every partition here
-            // is idle, the greatest watermark its partitions reached (nothing here is pending).
-            let offer = if active.is_empty() {
-                open_parts.iter().filter_map(|p| watermark(p)).max()
-            } else {
-                own
-            };
-            let target = if open_parts.is_empty() {
-                Some(u64::MAX)
-            } else if active.is_empty() {
-                offers.others(&name, index).or(offer)
-            } else {
-                own
-            };
-            if settings.parallel && published != Some(offer) {
-                published = Some(offer);
-                offers.offer(&name, index, offer);
-            }
-            let next = target.filter(|w| w > r.cap.time());
-            if let (Some(next), Some(p)) = (next, part.as_mut()) {
-                if let Some(due) = p.source_due(next) {
-                    let pos = r.position(next);
-                    let reader_pos = pos.readers[0].clone();
-                    match p.save_position(due, PartInfo::Source(pos), Instant::now()) {
-                        Ok(()) => r.saved.push_back((due.1, reader_pos)),
-                        Err(e) => fail(&failure, e),
-                    }
+            // Partitions holding many records back stop being fetched until they drain.
+            for p in &mut r.partitions {
+                let pause = p.queue.len() >= QUEUE_LIMIT;
+                if pause != p.paused {
+                    p.paused = pause;
+                    r.reader.pause(p.id, pause);
                 }
             }
             // Tell the reader about the newest committed checkpoint it saved a position for.
@@ -361,24 +549,11 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                 r.reader.committed(&pos);
             }
             if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
-                node.add_out(0, got);
-                if let Some(w) = next {
-                    node.watermark_ms.store(w, Ordering::Relaxed);
-                }
+                node.add_out(0, emitted);
             }
-            match next {
-                Some(u64::MAX) => {
-                    r.reader.finish();
-                    state = None;
-                    return;
-                }
-                Some(w) => {
-                    flow.sent(*r.cap.time());
-                    r.cap.downgrade(&w);
-                }
-                None => {}
-            }
-            if got > 0 {
+            if held {
+                activator.activate_after(Duration::from_micros(200));
+            } else if read > 0 {
                 activator.activate();
             } else {
                 activator.activate_after(POLL_PAUSE);
