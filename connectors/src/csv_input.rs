@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use crate::{ConnectorError, RecordReader};
+use crate::{ConnectorError, ReadRecord, RecordReader, Resume};
 
 /// Columns kept as text by default, even when they look like numbers.
 pub const TEXT_COLUMNS: &[&str] = &["venue", "symbol", "currency"];
@@ -123,10 +123,14 @@ impl RecordReader for CsvReader {
     fn read_batch(
         &mut self,
         max: usize,
-        out: &mut Vec<(u64, String)>,
+        out: &mut Vec<ReadRecord>,
     ) -> Result<bool, ConnectorError> {
         for _ in 0..max {
-            let line = self.reader.position().line();
+            let before = Resume {
+                offset: self.reader.position().byte(),
+                line: self.reader.position().line(),
+            };
+            let line = before.line;
             let more = self
                 .reader
                 .read_byte_record(&mut self.record)
@@ -135,7 +139,11 @@ impl RecordReader for CsvReader {
                 return Ok(false);
             }
             let line = self.record.position().map_or(line, |p| p.line());
-            out.push((line, self.render()));
+            out.push(ReadRecord {
+                line,
+                text: self.render(),
+                before,
+            });
         }
         Ok(true)
     }
@@ -182,7 +190,7 @@ mod tests {
     fn read_all(r: &mut CsvReader) -> Vec<(u64, String)> {
         let mut out = Vec::new();
         while r.read_batch(2, &mut out).unwrap() {}
-        out
+        out.into_iter().map(|r| (r.line, r.text)).collect()
     }
 
     #[test]
@@ -223,8 +231,9 @@ mod tests {
         );
         let mut r = CsvReader::open(&path, &defaults()).unwrap();
         let mut first = Vec::new();
-        r.read_batch(1, &mut first).unwrap();
-        let (offset, line) = (r.offset(), r.line());
+        r.read_batch(2, &mut first).unwrap();
+        // Where the reader stood before record 2 is where it stands after record 1.
+        let (offset, line) = (first[1].before.offset, first[1].before.line);
         let mut again = CsvReader::open(&path, &defaults()).unwrap();
         again.seek(offset, line).unwrap();
         assert_eq!(read_all(&mut again), all[1..].to_vec());

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{ConnectorError, LineSink};
+use crate::{ConnectorError, LineSink, ReadRecord, Resume};
 
 /// Configuration of a `file` source (besides `type`).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -100,9 +100,13 @@ impl LineReader {
     pub fn read_batch(
         &mut self,
         max: usize,
-        out: &mut Vec<(u64, String)>,
+        out: &mut Vec<ReadRecord>,
     ) -> Result<bool, ConnectorError> {
         for _ in 0..max {
+            let before = Resume {
+                offset: self.offset,
+                line: self.line,
+            };
             self.buf.clear();
             let n = self
                 .reader
@@ -120,7 +124,11 @@ impl LineReader {
             if let Some(rest) = bytes.strip_suffix(b"\r") {
                 bytes = rest;
             }
-            out.push((self.line, tickflow_state::text::line_text(bytes)));
+            out.push(ReadRecord {
+                line: self.line,
+                text: tickflow_state::text::line_text(bytes),
+                before,
+            });
         }
         Ok(true)
     }
@@ -173,7 +181,7 @@ impl crate::RecordReader for LineReader {
     fn read_batch(
         &mut self,
         max: usize,
-        out: &mut Vec<(u64, String)>,
+        out: &mut Vec<ReadRecord>,
     ) -> Result<bool, ConnectorError> {
         LineReader::read_batch(self, max, out)
     }
@@ -330,20 +338,24 @@ mod tests {
         let mut r = LineReader::open(&path).unwrap();
         assert_eq!(r.len(), 9);
         let mut out = vec![];
+        let lines = |out: &[ReadRecord]| -> Vec<(u64, String)> {
+            out.iter().map(|r| (r.line, r.text.clone())).collect()
+        };
         assert!(r.read_batch(2, &mut out).unwrap());
-        assert_eq!(out, vec![(1, "a".into()), (2, "b".into())]);
+        assert_eq!(lines(&out), vec![(1, "a".into()), (2, "b".into())]);
+        assert_eq!(out[1].before, Resume { offset: 3, line: 1 });
         out.clear();
         assert!(!r.read_batch(10, &mut out).unwrap());
         // Bytes that are not UTF-8 travel whole, for normalize to dead-letter.
         let invalid = tickflow_state::text::line_text(b"d\xffe");
-        assert_eq!(out, vec![(3, "".into()), (4, invalid.clone())]);
+        assert_eq!(lines(&out), vec![(3, "".into()), (4, invalid.clone())]);
         assert_eq!(r.offset(), 9);
         // Resuming from a recorded position continues line numbers and bytes.
         let mut r = LineReader::open(&path).unwrap();
         r.seek(5, 2).unwrap();
         out.clear();
         r.read_batch(10, &mut out).unwrap();
-        assert_eq!(out, vec![(3, "".into()), (4, invalid)]);
+        assert_eq!(lines(&out), vec![(3, "".into()), (4, invalid)]);
         assert!(r.seek(10, 0).is_err());
     }
 

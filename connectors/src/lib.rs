@@ -17,13 +17,10 @@ pub use error::ConnectorError;
 /// A file-like input read in batches of records, each numbered, with a byte position a
 /// restore seeks back to: JSON lines ([`file::LineReader`]) and CSV ([`csv_input::CsvReader`]).
 pub trait RecordReader: Send {
-    /// Appends up to `max` records to `out` as `(number, JSON text)`; returns `false` once
-    /// the end of the input is reached.
-    fn read_batch(
-        &mut self,
-        max: usize,
-        out: &mut Vec<(u64, String)>,
-    ) -> Result<bool, ConnectorError>;
+    /// Appends up to `max` records to `out`; returns `false` once the end of the input is
+    /// reached.
+    fn read_batch(&mut self, max: usize, out: &mut Vec<ReadRecord>)
+        -> Result<bool, ConnectorError>;
     /// Continues from a position recorded earlier: `offset` bytes consumed, `line` as
     /// [`RecordReader::line`] returned then.
     fn seek(&mut self, offset: u64, line: u64) -> Result<(), ConnectorError>;
@@ -37,6 +34,26 @@ pub trait RecordReader: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Where a reader stands: what [`RecordReader::seek`] continues from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Bytes consumed.
+    pub offset: u64,
+    /// Lines, as [`RecordReader::line`] counts them.
+    pub line: u64,
+}
+
+/// One record a [`RecordReader`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its (first) line number.
+    pub line: u64,
+    /// Its JSON text.
+    pub text: String,
+    /// Where the reader stood before it: seeking there reads it again.
+    pub before: Resume,
 }
 
 /// Configuration of a `projection` sink (besides `type` and `input`).

@@ -214,14 +214,21 @@ fn oracle(data: &Path, size: u64, slide: u64, lateness: u64, ooo: u64) -> Expect
         }
     };
     let mut bar_values = Vec::new();
-    let mut watermark = 0u64;
     let mut max_ts: Option<u64> = None;
-    for (chunk_idx, chunk) in lines.chunks(1000).enumerate() {
-        let t = watermark;
-        // Dedup keys expire when the watermark moves, before that watermark's ticks apply.
-        seen.retain(|_, expiry| *expiry > t);
-        for (i, text) in chunk.iter().enumerate() {
-            let line = (chunk_idx * 1000 + i + 1) as u64;
+    let mut moved_to = None;
+    {
+        for (i, text) in lines.iter().enumerate() {
+            let line = (i + 1) as u64;
+            // A line's time: the watermark over the lines before it, in whole seconds.
+            let t = max_ts.map_or(0, |m: u64| {
+                let w = m.saturating_sub(ooo);
+                w - w % 1_000
+            });
+            // Dedup keys expire when the watermark moves, before that watermark's ticks apply.
+            if moved_to != Some(t) {
+                seen.retain(|_, expiry| *expiry > t);
+                moved_to = Some(t);
+            }
             if let Some(ts) = fields(text).and_then(|f| f.get("ts").and_then(|r| ts_of(r))) {
                 let ms = (ts / 1_000_000) as u64;
                 max_ts = Some(max_ts.map_or(ms, |m| m.max(ms)));
@@ -298,9 +305,6 @@ fn oracle(data: &Path, size: u64, slide: u64, lateness: u64, ooo: u64) -> Expect
                     bar_values.push(bar(w, end, revision));
                 }
             }
-        }
-        if let Some(m) = max_ts {
-            watermark = watermark.max(m.saturating_sub(ooo));
         }
     }
     advance(u64::MAX, &mut windows, &mut bar_values);

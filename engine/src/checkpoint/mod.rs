@@ -226,25 +226,13 @@ pub struct OpaquePosition {
 pub struct SourcePosition {
     /// The watermark the source continues from (`u64::MAX` once the input is exhausted).
     pub watermark_ms: u64,
-    /// Newest event time, ms, per partition, of the chunks completed before where it resumes
-    /// (a file has one partition, 0).
+    /// Newest event time, ms, per partition, of the records before where it resumes (a file
+    /// has one partition, 0).
     #[serde(default)]
     pub max_ts_ms: BTreeMap<i32, u64>,
-    /// Per partition, the chunk it resumes inside, when it resumes inside one (records held
-    /// back by watermark alignment are read again).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub open_chunks: BTreeMap<i32, OpenChunk>,
     /// The readers' positions.
     #[serde(default)]
     pub readers: Vec<OpaquePosition>,
-}
-
-/// A chunk a partition resumes inside: its key and the newest event time of its records
-/// before the resume point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenChunk {
-    pub chunk: u64,
-    pub max_ts_ms: Option<u64>,
 }
 
 impl SourcePosition {
@@ -253,16 +241,7 @@ impl SourcePosition {
         SourcePosition {
             watermark_ms: u64::MAX,
             max_ts_ms: BTreeMap::new(),
-            open_chunks: BTreeMap::new(),
             readers: Vec::new(),
-        }
-    }
-
-    /// Where partition `id` stands in event time at this position.
-    pub fn progress(&self, id: i32) -> crate::render::source::Progress {
-        crate::render::source::Progress {
-            done_max: self.max_ts_ms.get(&id).copied(),
-            open: self.open_chunks.get(&id).map(|c| (c.chunk, c.max_ts_ms)),
         }
     }
 
@@ -271,7 +250,6 @@ impl SourcePosition {
     fn merge(&mut self, other: &SourcePosition) {
         self.watermark_ms = self.watermark_ms.min(other.watermark_ms);
         self.max_ts_ms.extend(&other.max_ts_ms);
-        self.open_chunks.extend(&other.open_chunks);
         self.readers.extend(other.readers.iter().cloned());
     }
 }

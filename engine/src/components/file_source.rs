@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tickflow_connectors::csv_input::{CsvReader, TEXT_COLUMNS};
 use tickflow_connectors::file::{FileFormat, FileSourceConfig, LineReader};
-use tickflow_connectors::RecordReader;
+use tickflow_connectors::{ReadRecord, RecordReader, Resume};
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
@@ -149,7 +149,6 @@ fn open(
         source: cx.source,
         done: false,
         buf: Vec::new(),
-        polls: 0,
     })))
 }
 
@@ -159,9 +158,7 @@ struct FileReader {
     kind: &'static str,
     source: u32,
     done: bool,
-    buf: Vec<(u64, String)>,
-    /// Polls so far (chunk keys).
-    polls: u64,
+    buf: Vec<ReadRecord>,
 }
 
 impl SourceReader for FileReader {
@@ -179,22 +176,15 @@ impl SourceReader for FileReader {
         self.buf.clear();
         let more = self.inner.read_batch(max, &mut self.buf)?;
         let source = self.source;
-        // One poll is one chunk (a restore resumes between polls).
-        self.polls += 1;
-        let (chunk, n) = (self.polls, self.buf.len());
-        out.extend(
-            self.buf
-                .drain(..)
-                .enumerate()
-                .map(|(i, (line, text))| Polled {
-                    partition: 0,
-                    ordinal: Ordinal { source, line },
-                    text,
-                    at: 0,
-                    chunk,
-                    closes_chunk: i + 1 == n,
-                }),
-        );
+        out.extend(self.buf.drain(..).map(|r| Polled {
+            partition: 0,
+            ordinal: Ordinal {
+                source,
+                line: r.line,
+            },
+            text: r.text,
+            at: r.before,
+        }));
         if !more {
             self.done = true;
             at_end.push(0);
@@ -206,11 +196,17 @@ impl SourceReader for FileReader {
         self.done
     }
 
-    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition {
-        debug_assert!(rewind.is_empty(), "a one-partition reader is never held back");
+    fn position(&self, rewind: &[(i32, Resume)]) -> OpaquePosition {
+        let at = rewind.first().map_or(
+            Resume {
+                offset: self.inner.offset(),
+                line: self.inner.line(),
+            },
+            |(_, at)| *at,
+        );
         OpaquePosition {
             format: self.kind.to_string(),
-            state: serde_json::json!({ "offset": self.inner.offset(), "line": self.inner.line() }),
+            state: serde_json::json!({ "offset": at.offset, "line": at.line }),
         }
     }
 }

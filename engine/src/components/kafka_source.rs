@@ -12,8 +12,10 @@ use tickflow_operators::record::{Ordinal, RawLine};
 
 use crate::checkpoint::OpaquePosition;
 use crate::component::{BuildCx, Source, SourceType};
-use crate::render::source::{drive, reader_state, DriverSettings, OpenCx, Polled, SourceReader};
-use crate::render::{SourceCx, BATCH, S};
+use crate::render::source::{
+    drive, reader_state, DriverSettings, OpenCx, Polled, Resume, SourceReader,
+};
+use crate::render::{SourceCx, S};
 use crate::EngineError;
 
 /// Default `idle_timeout`.
@@ -198,22 +200,21 @@ impl SourceReader for Partitions {
     ) -> Result<u64, EngineError> {
         self.batch.clear();
         self.ends.clear();
-        self.reader
-            .poll_batch(max, &mut self.batch, &mut self.ends);
+        self.reader.poll_batch(max, &mut self.batch, &mut self.ends);
         let mut bytes = 0;
         for rec in self.batch.drain(..) {
             bytes += rec.text.len() as u64;
             if let Some(p) = self.parts.iter_mut().find(|p| p.id == rec.partition) {
                 p.offset = Some(rec.offset + 1);
             }
-            let at = rec.offset as u64;
             out.push(Polled {
                 partition: rec.partition,
                 ordinal: Ordinal::kafka(self.source, rec.partition, rec.offset),
                 text: rec.text,
-                at,
-                chunk: at / BATCH as u64,
-                closes_chunk: (at + 1) % BATCH as u64 == 0,
+                at: Resume {
+                    offset: rec.offset as u64,
+                    line: 0,
+                },
             });
         }
         for (id, end) in &self.ends {
@@ -242,7 +243,7 @@ impl SourceReader for Partitions {
             })
     }
 
-    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition {
+    fn position(&self, rewind: &[(i32, Resume)]) -> OpaquePosition {
         let offsets: serde_json::Map<String, serde_json::Value> = self
             .offsets()
             .into_iter()
@@ -250,7 +251,7 @@ impl SourceReader for Partitions {
                 let o = rewind
                     .iter()
                     .find(|(id, _)| *id == p)
-                    .map_or(o, |(_, at)| *at as i64);
+                    .map_or(o, |(_, at)| at.offset as i64);
                 (p.to_string(), o.into())
             })
             .collect();

@@ -3,8 +3,9 @@
 //! driver owns everything else:
 //! - pause (the deployment is paused) and flow control (how far ahead of the sinks it may read);
 //! - a watermark per partition and **watermark alignment**: each record gets a stamp, its
-//!   partition's watermark (`newest event time - max_out_of_orderness`) over the chunks of
-//!   records before its own ([`Progress`]); the worker's capability is the least next stamp
+//!   partition's watermark (`newest event time - max_out_of_orderness`, in steps of
+//!   [`WATERMARK_STEP_MS`]) over the records before it ([`Progress`]); the worker's
+//!   capability is the least next stamp
 //!   over its partitions, and a record is emitted only once the capability has reached its
 //!   stamp. A partition that runs ahead waits (its records held back, its fetching paused
 //!   past [`QUEUE_LIMIT`]) until the slowest catches up. Every record is emitted at its own
@@ -31,9 +32,10 @@ use timely::dataflow::operators::generic::operator::source;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
-use crate::checkpoint::{OpaquePosition, OpenChunk, PartInfo, SourcePosition};
+use crate::checkpoint::{OpaquePosition, PartInfo, SourcePosition};
 use crate::metrics::Metrics;
 use crate::EngineError;
+pub use tickflow_connectors::Resume;
 
 use super::{fail, FlowControl, SourceCx, BATCH, S};
 
@@ -49,15 +51,9 @@ pub struct Polled {
     pub ordinal: Ordinal,
     /// The raw record.
     pub text: String,
-    /// Where it starts in its partition, as the reader resumes there (a Kafka offset); see
-    /// [`SourceReader::position`].
-    pub at: u64,
-    /// Its chunk: a partition's records share a stamp per chunk (see [`Progress`]). Keys are
-    /// the reader's, the same on every run over the same input (a file's poll count, a Kafka
-    /// offset / [`BATCH`]); the next key, or the partition's end, closes a chunk.
-    pub chunk: u64,
-    /// Whether the reader knows it is the last record of its chunk.
-    pub closes_chunk: bool,
+    /// Where the reader resumes to read it again (a file: bytes and lines before it; Kafka:
+    /// its offset); see [`SourceReader::position`].
+    pub at: Resume,
 }
 
 /// What a source's reader does on one worker; see the module docs for what the driver does.
@@ -75,10 +71,9 @@ pub trait SourceReader {
     /// Whether a partition is finished for good (a bounded input read to its end).
     fn done(&self, partition: i32) -> bool;
     /// Where the reader stands, opaque to the checkpoint, except that each partition listed
-    /// in `rewind` resumes at the record starting at the given place ([`Polled::at`]): records
-    /// the driver read but held back. A reader of one partition is never given any (its
-    /// records are never held back: its own watermark is the source's).
-    fn position(&self, rewind: &[(i32, u64)]) -> OpaquePosition;
+    /// in `rewind` resumes at the given record ([`Polled::at`]): records the driver read but
+    /// has not emitted yet.
+    fn position(&self, rewind: &[(i32, Resume)]) -> OpaquePosition;
     /// Stops (or resumes) fetching a partition while the driver holds many of its records
     /// back (it runs ahead of the source's other partitions); a hint that bounds memory.
     fn pause(&mut self, _partition: i32, _paused: bool) {}
@@ -144,45 +139,35 @@ impl WatermarkOffers {
     }
 }
 
-/// A partition's progress in event time, over the records read from it in order. Records
-/// come in chunks (the reader says which: a file's poll of [`BATCH`] lines, [`BATCH`] Kafka
-/// offsets); a record's stamp is the partition's watermark over the chunks *before* its own
-/// (`newest event time - max_out_of_orderness`), so it depends only on the partition's own
-/// order: never on how partitions' reads interleave, on worker count or on timing.
+/// The granularity of stamps: a partition's watermark is rounded down to a multiple of it,
+/// so that consecutive records share a timely time (and a batch). Lateness is judged against
+/// the rounded watermark: at most this much more lenient than an exact one.
+pub const WATERMARK_STEP_MS: u64 = 1_000;
+
+/// A partition's progress in event time, over the records read from it in order. A record's
+/// stamp is the partition's watermark over the records *before* it (`newest event time -
+/// max_out_of_orderness`, rounded down to [`WATERMARK_STEP_MS`]): it depends only on the
+/// partition's own order, never on how partitions' reads interleave, on worker count or on
+/// timing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Newest event time of the completed chunks.
-    pub done_max: Option<u64>,
-    /// The open chunk: its key, and its newest event time so far.
-    pub open: Option<(u64, Option<u64>)>,
+    /// Newest event time read.
+    pub max_ts: Option<u64>,
 }
 
 impl Progress {
     /// The stamp of the partition's next record (`None`: no event time yet).
     fn stamp(&self, ooo: u64) -> Option<u64> {
-        self.done_max.map(|t| t.saturating_sub(ooo))
+        self.max_ts
+            .map(|t| t.saturating_sub(ooo))
+            .map(|w| w - w % WATERMARK_STEP_MS)
     }
 
-    /// Completes the open chunk.
-    fn close(&mut self) {
-        if let Some((_, Some(m))) = self.open.take() {
-            self.done_max = Some(self.done_max.map_or(m, |d| d.max(m)));
-        }
-    }
-
-    /// Takes in the next record (its chunk, event time, whether it closes its chunk) and
-    /// returns its stamp.
-    fn read(&mut self, chunk: u64, ts: Option<u64>, closes: bool, ooo: u64) -> Option<u64> {
-        if self.open.is_some_and(|(k, _)| k != chunk) {
-            self.close();
-        }
+    /// Takes in the next record's event time and returns its stamp.
+    fn read(&mut self, ts: Option<u64>, ooo: u64) -> Option<u64> {
         let stamp = self.stamp(ooo);
-        let open = self.open.get_or_insert((chunk, None));
         if let Some(ts) = ts {
-            open.1 = Some(open.1.map_or(ts, |m| m.max(ts)));
-        }
-        if closes {
-            self.close();
+            self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
         }
         stamp
     }
@@ -222,7 +207,7 @@ impl Partition {
 
     /// Where a checkpoint taken now resumes it: its progress before the first record held
     /// back, and that record's place (none: after everything read).
-    fn resume(&self) -> (Progress, Option<u64>) {
+    fn resume(&self) -> (Progress, Option<Resume>) {
         match self.queue.front() {
             Some(q) => (q.before, Some(q.rec.at)),
             None => (self.progress, None),
@@ -243,15 +228,11 @@ impl Reading {
     /// The position a checkpoint at `watermark` resumes from: records held back are read again.
     fn position(&self, watermark: u64) -> SourcePosition {
         let mut max_ts_ms = std::collections::BTreeMap::new();
-        let mut open_chunks = std::collections::BTreeMap::new();
         let mut rewind = Vec::new();
         for p in &self.partitions {
             let (progress, at) = p.resume();
-            if let Some(t) = progress.done_max {
+            if let Some(t) = progress.max_ts {
                 max_ts_ms.insert(p.id, t);
-            }
-            if let Some((chunk, max_ts_ms)) = progress.open {
-                open_chunks.insert(p.id, OpenChunk { chunk, max_ts_ms });
             }
             if let Some(at) = at {
                 rewind.push((p.id, at));
@@ -260,7 +241,6 @@ impl Reading {
         SourcePosition {
             watermark_ms: watermark,
             max_ts_ms,
-            open_chunks,
             readers: vec![self.reader.position(&rewind)],
         }
     }
@@ -275,16 +255,14 @@ impl Reading {
             p.at_end_since = None;
             let before = p.progress;
             let ts = settings.event_time.ms(&rec.text);
-            let stamp = p.progress.read(rec.chunk, ts, rec.closes_chunk, ooo);
+            let stamp = p.progress.read(ts, ooo);
             p.queue.push_back(Queued { stamp, before, rec });
         }
-        // After the batch's records: the end notice follows the records before it. The end
-        // closes the open chunk (a bounded input's last, or everything there is for now).
+        // After the batch's records: the end notice follows the records before it.
         let now = Instant::now();
         for id in at_end {
             if let Some(p) = self.partitions.iter_mut().find(|p| p.id == *id) {
                 p.at_end_since.get_or_insert(now);
-                p.progress.close();
             }
         }
     }
@@ -395,10 +373,11 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                             .into_iter()
                             .map(|id| Partition {
                                 id,
-                                progress: restored
-                                    .as_ref()
-                                    .map(|r| r.progress(id))
-                                    .unwrap_or_default(),
+                                progress: Progress {
+                                    max_ts: restored
+                                        .as_ref()
+                                        .and_then(|r| r.max_ts_ms.get(&id).copied()),
+                                },
                                 queue: VecDeque::new(),
                                 at_end_since: None,
                                 paused: false,
@@ -568,4 +547,22 @@ pub fn reader_state<'a>(
     format: &str,
 ) -> Result<Vec<&'a serde_json::Value>, EngineError> {
     positions.iter().map(|p| p.state_of(format)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_stamp_is_its_partitions_watermark_before_it_in_whole_steps() {
+        let mut p = Progress::default();
+        // No event time yet: no stamp (emitted at the source's watermark).
+        assert_eq!(p.read(Some(10_400), 1_000), None);
+        assert_eq!(p.read(Some(12_900), 1_000), Some(9_000));
+        // A late record does not move the watermark; one without event time neither.
+        assert_eq!(p.read(Some(1_000), 1_000), Some(11_000));
+        assert_eq!(p.read(None, 1_000), Some(11_000));
+        assert_eq!(p.stamp(1_000), Some(11_000));
+        assert_eq!(p.max_ts, Some(12_900));
+    }
 }
