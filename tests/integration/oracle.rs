@@ -219,10 +219,10 @@ fn oracle(data: &Path, size: u64, slide: u64, lateness: u64, ooo: u64) -> Expect
     {
         for (i, text) in lines.iter().enumerate() {
             let line = (i + 1) as u64;
-            // A line's time: the watermark over the lines before it, in whole seconds.
+            // A line's time: the watermark over the lines before it, in steps of 5 s.
             let t = max_ts.map_or(0, |m: u64| {
                 let w = m.saturating_sub(ooo);
-                w - w % 1_000
+                w - w % 5_000
             });
             // Dedup keys expire when the watermark moves, before that watermark's ticks apply.
             if moved_to != Some(t) {
