@@ -423,8 +423,9 @@ fn kafka_run_killed_three_times_still_writes_each_bar_once() {
 
 #[test]
 fn broker_killed_and_restarted_mid_run_is_reported_and_the_run_continues() {
-    // SQLite storage keeps the topics across the restart; it fetches slowly, hence fewer ticks.
-    let s = setup(30_000, "sqlite");
+    // SQLite storage keeps the topics across the restart. Enough ticks that the run is still
+    // reading when the broker dies (reading got faster with a queue per partition).
+    let s = setup(100_000, "sqlite");
     let graph = kafka_graph(&s);
     let root = s.root.path().join("serve");
     // The server reads reference data only inside its read root (`root/data`).
