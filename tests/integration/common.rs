@@ -52,11 +52,44 @@ pub const TUMBLING: Win = Win {
 
 /// Writes the example-shaped graph over `data` (ticks.jsonl, instruments.csv), with outputs
 /// under `out`, and returns its path.
-pub fn write_graph(dir: &Path, data: &Path, out: &Path, w: Win) -> PathBuf {
+/// The `normalize` and `enrich` nodes every test graph has, reading source `ticks`, with the
+/// reference data under `data`.
+pub fn enrich_nodes(data: &Path) -> String {
+    format!(
+        r#"[operators.normalize]
+type = "normalize"
+input = "ticks"
+fx = {{ EUR = "1.08", GBP = "1.27" }}
+
+[operators.enrich]
+type = "enrich"
+input = "normalize"
+reference = "{data}/instruments.csv"
+"#,
+        data = data.display()
+    )
+}
+
+/// The `bars` window node over `enrich` with the window settings `w`.
+pub fn bars_node(w: Win) -> String {
     let kind = match w.slide {
         Some(s) => format!("kind = \"sliding\"\nslide = \"{s}\""),
         None => "kind = \"tumbling\"".to_string(),
     };
+    format!(
+        r#"[operators.bars]
+type = "window"
+input = "enrich"
+{kind}
+size = "{size}"
+allowed_lateness = "{lateness}"
+"#,
+        size = w.size,
+        lateness = w.lateness,
+    )
+}
+
+pub fn write_graph(dir: &Path, data: &Path, out: &Path, w: Win) -> PathBuf {
     let text = format!(
         r#"[graph]
 name = "test-bars"
@@ -70,23 +103,8 @@ max_out_of_orderness = "{ooo}"
 type = "file"
 path = "{data}/ticks.jsonl"
 
-[operators.normalize]
-type = "normalize"
-input = "ticks"
-fx = {{ EUR = "1.08", GBP = "1.27" }}
-
-[operators.enrich]
-type = "enrich"
-input = "normalize"
-reference = "{data}/instruments.csv"
-
-[operators.bars]
-type = "window"
-input = "enrich"
-{kind}
-size = "{size}"
-allowed_lateness = "{lateness}"
-
+{enrich}
+{bars}
 [sinks.bars]
 type = "file"
 input = "bars"
@@ -103,8 +121,8 @@ input = "bars.late"
 path = "{out}/late.jsonl"
 "#,
         ooo = w.ooo,
-        size = w.size,
-        lateness = w.lateness,
+        enrich = enrich_nodes(data),
+        bars = bars_node(w),
         data = data.display(),
         out = out.display(),
     );

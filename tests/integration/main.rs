@@ -6,6 +6,7 @@ mod csv_input;
 mod fuzz;
 mod http;
 mod kafka;
+mod kafka_partitions;
 mod oracle;
 mod pipeline;
 mod recovery;

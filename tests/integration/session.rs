@@ -49,16 +49,7 @@ max_out_of_orderness = "1s"
 type = "file"
 path = "{data}/ticks.jsonl"
 
-[operators.normalize]
-type = "normalize"
-input = "ticks"
-fx = {{ EUR = "1.08", GBP = "1.27" }}
-
-[operators.enrich]
-type = "enrich"
-input = "normalize"
-reference = "{data}/instruments.csv"
-
+{enrich}
 [operators.sessions]
 type = "window"
 input = "enrich"
@@ -87,6 +78,7 @@ input = ["normalize.dead_letter", "enrich.dead_letter"]
 path = "{out}/dead_letters.jsonl"
 {checkpoint}"#,
         data = data.display(),
+        enrich = enrich_nodes(data),
         out = out.display(),
     );
     let path = dir.join("sessions.toml");
