@@ -31,14 +31,21 @@ pub struct KafkaRecord {
 /// [`resume_plan`]).
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<Context>>,
-    /// Each partition's queue, and whether it is left unread.
-    queues: Vec<(i32, PartitionQueue<Context>, bool)>,
+    queues: Vec<PartQueue>,
     topic: String,
     stats: Arc<KafkaStats>,
     /// Per partition, the next offset to hand out: anything below it (records read again
     /// after starting early to resume, or delivered twice by the client, which the kill test
     /// saw happen under load) is dropped, so each offset is handed out once.
     next: HashMap<i32, i64>,
+}
+
+/// One partition's own queue of fetched records.
+struct PartQueue {
+    id: i32,
+    queue: PartitionQueue<Context>,
+    /// Left unread while the driver holds many of its records back.
+    unread: bool,
 }
 
 /// How far before a resume offset a reader starts: at least one producer batch (librdkafka's
@@ -189,7 +196,11 @@ impl KafkaReader {
                         config.topic
                     ))
                 })?;
-            queues.push((*p, queue, false));
+            queues.push(PartQueue {
+                id: *p,
+                queue,
+                unread: false,
+            });
         }
         Ok(KafkaReader {
             consumer,
@@ -224,12 +235,9 @@ impl KafkaReader {
                 }
             }
         }
-        for (id, queue, unread) in &self.queues {
-            if *unread {
-                continue;
-            }
+        for q in self.queues.iter().filter(|q| !q.unread) {
             for _ in 0..max {
-                match queue.poll(Duration::ZERO) {
+                match q.queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(m)) => {
                         let next = self.next.entry(m.partition()).or_insert(0);
@@ -260,7 +268,7 @@ impl KafkaReader {
                     }
                     Some(Err(e)) => {
                         self.stats.client_error(
-                            &format!("source {} partition {id}", self.topic),
+                            &format!("source {} partition {}", self.topic, q.id),
                             &e,
                             "consuming",
                         );
@@ -277,8 +285,8 @@ impl KafkaReader {
     /// Leaves `partition` unread (or reads it again): its fetched records wait in its queue,
     /// which the client keeps within `queued.max.messages.kbytes`; nothing is skipped.
     pub fn leave_unread(&mut self, partition: i32, unread: bool) {
-        if let Some(q) = self.queues.iter_mut().find(|q| q.0 == partition) {
-            q.2 = unread;
+        if let Some(q) = self.queues.iter_mut().find(|q| q.id == partition) {
+            q.unread = unread;
         }
     }
 

@@ -261,8 +261,8 @@ impl SourceReader for Partitions {
         }
     }
 
-    fn pause(&mut self, partition: i32, paused: bool) {
-        self.reader.leave_unread(partition, paused);
+    fn leave_unread(&mut self, partition: i32, unread: bool) {
+        self.reader.leave_unread(partition, unread);
     }
 
     /// Commits the offsets of the newest committed checkpoint to the consumer group.

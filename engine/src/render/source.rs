@@ -7,8 +7,8 @@
 //!   [`WATERMARK_STEP_MS`]) over the records before it ([`Progress`]); the worker's
 //!   capability is the least next stamp
 //!   over its partitions, and a record is emitted only once the capability has reached its
-//!   stamp. A partition that runs ahead waits (its records held back, its fetching paused
-//!   past [`QUEUE_LIMIT`]) until the slowest catches up. Every record is emitted at its own
+//!   stamp. A partition that runs ahead waits (its records held back, and past
+//!   [`QUEUE_LIMIT`] left unread by its reader) until the slowest catches up. Every record is emitted at its own
 //!   stamp, which depends only on its partition's order, so lateness, and every result, is
 //!   the same on every run, for any worker count and any interleaving of the partitions'
 //!   reads, and after a restore;
@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
 
+pub use tickflow_connectors::Resume;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
 
 use crate::checkpoint::{OpaquePosition, PartInfo, SourcePosition};
 use crate::metrics::Metrics;
 use crate::EngineError;
-pub use tickflow_connectors::Resume;
 
 use super::{fail, FlowControl, SourceCx, BATCH, S};
 
@@ -74,9 +74,9 @@ pub trait SourceReader {
     /// in `rewind` resumes at the given record ([`Polled::at`]): records the driver read but
     /// has not emitted yet.
     fn position(&self, rewind: &[(i32, Resume)]) -> OpaquePosition;
-    /// Stops (or resumes) fetching a partition while the driver holds many of its records
-    /// back (it runs ahead of the source's other partitions); a hint that bounds memory.
-    fn pause(&mut self, _partition: i32, _paused: bool) {}
+    /// Stops (or resumes) reading a partition while the driver holds many of its records back
+    /// (it runs ahead of the source's other partitions); a hint that bounds memory.
+    fn leave_unread(&mut self, _partition: i32, _unread: bool) {}
     /// A checkpoint holding `position` (from [`SourceReader::position`]) was committed.
     fn committed(&mut self, _position: &OpaquePosition) {}
     /// Every partition is finished.
@@ -183,7 +183,7 @@ struct Queued {
     rec: Polled,
 }
 
-/// Records a partition may hold back before its reader is asked to pause it.
+/// Records a partition may hold back before its reader is asked to leave it unread.
 const QUEUE_LIMIT: usize = 4 * BATCH;
 
 /// The driver's view of one partition.
@@ -195,7 +195,8 @@ struct Partition {
     /// `idle_timeout` with nothing held back. One with records waiting is never idle, however
     /// slowly they arrive.
     at_end_since: Option<Instant>,
-    paused: bool,
+    /// Whether its reader was asked to leave it unread.
+    unread: bool,
 }
 
 impl Partition {
@@ -382,7 +383,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                                 },
                                 queue: VecDeque::new(),
                                 at_end_since: None,
-                                paused: false,
+                                unread: false,
                             })
                             .collect();
                         let mut reading = Reading {
@@ -514,10 +515,10 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
             }
             // Partitions holding many records back stop being fetched until they drain.
             for p in &mut r.partitions {
-                let pause = p.queue.len() >= QUEUE_LIMIT;
-                if pause != p.paused {
-                    p.paused = pause;
-                    r.reader.pause(p.id, pause);
+                let unread = p.queue.len() >= QUEUE_LIMIT;
+                if unread != p.unread {
+                    p.unread = unread;
+                    r.reader.leave_unread(p.id, unread);
                 }
             }
             // Tell the reader about the newest committed checkpoint it saved a position for.
