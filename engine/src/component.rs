@@ -291,6 +291,12 @@ pub trait Operator: fmt::Debug + Send + Sync {
     fn horizon_ms(&self) -> Option<u64> {
         None
     }
+    /// Event-time lengths its results are judged on (window sizes, slides, allowed lateness):
+    /// sources step their watermarks by a divisor of every one (see
+    /// [`crate::render::source::watermark_step_ms`]).
+    fn event_time_grid_ms(&self) -> Vec<u64> {
+        Vec::new()
+    }
     /// Settles defaults that depend on the whole graph.
     fn finish(&mut self, _facts: &GraphFacts) {}
     /// Called once per run with a data directory, before the workers start: a component may

@@ -187,6 +187,14 @@ fn oracle(data: &Path, size: u64, slide: u64, lateness: u64, ooo: u64) -> Expect
     ]
     .into();
     let retention = size + lateness;
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let step = [size, slide, lateness].into_iter().fold(5_000, gcd);
     let text = std::fs::read_to_string(data.join("ticks.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
 
@@ -219,10 +227,11 @@ fn oracle(data: &Path, size: u64, slide: u64, lateness: u64, ooo: u64) -> Expect
     {
         for (i, text) in lines.iter().enumerate() {
             let line = (i + 1) as u64;
-            // A line's time: the watermark over the lines before it, in steps of 5 s.
+            // A line's time: the watermark over the lines before it, in steps of the greatest
+            // divisor of 5 s, the window size, slide and allowed lateness.
             let t = max_ts.map_or(0, |m: u64| {
                 let w = m.saturating_sub(ooo);
-                w - w % 5_000
+                w - w % step
             });
             // Dedup keys expire when the watermark moves, before that watermark's ticks apply.
             if moved_to != Some(t) {
@@ -443,4 +452,17 @@ fn sliding_bars_equal_a_naive_recomputation() {
         ooo: "2s",
     };
     check(win, 60_000, 20_000, 15_000, 2_000, 9);
+}
+
+/// Windows shorter than the 5 s watermark step: the step is 500 ms (it divides 2 s and
+/// 1.5 s), so windows close and lateness is judged exactly on their own grid.
+#[test]
+fn short_windows_use_a_finer_watermark_step_and_equal_a_naive_recomputation() {
+    let win = Win {
+        size: "2s",
+        slide: None,
+        lateness: "1500ms",
+        ooo: "1s",
+    };
+    check(win, 2_000, 2_000, 1_500, 1_000, 13);
 }

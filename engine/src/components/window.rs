@@ -83,6 +83,14 @@ impl Operator for Window {
         })
     }
 
+    fn event_time_grid_ms(&self) -> Vec<u64> {
+        match self {
+            Window::Fixed(spec) => vec![spec.size_ms, spec.slide_ms, spec.lateness_ms],
+            // A session ends a gap after its last tick, on no grid; only its lateness is.
+            Window::Session(spec) => vec![spec.lateness_ms],
+        }
+    }
+
     fn render<'s>(&self, cx: &RenderCx<'s, '_>, input: AnyStream<'s>) -> Vec<AnyStream<'s>> {
         match *self {
             Window::Fixed(spec) => render_with(cx, input, TABLES, |durable| {

@@ -1,9 +1,9 @@
 //! Builds a [`Plan`] into Timely operators, one small file per concern.
 //!
 //! Timely times are event-time watermarks in milliseconds. A source emits every record at its
-//! stamp, its partition's watermark (`max event time seen - max_out_of_orderness`) over the
-//! chunks of [`BATCH`] records before its own, holding partitions that run ahead back until
-//! the capability reaches their stamps ([`source`]), so every downstream frontier is the
+//! stamp, its partition's watermark (`max event time seen - max_out_of_orderness`, in the
+//! graph's watermark steps) over the records before it, holding partitions that run ahead back
+//! until the capability reaches their stamps ([`source`]), so every downstream frontier is the
 //! global watermark and every record's time depends only on its partition's order. Stateful operators stash input by time ([`stash`]) and apply it in time order,
 //! each time's records sorted by input position, once the frontier has passed: results depend
 //! only on the input, never on worker count or scheduling. Sinks render JSON lines, gather
@@ -108,6 +108,8 @@ pub struct SourceCx<'s> {
     pub live: Option<Arc<Live>>,
     /// Watermarks the workers of a parallel source offer each other.
     pub offers: Arc<source::WatermarkOffers>,
+    /// The graph's watermark step ([`source::watermark_step_ms`]).
+    pub watermark_step_ms: u64,
 }
 
 /// Builds the whole plan into `scope`; with `durable`, every part takes part in checkpoints
@@ -124,6 +126,11 @@ pub fn build(
     let mut streams = streams::Streams::new(scope);
     // Completion at the sinks, which sources use to hold back.
     let probe = ProbeHandle::new();
+    let watermark_step_ms = source::watermark_step_ms(
+        plan.operators
+            .iter()
+            .flat_map(|op| op.component.event_time_grid_ms()),
+    );
     for (id, src) in plan.sources.iter().enumerate() {
         let part_id = if src.component.driver().parallel {
             PartId::SourceWorker(src.name.clone(), scope.index())
@@ -140,6 +147,7 @@ pub fn build(
             part: durable.map(|d| Part::new(d, part_id)),
             live: live.cloned(),
             offers: Arc::clone(offers),
+            watermark_step_ms,
         });
         streams.insert(&src.name, "out", AnyStream::Raw(stream));
     }

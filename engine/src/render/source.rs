@@ -4,7 +4,7 @@
 //! - pause (the deployment is paused) and flow control (how far ahead of the sinks it may read);
 //! - a watermark per partition and **watermark alignment**: each record gets a stamp, its
 //!   partition's watermark (`newest event time - max_out_of_orderness`, in steps of
-//!   [`WATERMARK_STEP_MS`]) over the records before it ([`Progress`]); the worker's
+//!   the graph's [`watermark_step_ms`]) over the records before it ([`Progress`]); the worker's
 //!   capability is the least next stamp
 //!   over its partitions, and a record is emitted only once the capability has reached its
 //!   stamp. A partition that runs ahead waits (its records held back, and past
@@ -139,18 +139,48 @@ impl WatermarkOffers {
     }
 }
 
-/// The granularity of stamps: a partition's watermark is rounded down to a multiple of it,
-/// so that consecutive records share a timely time (and a batch: 1 s steps cost a fifth of the
-/// throughput on the realistic shape, 5 s steps nothing). Windows whose ends, and allowed
-/// lateness, are multiples of it close and judge lateness exactly as with an exact watermark;
-/// otherwise up to one step later.
-pub const WATERMARK_STEP_MS: u64 = 5_000;
+/// The coarsest granularity of stamps: a partition's watermark is rounded down to a multiple
+/// of the graph's step, so that consecutive records share a timely time (and a batch: 1 s
+/// steps cost a fifth of the throughput on the realistic shape, 5 s steps nothing).
+pub const MAX_WATERMARK_STEP_MS: u64 = 5_000;
+
+/// A graph's watermark step: the greatest divisor of [`MAX_WATERMARK_STEP_MS`] and of every
+/// event-time length its operators judge results on ([`crate::component::Operator::event_time_grid_ms`]),
+/// so that every window end and every `end + allowed_lateness` is a multiple of it: windows
+/// close, and lateness is judged, exactly as against an exact watermark.
+pub fn watermark_step_ms(grid: impl IntoIterator<Item = u64>) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    grid.into_iter().fold(MAX_WATERMARK_STEP_MS, gcd)
+}
+
+/// How a partition's watermark trails its newest event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// `max_out_of_orderness`.
+    pub ooo_ms: u64,
+    /// The graph's [`watermark_step_ms`].
+    pub step_ms: u64,
+}
+
+impl Lag {
+    /// The watermark after event time `max_ts`.
+    fn watermark(self, max_ts: u64) -> u64 {
+        let w = max_ts.saturating_sub(self.ooo_ms);
+        w - w % self.step_ms
+    }
+}
 
 /// A partition's progress in event time, over the records read from it in order. A record's
 /// stamp is the partition's watermark over the records *before* it (`newest event time -
-/// max_out_of_orderness`, rounded down to [`WATERMARK_STEP_MS`]): it depends only on the
-/// partition's own order, never on how partitions' reads interleave, on worker count or on
-/// timing.
+/// max_out_of_orderness`, rounded down to the graph's [`watermark_step_ms`]): it depends only
+/// on the partition's own order, never on how partitions' reads interleave, on worker count or
+/// on timing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Newest event time read.
@@ -159,15 +189,13 @@ pub struct Progress {
 
 impl Progress {
     /// The stamp of the partition's next record (`None`: no event time yet).
-    fn stamp(&self, ooo: u64) -> Option<u64> {
-        self.max_ts
-            .map(|t| t.saturating_sub(ooo))
-            .map(|w| w - w % WATERMARK_STEP_MS)
+    fn stamp(&self, lag: Lag) -> Option<u64> {
+        self.max_ts.map(|t| lag.watermark(t))
     }
 
     /// Takes in the next record's event time and returns its stamp.
-    fn read(&mut self, ts: Option<u64>, ooo: u64) -> Option<u64> {
-        let stamp = self.stamp(ooo);
+    fn read(&mut self, ts: Option<u64>, lag: Lag) -> Option<u64> {
+        let stamp = self.stamp(lag);
         if let Some(ts) = ts {
             self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
         }
@@ -201,10 +229,10 @@ struct Partition {
 
 impl Partition {
     /// The stamp of the next record it will emit (a lower bound while nothing is held back).
-    fn next_stamp(&self, ooo: u64) -> Option<u64> {
+    fn next_stamp(&self, lag: Lag) -> Option<u64> {
         match self.queue.front() {
             Some(q) => q.stamp,
-            None => self.progress.stamp(ooo),
+            None => self.progress.stamp(lag),
         }
     }
 
@@ -249,16 +277,21 @@ impl Reading {
     }
 
     /// Takes in a polled batch: each record gets its stamp and waits in its partition's queue.
-    fn take_in(&mut self, batch: &mut Vec<Polled>, at_end: &[i32], settings: &DriverSettings) {
-        let ooo = settings.max_out_of_orderness_ms;
+    fn take_in(
+        &mut self,
+        batch: &mut Vec<Polled>,
+        at_end: &[i32],
+        event_time: &EventTime,
+        lag: Lag,
+    ) {
         for rec in batch.drain(..) {
             let Some(p) = self.partitions.iter_mut().find(|p| p.id == rec.partition) else {
                 continue;
             };
             p.at_end_since = None;
             let before = p.progress;
-            let ts = settings.event_time.ms(&rec.text);
-            let stamp = p.progress.read(ts, ooo);
+            let ts = event_time.ms(&rec.text);
+            let stamp = p.progress.read(ts, lag);
             p.queue.push_back(Queued { stamp, before, rec });
         }
         // After the batch's records: the end notice follows the records before it.
@@ -319,8 +352,12 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
         mut part,
         live,
         offers,
+        watermark_step_ms,
     } = cx;
-    let ooo = settings.max_out_of_orderness_ms;
+    let lag = Lag {
+        ooo_ms: settings.max_out_of_orderness_ms,
+        step_ms: watermark_step_ms,
+    };
     let idle = settings.idle_timeout;
     let node_idx = metrics.index_of("source", &name);
     let (index, peers) = (scope.index(), scope.peers());
@@ -436,7 +473,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                     }
                 };
                 read = batch.len();
-                r.take_in(&mut batch, &at_end, &settings);
+                r.take_in(&mut batch, &at_end, &settings.event_time, lag);
             }
             let mut emitted = 0;
             // Emit what the capability has reached, move it as far as every partition allows
@@ -462,8 +499,8 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                                 .is_none_or(|since| now.duration_since(since) < idle)
                     })
                     .collect();
-                let own = if active.iter().all(|p| p.next_stamp(ooo).is_some()) {
-                    active.iter().filter_map(|p| p.next_stamp(ooo)).min()
+                let own = if active.iter().all(|p| p.next_stamp(lag).is_some()) {
+                    active.iter().filter_map(|p| p.next_stamp(lag)).min()
                 } else {
                     None
                 };
@@ -471,7 +508,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                 // here is idle, the greatest watermark its partitions reached (nothing here is
                 // pending).
                 let offer = if active.is_empty() {
-                    open_parts.iter().filter_map(|p| p.next_stamp(ooo)).max()
+                    open_parts.iter().filter_map(|p| p.next_stamp(lag)).max()
                 } else {
                     own
                 };
@@ -558,15 +595,29 @@ mod tests {
 
     #[test]
     fn a_records_stamp_is_its_partitions_watermark_before_it_in_whole_steps() {
-        assert_eq!(WATERMARK_STEP_MS, 5_000);
+        let lag = Lag {
+            ooo_ms: 1_000,
+            step_ms: 5_000,
+        };
         let mut p = Progress::default();
         // No event time yet: no stamp (emitted at the source's watermark).
-        assert_eq!(p.read(Some(14_400), 1_000), None);
-        assert_eq!(p.read(Some(16_900), 1_000), Some(10_000));
+        assert_eq!(p.read(Some(14_400), lag), None);
+        assert_eq!(p.read(Some(16_900), lag), Some(10_000));
         // A late record does not move the watermark; one without event time neither.
-        assert_eq!(p.read(Some(1_000), 1_000), Some(15_000));
-        assert_eq!(p.read(None, 1_000), Some(15_000));
-        assert_eq!(p.stamp(1_000), Some(15_000));
+        assert_eq!(p.read(Some(1_000), lag), Some(15_000));
+        assert_eq!(p.read(None, lag), Some(15_000));
+        assert_eq!(p.stamp(lag), Some(15_000));
         assert_eq!(p.max_ts, Some(16_900));
+    }
+
+    #[test]
+    fn the_step_divides_every_window_length_and_is_at_most_5_s() {
+        assert_eq!(watermark_step_ms([]), 5_000);
+        // One-minute bars, 30 s of allowed lateness.
+        assert_eq!(watermark_step_ms([60_000, 60_000, 30_000]), 5_000);
+        // 250 ms bars, no lateness (zero constrains nothing).
+        assert_eq!(watermark_step_ms([250, 250, 0]), 250);
+        // 30 s windows sliding by 10 s, 3 s lateness.
+        assert_eq!(watermark_step_ms([30_000, 10_000, 3_000]), 1_000);
     }
 }
