@@ -629,3 +629,68 @@ fn without_a_broker_the_run_stops_on_sigterm_naming_broker_and_topic() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_bar_is_written_before_the_watermark_takes_its_next_step() {
+    // One-minute bars step the watermark by 5 s. Ticks up to 1.5 s past the first window's
+    // end move the watermark just past that end (1 s out of orderness) but not to the next
+    // step: the bar must be written now, not when the next step comes.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("instruments.csv"),
+        "symbol,instrument_id\nAAA,INS-1\n",
+    )
+    .unwrap();
+    let start = 1_709_303_400_000u64; // a minute boundary
+    let ticks: String = (0..=123)
+        .map(|i| {
+            let ts = start + i * 500;
+            format!(
+                "{{\"venue\":\"X\",\"symbol\":\"AAA\",\"ts\":{ts},\"price\":\"1\",\"size\":\"1\",\"seq\":{i}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(data.join("ticks.jsonl"), ticks).unwrap();
+    let broker = Broker::start("memory://tansu/");
+    broker.create(RAW, 1);
+    for t in [NORMALIZED, BARS, DEAD, LATE] {
+        broker.create(t, 1);
+    }
+    broker.produce(&data.join("ticks.jsonl"), RAW, "symbol");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafka-bars.toml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("127.0.0.1:9092", &broker.addr())
+        .replace(
+            "examples/data/instruments.csv",
+            data.join("instruments.csv").to_str().unwrap(),
+        )
+        .replace("allowed_lateness = \"30s\"", "allowed_lateness = \"0s\"");
+    let graph = root.path().join("bars.toml");
+    std::fs::write(&graph, text).unwrap();
+    // Unbounded: the partition never ends, so only the watermark can close the window.
+    let mut child = tickflow()
+        .arg("run")
+        .arg(&graph)
+        .args(["--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let bars = loop {
+        let bars = broker.read(BARS);
+        if !bars.is_empty() || started.elapsed() > Duration::from_secs(30) {
+            break bars;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(bars.len(), 1, "the first minute's bar, written: {bars:?}");
+    let bar: Value = serde_json::from_str(bars[0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(bar["window_end"], "2024-03-01T14:31:00Z");
+    assert_eq!(bar["trades"], 120);
+}

@@ -61,6 +61,14 @@ impl BarState for WindowState {
     }
 }
 
+/// The time a window's bar is given at: the millisecond before its end (at the earliest,
+/// `cap`'s). The bar is complete once the frontier reaches the end, and sinks write a time
+/// once the frontier has passed it: given at the end itself, a closed bar would wait for the
+/// watermark's next step (up to 5 s) before a sink wrote it.
+fn bar_time(end: u64, cap: &Capability<u64>) -> u64 {
+    end.saturating_sub(1).max(*cap.time())
+}
+
 /// Event-time bars by instrument, with a `late` output.
 pub fn window<'s, B: BarState>(
     input: S<'s, EnrichedTick>,
@@ -86,14 +94,14 @@ pub fn window<'s, B: BarState>(
     >::from(late_out);
     builder.build(move |caps| {
         let mut stash = TimeStash::new();
-        // Capabilities at the end of every window not yet emitted.
+        // Capabilities for the bar of every window not yet emitted (at its `bar_time`).
         let mut end_caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         if let Some(p) = part.as_ref() {
             match p.restore(&mut state, index, peers) {
                 Ok(()) => {
                     if let Some(cap) = caps.first() {
                         for end in state.pending_ends() {
-                            end_caps.insert(end, cap.delayed(&end));
+                            end_caps.insert(end, cap.delayed(&bar_time(end, cap)));
                         }
                     }
                 }
@@ -152,7 +160,9 @@ pub fn window<'s, B: BarState>(
                     }
                     for &end in &ends {
                         if end > time {
-                            end_caps.entry(end).or_insert_with(|| bar_cap.delayed(&end));
+                            end_caps
+                                .entry(end)
+                                .or_insert_with(|| bar_cap.delayed(&bar_time(end, bar_cap)));
                         }
                     }
                 }
