@@ -501,3 +501,24 @@ fn a_backfill_checkpoints_at_the_wall_clock_pace_and_resumes_exactly() {
     assert!(summary["restored_from"].as_u64().is_some());
     case.assert_outputs_equal_reference("resumed from a paced checkpoint");
 }
+
+#[test]
+fn a_checkpoint_at_a_window_end_resumes_without_repeating_or_losing_its_bars() {
+    // Checkpoints every minute of event time fall on one-minute window ends: the bars of the
+    // window ending at a checkpoint are written before it, and its state says so.
+    let case = Case::new(60_000, 200, "1m");
+    for hit in [2, 3] {
+        let data_dir = case.root.path().join(format!("dd-{hit}"));
+        let o = case
+            .run(&data_dir, 2, &[])
+            .env("TICKFLOW_FAULT", format!("after-marker:{hit}"))
+            .output()
+            .unwrap();
+        assert!(crashed(&o), "expected an abort, got {:?}", o.status);
+        let newest = checkpoints(&data_dir)[0].0;
+        assert_eq!(newest % 60_000, 0, "checkpoint {newest} is at a window end");
+        let (summary, _) = case.finish(&data_dir, 2);
+        assert_eq!(summary["restored_from"].as_u64(), Some(newest));
+        case.assert_outputs_equal_reference(&format!("resumed from {newest}"));
+    }
+}

@@ -178,6 +178,11 @@ impl OperatorPart {
         Ok(())
     }
 
+    /// The checkpoint this part passes on reaching time `t`, if any (see [`Part::due`]).
+    pub fn due(&self, t: u64) -> Option<(u64, u64)> {
+        self.part.due(t)
+    }
+
     /// Saves the state if reaching time `t` (all input before `t` applied, nothing at or after
     /// it) passes a checkpoint.
     pub fn save(&mut self, t: u64, state: &mut dyn Durable) -> Result<(), EngineError> {

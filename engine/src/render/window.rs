@@ -69,6 +69,13 @@ fn bar_time(end: u64, cap: &Capability<u64>) -> u64 {
     end.saturating_sub(1).max(*cap.time())
 }
 
+/// The window operator's bars output, activated.
+type BarsSession<'a> = timely::dataflow::operators::generic::OutputBuilderSession<
+    'a,
+    u64,
+    timely::container::CapacityContainerBuilder<Vec<Bar>>,
+>;
+
 /// Event-time bars by instrument, with a `late` output.
 pub fn window<'s, B: BarState>(
     input: S<'s, EnrichedTick>,
@@ -117,15 +124,19 @@ pub fn window<'s, B: BarState>(
             let (mut n_in, mut n_bars, mut n_late) = (0u64, 0u64, 0u64);
             input.for_each_stamp(|cap, data| stash.stash(&cap, 2, data));
 
-            let emit_closed =
-                |bars_buf: &mut Vec<Bar>,
-                 end_caps: &mut BTreeMap<u64, Capability<u64>>,
-                 bars_handle: &mut timely::dataflow::operators::generic::OutputBuilderSession<
-                    '_,
-                    u64,
-                    timely::container::CapacityContainerBuilder<Vec<Bar>>,
-                >,
-                 upto: u64| {
+            // Closes the windows ending by `t` and gives their bars. Where reaching `t` passes
+            // a checkpoint, the state is saved once the windows ending by the checkpoint's
+            // time are closed and before the others are: their bars, given at end - 1, are
+            // before that time in every sink's position.
+            let mut close = |t: u64,
+                             state: &mut B,
+                             end_caps: &mut BTreeMap<u64, Capability<u64>>,
+                             bars_handle: &mut BarsSession<'_>|
+             -> u64 {
+                let mut n = 0;
+                let mut close_to = |upto: u64, state: &mut B| {
+                    state.advance(upto, &mut bars_buf);
+                    n += bars_buf.len() as u64;
                     for bar in bars_buf.drain(..) {
                         if let Some(cap) = end_caps.get(&bar.window_end_ms) {
                             bars_handle.session(cap).give(bar);
@@ -134,17 +145,19 @@ pub fn window<'s, B: BarState>(
                     let keep = end_caps.split_off(&upto.saturating_add(1));
                     *end_caps = keep;
                 };
-
-            let mut save = |t: u64, state: &mut B| {
-                if let Some(Err(e)) = part.as_mut().map(|p| p.save(t, state)) {
-                    fail(&failure, e);
+                if let Some(p) = part.as_mut() {
+                    if let Some((_, through)) = p.due(t) {
+                        close_to(through.min(t), state);
+                        if let Err(e) = p.save(t, state) {
+                            fail(&failure, e);
+                        }
+                    }
                 }
+                close_to(t, state);
+                n
             };
             while let Some((time, caps, mut ticks)) = stash.pop_ready(frontier) {
-                save(time, &mut state);
-                state.advance(time, &mut bars_buf);
-                n_bars += bars_buf.len() as u64;
-                emit_closed(&mut bars_buf, &mut end_caps, &mut bars_handle, time);
+                n_bars += close(time, &mut state, &mut end_caps, &mut bars_handle);
                 let (Some(bar_cap), Some(late_cap)) = (caps.first(), caps.get(1)) else {
                     continue;
                 };
@@ -176,10 +189,7 @@ pub fn window<'s, B: BarState>(
                     .give_iterator(late_ticks.into_iter());
             }
             let upto = frontier_time(frontier);
-            save(upto, &mut state);
-            state.advance(upto, &mut bars_buf);
-            n_bars += bars_buf.len() as u64;
-            emit_closed(&mut bars_buf, &mut end_caps, &mut bars_handle, upto);
+            n_bars += close(upto, &mut state, &mut end_caps, &mut bars_handle);
             if let Some(c) = counters(&counters_) {
                 c.add_in(n_in);
                 c.add_out(0, n_bars);
