@@ -1,7 +1,7 @@
 //! One bar being built, shared by fixed and session windows: its accumulator, its stored
 //! form, and the `instruments` table both keep (each instrument's reference row once).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -200,7 +200,7 @@ pub(crate) fn stored_id(bytes: &[u8]) -> Result<String, StateError> {
 /// The `instruments` table: the reference row of every instrument a stored bar refers to,
 /// written once per instrument, so bars are stored without it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct InstrumentRows(HashMap<Arc<str>, Arc<Instrument>>);
+pub(crate) struct InstrumentRows(FxHashMap<Arc<str>, Arc<Instrument>>);
 
 impl InstrumentRows {
     /// Adds the row of `instrument` to `out` unless it is stored already; an encoding error

@@ -7,7 +7,7 @@
 //! reference = "examples/data/instruments.csv"
 //! ```
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -35,7 +35,7 @@ pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
 /// Instruments by normalized symbol.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReferenceData {
-    by_symbol: HashMap<String, Arc<Instrument>>,
+    by_symbol: FxHashMap<String, Arc<Instrument>>,
 }
 
 impl ReferenceData {
@@ -63,7 +63,7 @@ impl ReferenceData {
             )]);
         };
         let mut errors = Vec::new();
-        let mut by_symbol = HashMap::new();
+        let mut by_symbol = FxHashMap::default();
         for (line, row) in rows {
             let symbol = row.get(sym_col).map(|s| s.trim().to_uppercase());
             let id = row.get(id_col).map(|s| s.trim().to_string());
@@ -117,7 +117,7 @@ impl ReferenceData {
     pub fn from_entries<'a>(
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> Result<Self, StateError> {
-        let mut by_symbol = HashMap::new();
+        let mut by_symbol = FxHashMap::default();
         for (k, v) in entries {
             let symbol = std::str::from_utf8(k)
                 .map_err(|_| StateError::Corrupt("reference symbol is not UTF-8".into()))?;

@@ -14,6 +14,7 @@ pub mod event_time;
 pub mod map;
 pub mod normalize;
 pub mod record;
+pub mod scan;
 pub mod session;
 pub mod tick;
 pub mod window;

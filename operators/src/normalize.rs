@@ -13,7 +13,9 @@
 //! dedup_retention = "2m"
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
@@ -58,7 +60,7 @@ pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     base_currency: String,
-    rates: HashMap<String, Decimal>,
+    rates: FxHashMap<String, Decimal>,
 }
 
 impl Normalizer {
@@ -77,7 +79,7 @@ impl Normalizer {
                 message: "must not be empty".into(),
             });
         }
-        let mut rates = HashMap::new();
+        let mut rates = FxHashMap::default();
         for (currency, rate) in &config.fx {
             match Decimal::from_str_exact(rate.trim()) {
                 Ok(r) if r > Decimal::ZERO => {
@@ -198,9 +200,9 @@ pub const DEDUP_BUCKET_MS: u64 = 10_000;
 #[derive(Debug, Clone)]
 pub struct Deduper {
     retention_ms: u64,
-    venue_ids: HashMap<String, u32>,
+    venue_ids: FxHashMap<String, u32>,
     venues: Vec<String>,
-    seen: HashMap<(u32, u64), u64>,
+    seen: FxHashMap<(u32, u64), u64>,
     /// `(expiry, venue id, seq)` by expiry second: keys mostly arrive in expiry order, so a
     /// bucket is appended to and expired whole (a heap popped one key at a time cost ~7 % of a
     /// run's time).
@@ -214,9 +216,9 @@ impl Deduper {
     pub fn new(retention_ms: u64) -> Self {
         Deduper {
             retention_ms,
-            venue_ids: HashMap::new(),
+            venue_ids: FxHashMap::default(),
             venues: Vec::new(),
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
             expiries: BTreeMap::new(),
             added: None,
         }

@@ -8,12 +8,15 @@
 //! assert_eq!(t.ts_ns, 1_709_281_800_500_000_000);
 //! ```
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::record::DeadLetterReason;
+use crate::scan;
 
 /// The fields of a tick that passed the parse checks (malformed, missing_field, invalid_value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,7 @@ fn invalid(message: impl Into<String>) -> Rejection {
 }
 
 #[derive(Deserialize)]
-struct Fields<'a> {
+struct SerdeFields<'a> {
     #[serde(borrow)]
     venue: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -72,6 +75,65 @@ struct Fields<'a> {
     currency: Option<&'a RawValue>,
 }
 
+/// The raw JSON text of each contract field present (not `null`) in a line.
+#[derive(Default)]
+struct Fields<'a> {
+    venue: Option<&'a str>,
+    symbol: Option<&'a str>,
+    ts: Option<&'a str>,
+    price: Option<&'a str>,
+    size: Option<&'a str>,
+    seq: Option<&'a str>,
+    currency: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    fn slot(&mut self, key: &str) -> Option<(usize, &mut Option<&'a str>)> {
+        Some(match key {
+            "venue" => (0, &mut self.venue),
+            "symbol" => (1, &mut self.symbol),
+            "ts" => (2, &mut self.ts),
+            "price" => (3, &mut self.price),
+            "size" => (4, &mut self.size),
+            "seq" => (5, &mut self.seq),
+            "currency" => (6, &mut self.currency),
+            _ => return None,
+        })
+    }
+
+    /// The fields of a line in the fast subset ([`scan::flat_members`]) with no field given
+    /// twice; `None` otherwise (`serde_json` then decides).
+    fn scan(line: &'a str) -> Option<Self> {
+        let mut f = Fields::default();
+        let (mut seen, mut repeated) = (0u8, false);
+        scan::flat_members(line, |key, value| {
+            if let Some((bit, slot)) = f.slot(key) {
+                repeated |= seen & (1 << bit) != 0;
+                seen |= 1 << bit;
+                *slot = (value != "null").then_some(value);
+            }
+        })?;
+        (!repeated).then_some(f)
+    }
+
+    /// The fields of a JSON object line, the fast way when the line allows it.
+    fn parse(line: &'a str) -> Result<Self, serde_json::Error> {
+        if let Some(f) = Fields::scan(line) {
+            return Ok(f);
+        }
+        let f: SerdeFields = serde_json::from_str(line)?;
+        Ok(Fields {
+            venue: f.venue.map(RawValue::get),
+            symbol: f.symbol.map(RawValue::get),
+            ts: f.ts.map(RawValue::get),
+            price: f.price.map(RawValue::get),
+            size: f.size.map(RawValue::get),
+            seq: f.seq.map(RawValue::get),
+            currency: f.currency.map(RawValue::get),
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct TsOnly<'a> {
     #[serde(borrow)]
@@ -79,8 +141,8 @@ struct TsOnly<'a> {
 }
 
 /// JSON type name of a raw value, for messages.
-fn json_type(raw: &RawValue) -> &'static str {
-    match raw.get().as_bytes().first() {
+fn json_type(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
         Some(b'[') => "an array",
@@ -90,28 +152,38 @@ fn json_type(raw: &RawValue) -> &'static str {
     }
 }
 
-fn string_field(name: &str, raw: &RawValue) -> Result<String, Rejection> {
-    if !raw.get().starts_with('"') {
+/// A string field's content from its raw JSON text, borrowed when it has no escapes.
+fn string_field<'a>(name: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+    if let Some(plain) = scan::plain_string(raw) {
+        return Ok(Cow::Borrowed(plain));
+    }
+    if !raw.starts_with('"') {
         return Err(invalid(format!(
             "`{name}` must be a string, got {}",
             json_type(raw)
         )));
     }
-    serde_json::from_str::<String>(raw.get())
+    serde_json::from_str::<String>(raw)
+        .map(Cow::Owned)
         .map_err(|e| invalid(format!("`{name}` is not a valid string: {e}")))
 }
 
 /// Parses `ts`: an RFC 3339 string with offset, or an integer of epoch milliseconds.
 /// Times before the Unix epoch are rejected.
-pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
-    let text = raw.get();
+/// `text` is the field's raw JSON text.
+pub fn parse_ts(text: &str) -> Result<i64, Rejection> {
     let ns = if text.starts_with('"') {
-        let s = serde_json::from_str::<String>(text)
-            .map_err(|e| invalid(format!("`ts` is not a valid string: {e}")))?;
-        let dt = DateTime::parse_from_rfc3339(&s)
-            .map_err(|e| invalid(format!("`ts` {s:?} is not RFC 3339 with an offset: {e}")))?;
-        dt.timestamp_nanos_opt()
-            .ok_or_else(|| invalid(format!("`ts` {s:?} is out of range")))?
+        let s = string_field("ts", text)?;
+        match scan::rfc3339_ns(&s) {
+            Some(ns) => ns,
+            None => {
+                let dt = DateTime::parse_from_rfc3339(&s).map_err(|e| {
+                    invalid(format!("`ts` {s:?} is not RFC 3339 with an offset: {e}"))
+                })?;
+                dt.timestamp_nanos_opt()
+                    .ok_or_else(|| invalid(format!("`ts` {s:?} is out of range")))?
+            }
+        }
     } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !text.is_empty() {
         let ms = text
             .parse::<i64>()
@@ -121,7 +193,7 @@ pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
     } else {
         return Err(invalid(format!(
             "`ts` must be an RFC 3339 string or integer epoch milliseconds, got {} {}",
-            json_type(raw),
+            json_type(text),
             text
         )));
     };
@@ -134,8 +206,11 @@ pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
 /// The event time of a line in ms, if the line is a JSON object with a valid `ts`.
 /// Sources use this to move their watermark without a full parse.
 pub fn event_time_ms(line: &str) -> Option<u64> {
-    let fields: TsOnly = serde_json::from_str(line).ok()?;
-    parse_ts(fields.ts?).ok().map(|ns| (ns / 1_000_000) as u64)
+    let ts = match Fields::scan(line) {
+        Some(f) => f.ts?,
+        None => serde_json::from_str::<TsOnly>(line).ok()?.ts?.get(),
+    };
+    parse_ts(ts).ok().map(|ns| (ns / 1_000_000) as u64)
 }
 
 fn is_plain_decimal(s: &str) -> bool {
@@ -152,18 +227,16 @@ fn is_plain_decimal(s: &str) -> bool {
 
 /// Parses a decimal from its exact text: a JSON string or number, no binary floating point.
 /// Numbers in exponent form (`1.5e3`) are accepted; anything that would lose digits is rejected.
-pub fn parse_decimal(name: &str, raw: &RawValue) -> Result<Decimal, Rejection> {
-    let text = raw.get();
-    let body: std::borrow::Cow<str> = if text.starts_with('"') {
-        serde_json::from_str::<String>(text)
-            .map_err(|e| invalid(format!("`{name}` is not a valid string: {e}")))?
-            .into()
+/// `text` is the field's raw JSON text.
+pub fn parse_decimal(name: &str, text: &str) -> Result<Decimal, Rejection> {
+    let body: Cow<str> = if text.starts_with('"') {
+        string_field(name, text)?
     } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         text.into()
     } else {
         return Err(invalid(format!(
             "`{name}` must be a decimal string or number, got {}",
-            json_type(raw)
+            json_type(text)
         )));
     };
     let parsed = if is_plain_decimal(&body) {
@@ -188,7 +261,7 @@ pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
             "line is not a JSON object",
         ));
     }
-    let f: Fields = serde_json::from_str(line).map_err(|e| {
+    let f = Fields::parse(line).map_err(|e| {
         reject(
             DeadLetterReason::Malformed,
             format!("line is not a JSON object: {e}"),
@@ -219,7 +292,7 @@ pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
         return Err(reject(DeadLetterReason::MissingField, "missing field"));
     };
 
-    let venue = string_field("venue", venue)?;
+    let venue = string_field("venue", venue)?.into_owned();
     if venue.trim().is_empty() {
         return Err(invalid("`venue` must not be empty"));
     }
@@ -236,7 +309,7 @@ pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
     if size < Decimal::ZERO {
         return Err(invalid(format!("`size` must be >= 0, got {size}")));
     }
-    let seq_text = seq.get();
+    let seq_text = seq;
     let seq = if seq_text.bytes().all(|b| b.is_ascii_digit()) {
         seq_text
             .parse::<u64>()
@@ -456,7 +529,7 @@ mod properties {
             let text = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
             let json = if quoted { format!("\"{text}\"") } else { text.clone() };
             let raw: Box<RawValue> = serde_json::from_str(&json).unwrap();
-            let parsed = parse_decimal("price", &raw).unwrap();
+            let parsed = parse_decimal("price", raw.get()).unwrap();
             prop_assert_eq!(parsed.to_string(), text);
         }
 
@@ -466,7 +539,42 @@ mod properties {
             let as_int: Box<RawValue> = serde_json::from_str(&ms.to_string()).unwrap();
             let text = chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
             let as_str: Box<RawValue> = serde_json::from_str(&format!("\"{text}\"")).unwrap();
-            prop_assert_eq!(parse_ts(&as_int).unwrap(), parse_ts(&as_str).unwrap());
+            prop_assert_eq!(parse_ts(as_int.get()).unwrap(), parse_ts(as_str.get()).unwrap());
+        }
+
+        /// Whenever the fast scan takes a line, serde_json reads the same fields from it.
+        #[test]
+        fn the_fast_scan_agrees_with_serde_json(
+            parts in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("venue"), Just("symbol"), Just("ts"), Just("price"), Just("size"),
+                        Just("seq"), Just("currency"), Just("other"), Just("ve\\u006eue"),
+                    ],
+                    prop_oneof![
+                        Just("\"XNAS\""), Just("\" aapl\t\""), Just("\"a\\\"b\""), Just("null"),
+                        Just("12.50"), Just("-0"), Just("1e5"), Just("01"), Just("true"),
+                        Just("{}"), Just("[1]"), Just("\"2024-03-01T14:29:59.231Z\""),
+                    ],
+                    prop_oneof![Just(""), Just(" "), Just("\n")],
+                ),
+                0..9,
+            ),
+            tail in prop_oneof![Just(""), Just(" "), Just("x"), Just(",")],
+        ) {
+            let body: Vec<String> =
+                parts.iter().map(|(k, v, ws)| format!("{ws}\"{k}\":{ws}{v}")).collect();
+            let line = format!("{{{}}}{tail}", body.join(","));
+            if let Some(fast) = Fields::scan(&line) {
+                let slow: SerdeFields = serde_json::from_str(&line)
+                    .map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+                let get = |r: Option<&RawValue>| r.map(|r| r.get().to_string());
+                let fast_all = [fast.venue, fast.symbol, fast.ts, fast.price, fast.size, fast.seq, fast.currency]
+                    .map(|f| f.map(str::to_string));
+                let slow_all = [slow.venue, slow.symbol, slow.ts, slow.price, slow.size, slow.seq, slow.currency]
+                    .map(get);
+                prop_assert_eq!(fast_all, slow_all, "{}", line);
+            }
         }
     }
 }

@@ -20,7 +20,9 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, Table, TableDescriptor};
+use std::collections::BTreeMap;
+
+use tickflow_state::{codec, split_u64, DeltaOp, Durable, HashTable, StateError, TableDescriptor};
 
 use crate::bar::{stored_id, BarAcc, InstrumentRows, StoredBar, TickOrder};
 use crate::record::{Bar, EnrichedTick};
@@ -169,11 +171,23 @@ impl WindowSpec {
     }
 }
 
+/// The windows ending at one end.
+#[derive(Debug, Clone, Default)]
+struct AtEnd {
+    /// Their instruments.
+    ids: Vec<Arc<str>>,
+    /// Whether the watermark has passed the end (every window here is emitted).
+    closed: bool,
+}
+
 /// The open windows of one `window` operator instance.
 #[derive(Debug, Clone)]
 pub struct WindowState {
     spec: WindowSpec,
-    windows: Table<(u64, Arc<str>), BarAcc>,
+    /// The open windows by `(end, instrument_id)`: a hash lookup per tick.
+    windows: HashTable<(u64, Arc<str>), BarAcc>,
+    /// The instruments with a window ending at each end, in end order: what closing looks at.
+    ends: BTreeMap<u64, AtEnd>,
     /// Instruments whose reference row is in storage (or being restored), by id.
     stored_instruments: InstrumentRows,
 }
@@ -183,7 +197,8 @@ impl WindowState {
     pub fn new(spec: WindowSpec) -> Self {
         WindowState {
             spec,
-            windows: Table::new(false),
+            windows: HashTable::new(false),
+            ends: BTreeMap::new(),
             stored_instruments: Default::default(),
         }
     }
@@ -192,21 +207,26 @@ impl WindowState {
     pub fn durable(spec: WindowSpec) -> Self {
         WindowState {
             spec,
-            windows: Table::new(true),
+            windows: HashTable::new(true),
+            ends: BTreeMap::new(),
             stored_instruments: Default::default(),
         }
     }
 
     /// Ends of the windows not yet emitted, earliest first.
     pub fn pending_ends(&self) -> Vec<u64> {
-        let mut ends: Vec<u64> = self
-            .windows
+        self.ends
             .iter()
-            .filter(|(_, acc)| acc.emitted().is_none())
-            .map(|((end, _), _)| *end)
-            .collect();
-        ends.dedup();
-        ends
+            .filter(|(end, at_end)| {
+                at_end.ids.iter().any(|id| {
+                    let key = (**end, Arc::clone(id));
+                    self.windows
+                        .get(&key)
+                        .is_some_and(|acc| acc.emitted().is_none())
+                })
+            })
+            .map(|(end, _)| *end)
+            .collect()
     }
 
     /// The window shape.
@@ -229,24 +249,36 @@ impl WindowState {
     /// `end + allowed_lateness` is at or before it.
     pub fn advance(&mut self, watermark: u64, bars: &mut Vec<Bar>) {
         let lateness = self.spec.lateness_ms;
-        let due: Vec<(u64, Arc<str>)> = self
-            .windows
-            .iter()
-            .take_while(|((end, _), _)| *end <= watermark)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let end = key.0;
-            if end.saturating_add(lateness) <= watermark {
-                if let Some(acc) = self.windows.remove(&key) {
-                    if acc.emitted().is_none() {
-                        bars.push(acc.to_bar(end, 0));
+        let due: Vec<u64> = self.ends.range(..=watermark).map(|(end, _)| *end).collect();
+        for end in due {
+            let expired = end.saturating_add(lateness) <= watermark;
+            let Some(at_end) = self.ends.get_mut(&end) else {
+                continue;
+            };
+            if !at_end.closed {
+                // In instrument order; later windows at this end are emitted as they are made.
+                at_end.ids.sort_unstable();
+                at_end.ids.dedup();
+                for id in &at_end.ids {
+                    let key = (end, Arc::clone(id));
+                    if self
+                        .windows
+                        .get(&key)
+                        .is_some_and(|a| a.emitted().is_none())
+                    {
+                        if let Some(acc) = self.windows.get_mut(&key) {
+                            acc.set_emitted(Some(0));
+                            bars.push(acc.to_bar(end, 0));
+                        }
                     }
                 }
-            } else if let Some(acc) = self.windows.get_mut(&key) {
-                if acc.emitted().is_none() {
-                    acc.set_emitted(Some(0));
-                    bars.push(acc.to_bar(end, 0));
+                at_end.closed = true;
+            }
+            if expired {
+                if let Some(at_end) = self.ends.remove(&end) {
+                    for id in at_end.ids {
+                        self.windows.remove(&(end, id));
+                    }
                 }
             }
         }
@@ -270,11 +302,14 @@ impl WindowState {
                 continue;
             }
             counted = true;
-            let key = (end, Arc::clone(&tick.instrument.instrument_id));
-            let acc = self
+            let id = &tick.instrument.instrument_id;
+            let (acc, new) = self
                 .windows
-                .get_or_insert_with(key, || BarAcc::new(&tick, start));
+                .get_or_insert_with((end, Arc::clone(id)), || BarAcc::new(&tick, start));
             acc.add(&tick);
+            if new {
+                self.ends.entry(end).or_default().ids.push(Arc::clone(id));
+            }
             if end <= t {
                 let revision = acc.emitted().map_or(0, |r| r + 1);
                 acc.set_emitted(Some(revision));
@@ -336,6 +371,7 @@ impl Durable for WindowState {
                 }
                 let stored: StoredBar<TickOrder> = codec::decode(value)?;
                 let (id, instrument) = self.stored_instruments.row(&id, "window")?;
+                self.ends.entry(end).or_default().ids.push(Arc::clone(&id));
                 self.windows
                     .insert((end, id), BarAcc::from_stored(stored, instrument));
                 Ok(())

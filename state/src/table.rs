@@ -1,6 +1,9 @@
 //! [`Table`]: an operator's keyed working set, ordered by key, with change tracking.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
 
 /// Names one table of one operator: the unit a durable backend stores separately
 /// (one column family per operator and table).
@@ -196,6 +199,126 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     }
 }
 
+/// A [`Table`] without key order, for hot lookups by keys that are slow to compare (a hash
+/// lookup instead of a dozen string comparisons): the same change tracking, and
+/// [`HashTable::drain_changes`] still reports in key order, so snapshots stay deterministic.
+#[derive(Debug, Clone)]
+pub struct HashTable<K: Ord + Hash + Clone, V> {
+    entries: FxHashMap<K, (V, bool)>,
+    changed: Option<(Vec<K>, Vec<K>)>,
+}
+
+impl<K: Ord + Hash + Clone, V> HashTable<K, V> {
+    /// An empty table; with `track_changes` it records changed keys for
+    /// [`HashTable::drain_changes`].
+    pub fn new(track_changes: bool) -> Self {
+        HashTable {
+            entries: FxHashMap::default(),
+            changed: track_changes.then(Default::default),
+        }
+    }
+
+    /// The value under `key`, for update; marks the key changed.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let (value, dirty) = self.entries.get_mut(key)?;
+        if let (false, Some((keys, _))) = (*dirty, self.changed.as_mut()) {
+            *dirty = true;
+            keys.push(key.clone());
+        }
+        Some(value)
+    }
+
+    /// The value under `key` and whether it was just made with `make`; marks the key changed.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> (&mut V, bool) {
+        use std::collections::hash_map::Entry;
+        let tracking = self.changed.is_some();
+        match self.entries.entry(key) {
+            Entry::Occupied(e) => {
+                if tracking && !e.get().1 {
+                    let key = e.key().clone();
+                    let slot = e.into_mut();
+                    slot.1 = true;
+                    if let Some((keys, _)) = self.changed.as_mut() {
+                        keys.push(key);
+                    }
+                    return (&mut slot.0, false);
+                }
+                (&mut e.into_mut().0, false)
+            }
+            Entry::Vacant(e) => {
+                if let Some((keys, _)) = self.changed.as_mut() {
+                    keys.push(e.key().clone());
+                }
+                (&mut e.insert((make(), tracking)).0, true)
+            }
+        }
+    }
+
+    /// Sets `key` to `value`; marks the key changed.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let tracking = self.changed.is_some();
+        let old = self.entries.insert(key.clone(), (value, tracking));
+        if let (Some((keys, _)), false) = (self.changed.as_mut(), old.as_ref().is_some_and(|o| o.1))
+        {
+            keys.push(key);
+        }
+        old.map(|(v, _)| v)
+    }
+
+    /// Removes `key`; marks the key changed.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (value, _) = self.entries.remove(key)?;
+        if let Some((_, removed)) = self.changed.as_mut() {
+            removed.push(key.clone());
+        }
+        Some(value)
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(v, _)| v)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forgets which keys changed (after loading entries that storage already holds).
+    pub fn forget_changes(&mut self) {
+        if self.changed.is_some() {
+            for (_, dirty) in self.entries.values_mut() {
+                *dirty = false;
+            }
+            self.changed = Some(Default::default());
+        }
+    }
+
+    /// `f(key, Some(current value))` for each key changed since the last call, `f(key, None)`
+    /// for each removed one, in key order.
+    pub fn drain_changes(&mut self, mut f: impl FnMut(&K, Option<&V>)) {
+        let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
+            return;
+        };
+        let mut touched: BTreeSet<K> = removed.into_iter().collect();
+        touched.extend(keys);
+        for k in touched {
+            match self.entries.get_mut(&k) {
+                Some((v, dirty)) => {
+                    *dirty = false;
+                    f(&k, Some(v));
+                }
+                None => f(&k, None),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +342,34 @@ mod tests {
         );
         assert!(t.take_changes().is_empty());
         assert_eq!(t.range((100, String::new())..).count(), 1);
+    }
+
+    #[test]
+    fn a_hash_table_tracks_changes_like_a_table_and_reports_them_in_key_order() {
+        let mut t: HashTable<(u64, String), u32> = HashTable::new(true);
+        t.insert((120, "B".into()), 1);
+        t.insert((60, "A".into()), 1);
+        t.forget_changes();
+        *t.get_mut(&(60, "A".into())).unwrap() += 1;
+        let (v, new) = t.get_or_insert_with((120, "B".into()), || 0);
+        *v += 5;
+        assert!(!new);
+        assert!(t.get_or_insert_with((30, "C".into()), || 7).1);
+        t.insert((180, "D".into()), 9);
+        t.remove(&(180, "D".into()));
+        let mut changes = Vec::new();
+        t.drain_changes(|k, v| changes.push((k.clone(), v.copied())));
+        assert_eq!(
+            changes,
+            vec![
+                ((30, "C".into()), Some(7)),
+                ((60, "A".into()), Some(2)),
+                ((120, "B".into()), Some(6)),
+                ((180, "D".into()), None),
+            ]
+        );
+        t.drain_changes(|_, _| panic!("no changes left"));
+        assert_eq!((t.len(), t.get(&(30, "C".into()))), (3, Some(&7)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::EngineError;
 
 /// A stable hash, the same in every worker and process.
 pub fn route<H: Hash + ?Sized>(value: &H) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     value.hash(&mut h);
     h.finish()
 }

@@ -1,0 +1,344 @@
+//! A fast path for the common shape of a raw tick line: a flat JSON object whose values are
+//! strings without escapes, numbers, `true`, `false` or `null`.
+//!
+//! [`flat_members`] walks such a line once, without allocating, and hands each member's key
+//! and raw value text (as `serde_json::value::RawValue::get` would give it) to a callback. It
+//! answers `None` for anything outside that subset (an escape, a nested value, a control
+//! character, a number or literal JSON spells otherwise, trailing text) and the caller falls
+//! back to `serde_json`, which then decides (and words) the outcome. So the fast path only
+//! ever accepts lines `serde_json` accepts, with the same values.
+//!
+//! [`rfc3339_ns`] is the same idea for the common timestamp form
+//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`; `None` means "ask chrono".
+
+/// Calls `member(key, raw_value)` for each member of the flat JSON object `line`, in order.
+/// `None`: the line is outside the fast subset (not necessarily invalid JSON).
+pub fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> Option<()> {
+    let b = line.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(());
+    }
+    loop {
+        let (key_end, key) = string(b, i)?;
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let end = value(b, i)?;
+        // Strings end on a `"` and numbers and literals on ASCII, so both ends are char
+        // boundaries.
+        member(&line[key.0..key.1], &line[i..end]);
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// A string without escapes or control characters at `i`: (index after it, content range).
+fn string(b: &[u8], i: usize) -> Option<(usize, (usize, usize))> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let len = b[start..].iter().position(|&c| STRING_STOP[c as usize])?;
+    let end = start + len;
+    (b[end] == b'"').then_some((end + 1, (start, end)))
+}
+
+/// The bytes that end a plain string's run: `"`, `\` and control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The end of a scalar value at `i`.
+fn value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string(b, i).map(|(end, _)| end),
+        b'-' | b'0'..=b'9' => number(b, i),
+        b't' => literal(b, i, b"true"),
+        b'f' => literal(b, i, b"false"),
+        b'n' => literal(b, i, b"null"),
+        _ => None,
+    }
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b[i..].starts_with(word).then_some(i + word.len())
+}
+
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// A JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
+    if b[i] == b'-' {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(b, i),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits(b, i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(b, i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    // A number runs into the next structural character or whitespace.
+    match b.get(i) {
+        None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') => Some(i),
+        _ => None,
+    }
+}
+
+/// The content of a JSON string value's raw text when it has no escapes.
+pub fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+fn num<const N: usize>(b: &[u8], at: usize) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b.get(at..at + N)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn is_leap(y: u32) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+/// Days from 1970-01-01 to the civil date (proleptic Gregorian), for valid dates.
+fn days_from_civil(y: u32, m: u32, d: u32) -> i64 {
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Nanoseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM)` for years
+/// 1970 to 2261 and seconds below 60; `None` for anything else (chrono then decides).
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num::<4>(b, 0)?, num::<2>(b, 5)?, num::<2>(b, 8)?);
+    let (h, mi, sec) = (num::<2>(b, 11)?, num::<2>(b, 14)?, num::<2>(b, 17)?);
+    if !(1970..=2261).contains(&y) || !(1..=12).contains(&mo) || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let month_days = [
+        31,
+        28 + u32::from(is_leap(y)),
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if d == 0 || d > month_days[mo as usize - 1] {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b[i] == b'.' {
+        let end = digits(b, i + 1);
+        let n = end - i - 1;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for &c in &b[i + 1..end] {
+            nanos = nanos * 10 + i64::from(c - b'0');
+        }
+        nanos *= 10i64.pow(9 - n as u32);
+        i = end;
+    }
+    let offset_s = match b.get(i..)? {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num::<2>(b, i + 1)?, num::<2>(b, i + 4)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = i64::from(oh * 3600 + om * 60);
+            if *sign == b'-' {
+                -off
+            } else {
+                off
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec) - offset_s;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use proptest::prelude::*;
+
+    fn members(line: &str) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        flat_members(line, |k, v| out.push((k.to_string(), v.to_string())))?;
+        Some(out)
+    }
+
+    #[test]
+    fn flat_objects_are_scanned_like_serde_json_raw_values() {
+        let m = members(r#" { "a": "x y", "b":-1.5e+3 ,"c" :true, "d": null, "e": 0}  "#).unwrap();
+        let want = [
+            ("a", "\"x y\""),
+            ("b", "-1.5e+3"),
+            ("c", "true"),
+            ("d", "null"),
+            ("e", "0"),
+        ];
+        assert_eq!(
+            m,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+        assert_eq!(members("{}").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn anything_outside_the_subset_falls_back() {
+        for line in [
+            r#"{"a":"x\"y"}"#,
+            r#"{"a\n":1}"#,
+            r#"{"a":{"b":1}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            "{\"a\":\"\t\"}",
+            r#"{"a":1"#,
+            r#"["a"]"#,
+            r#"{"a":1x}"#,
+        ] {
+            assert!(members(line).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for s in [
+            "2024-03-01T14:29:59.231Z",
+            "2024-02-29T23:59:59.999999999+01:30",
+            "1970-01-01T00:00:00Z",
+            "2000-12-31T12:00:00.5-05:00",
+            "2261-12-31T23:59:59Z",
+        ] {
+            let want = DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap();
+            assert_eq!(rfc3339_ns(s), Some(want), "{s}");
+        }
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "2024-03-01T24:00:00Z",
+            "2024-03-01T10:00:60Z",
+            "2024-03-01T10:00:00",
+            "2024-03-01T10:00:00.Z",
+            "2024-03-01T10:00:00.1234567891Z",
+            "2024-03-01 10:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-03-01T10:00:00+0100",
+        ] {
+            assert_eq!(rfc3339_ns(s), None, "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_timestamp_matches_chrono(
+            y in 1970u32..2262, mo in 1u32..13, d in 1u32..32, h in 0u32..24, mi in 0u32..60,
+            s in 0u32..60, frac in proptest::option::of(1usize..10), fv in 0u64..1_000_000_000,
+            off in proptest::option::of((any::<bool>(), 0u32..24, 0u32..60)),
+        ) {
+            let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+            if let Some(n) = frac {
+                let digits = format!("{fv:09}");
+                text.push('.');
+                text.push_str(&digits[..n]);
+            }
+            match off {
+                None => text.push('Z'),
+                Some((neg, oh, om)) => {
+                    text.push_str(&format!("{}{oh:02}:{om:02}", if neg { '-' } else { '+' }))
+                }
+            }
+            let want = DateTime::parse_from_rfc3339(&text)
+                .ok()
+                .and_then(|dt| dt.timestamp_nanos_opt());
+            match rfc3339_ns(&text) {
+                Some(ns) => prop_assert_eq!(Some(ns), want, "{}", text),
+                None => prop_assert!(want.is_none(), "{} parsed by chrono only", text),
+            }
+        }
+    }
+}
