@@ -329,7 +329,7 @@ pub trait Sink: fmt::Debug + Send + Sync {
     ) -> Result<Option<Arc<dyn Sink>>, RuleError> {
         Ok(None)
     }
-    /// Opens the writer on worker 0, continuing from `resume` (the restored checkpoint's
+    /// Opens the writer on the sink worker (the last), continuing from `resume` (the restored checkpoint's
     /// position) or starting afresh.
     fn open(
         &self,

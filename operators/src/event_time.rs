@@ -190,9 +190,14 @@ pub enum EventTime {
 impl EventTime {
     /// The event time of a raw line in ms, if it has a readable one.
     pub fn ms(&self, line: &str) -> Option<u64> {
+        self.read(line).0
+    }
+
+    /// [`EventTime::ms`], and where the tick fields lie when the scan for it found them.
+    pub fn read(&self, line: &str) -> (Option<u64>, Option<crate::tick::FieldSpans>) {
         match self {
-            EventTime::Ts => crate::tick::event_time_ms(line),
-            EventTime::Field(rule) => rule.ms_of_line(line),
+            EventTime::Ts => crate::tick::event_time_and_spans(line),
+            EventTime::Field(rule) => (rule.ms_of_line(line), None),
         }
     }
 }

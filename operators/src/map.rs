@@ -154,7 +154,7 @@ impl Mapper {
 
     /// Maps one raw record, or says why it cannot be mapped.
     pub fn map(&self, line: RawLine) -> Result<RawLine, DeadLetter> {
-        let RawLine { ordinal, text } = line;
+        let RawLine { ordinal, text, .. } = line;
         let dead = |reason, message: String, raw: String| DeadLetter {
             reason,
             message,
@@ -182,7 +182,11 @@ impl Mapper {
         };
         match rules.apply(&mut obj) {
             Ok(()) => match serde_json::to_string(&obj) {
-                Ok(text) => Ok(RawLine { ordinal, text }),
+                Ok(text) => Ok(RawLine {
+                    ordinal,
+                    text,
+                    spans: None,
+                }),
                 Err(e) => Err(dead(
                     DeadLetterReason::Malformed,
                     format!("cannot render the mapped record: {e}"),
@@ -267,6 +271,7 @@ mod tests {
         RawLine {
             ordinal: Ordinal { source: 0, line: 1 },
             text: text.into(),
+            spans: None,
         }
     }
 

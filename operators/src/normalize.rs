@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, TableDescriptor};
 
 use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
-use crate::tick::parse_tick;
+use crate::tick::parse_tick_at;
 use crate::OperatorError;
 
 /// Largest magnitude (exclusive) of a price or size: one tick's notional (< 10^26) then
@@ -109,7 +109,11 @@ impl Normalizer {
     /// Parses and converts one raw line: a normalized tick, or a dead letter with the first
     /// reason that applies.
     pub fn normalize(&self, line: RawLine) -> Result<Tick, DeadLetter> {
-        let RawLine { ordinal, text } = line;
+        let RawLine {
+            ordinal,
+            text,
+            spans,
+        } = line;
         let dead = |reason, message, raw| DeadLetter {
             reason,
             message,
@@ -120,7 +124,7 @@ impl Normalizer {
             let message = format!("not valid UTF-8 (first invalid byte at {offset})");
             return Err(dead(DeadLetterReason::Malformed, message, text));
         }
-        let parsed = match parse_tick(&text) {
+        let parsed = match parse_tick_at(&text, spans.as_ref()) {
             Ok(p) => p,
             Err(r) => return Err(dead(r.reason, r.message, text)),
         };
@@ -399,10 +403,12 @@ mod tests {
         Normalizer::new(&cfg, "usd").unwrap()
     }
 
+    /// A line as a source gives it: with the spans its event-time scan found.
     fn raw(text: &str) -> RawLine {
         RawLine {
             ordinal: Ordinal { source: 0, line: 3 },
             text: text.to_string(),
+            spans: crate::tick::event_time_and_spans(text).1,
         }
     }
 
@@ -466,6 +472,7 @@ mod tests {
             .normalize(RawLine {
                 ordinal: Ordinal { source: 0, line: 3 },
                 text: tickflow_state::text::line_text(bytes),
+                spans: None,
             })
             .unwrap_err();
         assert_eq!(d.reason, DeadLetterReason::Malformed);

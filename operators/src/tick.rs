@@ -116,8 +116,32 @@ impl<'a> Fields<'a> {
         (!repeated).then_some(f)
     }
 
-    /// The fields of a JSON object line, the fast way when the line allows it.
-    fn parse(line: &'a str) -> Result<Self, serde_json::Error> {
+    /// The fields of `line` at `spans` (from [`FieldSpans::scan`] of the same line).
+    fn at(line: &'a str, spans: &FieldSpans) -> Option<Self> {
+        let get = |i: usize| -> Option<Option<&'a str>> {
+            let (start, end) = spans.0[i];
+            match end {
+                0 => Some(None),
+                _ => line.get(usize::from(start)..usize::from(end)).map(Some),
+            }
+        };
+        Some(Fields {
+            venue: get(0)?,
+            symbol: get(1)?,
+            ts: get(2)?,
+            price: get(3)?,
+            size: get(4)?,
+            seq: get(5)?,
+            currency: get(6)?,
+        })
+    }
+
+    /// The fields of a JSON object line, the fast way when the line allows it (at `spans`
+    /// when a source already scanned it).
+    fn parse(line: &'a str, spans: Option<&FieldSpans>) -> Result<Self, serde_json::Error> {
+        if let Some(f) = spans.and_then(|s| Fields::at(line, s)) {
+            return Ok(f);
+        }
         if let Some(f) = Fields::scan(line) {
             return Ok(f);
         }
@@ -131,6 +155,45 @@ impl<'a> Fields<'a> {
             seq: f.seq.map(RawValue::get),
             currency: f.currency.map(RawValue::get),
         })
+    }
+}
+
+/// Where each contract field's raw value lies in a line the fast scan took (`(0, 0)`: absent),
+/// so that normalize need not scan a line its source already scanned for the event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FieldSpans([(u16, u16); 7]);
+
+impl FieldSpans {
+    /// The spans of a line in the fast subset, shorter than 64 KiB.
+    pub fn scan(line: &str) -> Option<Self> {
+        if line.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let f = Fields::scan(line)?;
+        let base = line.as_ptr() as usize;
+        let span = |v: Option<&str>| {
+            v.map_or((0, 0), |v| {
+                let start = (v.as_ptr() as usize - base) as u16;
+                (start, start + v.len() as u16)
+            })
+        };
+        Some(FieldSpans([
+            span(f.venue),
+            span(f.symbol),
+            span(f.ts),
+            span(f.price),
+            span(f.size),
+            span(f.seq),
+            span(f.currency),
+        ]))
+    }
+
+    /// The raw text of the `ts` field, if present.
+    fn ts<'a>(&self, line: &'a str) -> Option<&'a str> {
+        let (start, end) = self.0[2];
+        (end != 0)
+            .then(|| line.get(usize::from(start)..usize::from(end)))
+            .flatten()
     }
 }
 
@@ -206,11 +269,23 @@ pub fn parse_ts(text: &str) -> Result<i64, Rejection> {
 /// The event time of a line in ms, if the line is a JSON object with a valid `ts`.
 /// Sources use this to move their watermark without a full parse.
 pub fn event_time_ms(line: &str) -> Option<u64> {
-    let ts = match Fields::scan(line) {
-        Some(f) => f.ts?,
-        None => serde_json::from_str::<TsOnly>(line).ok()?.ts?.get(),
+    event_time_and_spans(line).0
+}
+
+/// [`event_time_ms`], and the line's [`FieldSpans`] when the fast scan took it.
+pub fn event_time_and_spans(line: &str) -> (Option<u64>, Option<FieldSpans>) {
+    let spans = FieldSpans::scan(line);
+    let ts = match &spans {
+        Some(s) => s.ts(line),
+        None => serde_json::from_str::<TsOnly>(line)
+            .ok()
+            .and_then(|f| f.ts)
+            .map(RawValue::get),
     };
-    parse_ts(ts).ok().map(|ns| (ns / 1_000_000) as u64)
+    let ms = ts
+        .and_then(|ts| parse_ts(ts).ok())
+        .map(|ns| (ns / 1_000_000) as u64);
+    (ms, spans)
 }
 
 fn is_plain_decimal(s: &str) -> bool {
@@ -254,6 +329,12 @@ pub fn parse_decimal(name: &str, text: &str) -> Result<Decimal, Rejection> {
 /// `invalid_value` for the first bad field (a `null` field counts as missing) in the order venue, symbol, ts, price, size, seq,
 /// currency.
 pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
+    parse_tick_at(line, None)
+}
+
+/// [`parse_tick`] of a line whose fields a source already found (`spans`, from
+/// [`event_time_and_spans`] of the same text).
+pub fn parse_tick_at(line: &str, spans: Option<&FieldSpans>) -> Result<ParsedTick, Rejection> {
     let trimmed = line.trim_start();
     if !trimmed.starts_with('{') {
         return Err(reject(
@@ -261,7 +342,7 @@ pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
             "line is not a JSON object",
         ));
     }
-    let f = Fields::parse(line).map_err(|e| {
+    let f = Fields::parse(line, spans).map_err(|e| {
         reject(
             DeadLetterReason::Malformed,
             format!("line is not a JSON object: {e}"),
@@ -521,6 +602,24 @@ mod properties {
         fn never_panics(line in ".{0,200}") {
             let _ = parse_tick(&line);
             let _ = event_time_ms(&line);
+        }
+
+        /// A line parsed at the spans its source's scan found reads as a line parsed alone.
+        #[test]
+        fn parsing_at_a_sources_spans_equals_parsing_alone(
+            symbol in prop_oneof![Just("aapl"), Just(" MSFT\t"), Just("a\\\"b"), Just("")],
+            price in prop_oneof![Just("\"1.5\""), Just("2"), Just("-1"), Just("null"), Just("{}")],
+            ts in prop_oneof![Just("\"2024-01-02T10:00:00Z\""), Just("1704189600123"), Just("\"x\"")],
+            extra in prop_oneof![Just(""), Just(",\"seq\":2"), Just(",\"other\":[1]")],
+        ) {
+            let line = format!(
+                "{{\"venue\":\"XNAS\",\"symbol\":\"{symbol}\",\"ts\":{ts},\"price\":{price},\"size\":\"3\",\"seq\":1{extra}}}"
+            );
+            let (ms, spans) = event_time_and_spans(&line);
+            prop_assert_eq!(ms, event_time_ms(&line));
+            prop_assert_eq!(parse_tick_at(&line, spans.as_ref()), parse_tick(&line));
+            // Spans read against another text do not panic.
+            let _ = parse_tick_at("{}", spans.as_ref());
         }
 
         /// Prices written as JSON numbers or strings are taken digit for digit.

@@ -219,9 +219,13 @@ fn fuzz_the_tick_parser() {
     let normalizer = Normalizer::new(&cfg, "USD").unwrap();
     let names = ["ticks".to_string()];
     let cases = fuzz("ticks", &corpus, |bytes| {
+        let text = tickflow_state::text::line_text(bytes);
+        // As a source gives it: with the spans its event-time scan found.
+        let spans = tickflow_operators::tick::event_time_and_spans(&text).1;
         let line = RawLine {
             ordinal: Ordinal { source: 0, line: 1 },
-            text: tickflow_state::text::line_text(bytes),
+            text,
+            spans,
         };
         match normalizer.normalize(line) {
             Ok(tick) => assert!(tick.price > rust_decimal::Decimal::ZERO),

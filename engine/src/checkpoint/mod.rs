@@ -193,7 +193,7 @@ pub enum PartId {
     Source(String),
     /// One worker's share of a source read by every worker (Kafka partitions).
     SourceWorker(String, usize),
-    /// A sink (written by worker 0).
+    /// A sink (written by the last worker).
     Sink(String),
     /// One worker's instance of a stateful operator.
     Operator(String, usize),

@@ -108,15 +108,20 @@ fn position_format(format: FileFormat) -> &'static str {
     }
 }
 
-/// Opens the file on the worker that reads it (source `id` on worker `id % workers`), at the
-/// restored position if there is one.
+/// The worker that reads file source `source` of a run with `peers` workers.
+pub fn reading_worker(source: u32, peers: usize) -> usize {
+    source as usize % peers.max(1)
+}
+
+/// Opens the file on the worker that reads it ([`reading_worker`]), at the restored position
+/// if there is one.
 fn open(
     cx: &OpenCx,
     path: &PathBuf,
     (format, text_columns): (FileFormat, &[String]),
 ) -> Result<Option<Box<dyn SourceReader>>, EngineError> {
     let (index, peers) = cx.worker;
-    if cx.source as usize % peers != index {
+    if reading_worker(cx.source, peers) != index {
         return Ok(None);
     }
     let mut inner: Box<dyn RecordReader> = match format {

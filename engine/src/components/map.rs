@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
+
+use crate::render::source::raw_route;
 
 use tickflow_operators::map::{MapConfig, Mapper};
 use tickflow_operators::RecordKind;
@@ -50,11 +52,17 @@ impl Operator for Map {
         };
         let mapper = self.0.clone();
         let metrics = Arc::clone(cx.metrics);
-        let (ok, dead) = split_map(input, Pipeline, "Map", (cx.counters(), true), move |line| {
-            mapper
-                .map(line)
-                .inspect_err(|dl| metrics.dead_letter(dl.reason, 1))
-        });
+        let (ok, dead) = split_map(
+            input,
+            Exchange::new(raw_route(cx.scope.peers())),
+            "Map",
+            (cx.counters(), true),
+            move |line| {
+                mapper
+                    .map(line)
+                    .inspect_err(|dl| metrics.dead_letter(dl.reason, 1))
+            },
+        );
         vec![AnyStream::Raw(ok), AnyStream::DeadLetter(dead)]
     }
 }

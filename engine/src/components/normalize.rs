@@ -5,12 +5,12 @@ use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 
 use tickflow_operators::normalize::{NormalizeConfig, Normalizer, TABLES};
-use tickflow_operators::record::RawLine;
 use tickflow_operators::RecordKind;
 use tickflow_state::TableDescriptor;
 
 use crate::component::{BuildCx, GraphFacts, Operator, OperatorType};
 use crate::render::dedup::dedup;
+use crate::render::source::raw_route;
 use crate::render::split::split_map;
 use crate::render::{AnyStream, RenderCx};
 
@@ -85,7 +85,7 @@ impl Operator for Normalize {
         // Dedup reports normalize's `out`; the parse stage reports `in` and `dead_letter`.
         let (ticks, dead) = split_map(
             input,
-            Exchange::new(|r: &RawLine| r.ordinal.line),
+            Exchange::new(raw_route(cx.scope.peers())),
             "NormalizeParse",
             (cx.counters(), false),
             move |line| {

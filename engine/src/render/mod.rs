@@ -7,7 +7,7 @@
 //! global watermark and every record's time depends only on its partition's order. Stateful operators stash input by time ([`stash`]) and apply it in time order,
 //! each time's records sorted by input position, once the frontier has passed: results depend
 //! only on the input, never on worker count or scheduling. Sinks render JSON lines, gather
-//! them on worker 0 and write each time's lines sorted ([`sink`]).
+//! them on the last worker and write each time's lines sorted ([`sink`]).
 //!
 //! [`build`] knows no component type: it asks each node's component to render itself.
 //!
@@ -216,7 +216,9 @@ pub fn build(
                 metrics: Arc::clone(metrics),
                 failure: Arc::clone(failure),
                 live: live.cloned(),
-                durable: durable.filter(|_| scope.index() == 0).cloned(),
+                durable: durable
+                    .filter(|_| scope.index() == sink::sink_worker(scope.peers()))
+                    .cloned(),
             };
             sink::drive(lines.probe_with(&probe), s.component.as_ref(), cx);
         }

@@ -1,4 +1,4 @@
-//! The sink driver: gathers rendered lines on worker 0 and writes each time's lines, sorted,
+//! The sink driver: gathers rendered lines on the last worker ([`sink_worker`]) and writes each time's lines, sorted,
 //! once the frontier passes it. Before writing the first line at or after a checkpoint time it
 //! asks the writer for its durable position and saves it (the coordinator fsyncs files and
 //! syncs the store before committing); on restore the sink's [`Sink::open`] continues from the
@@ -23,7 +23,14 @@ use super::part::{Durability, Part, RestoredTable};
 use super::stash::frontier_time;
 use super::{counters, fail, Failure, S};
 
-/// What a sink's writer is opened and checkpointed with (worker 0 only).
+/// The worker that writes every sink: the last one, so that with several workers the sinks'
+/// writing does not share a core with a file source's reading (file sources read on the first
+/// workers).
+pub fn sink_worker(peers: usize) -> usize {
+    peers.saturating_sub(1)
+}
+
+/// What a sink's writer is opened and checkpointed with (on [`sink_worker`] only).
 pub struct SinkCx {
     /// The sink's name.
     pub name: String,
@@ -33,7 +40,7 @@ pub struct SinkCx {
     pub failure: Failure,
     /// Pause, stop and projection views.
     pub live: Option<Arc<Live>>,
-    /// Checkpointing, when the run has a data directory (worker 0's copy).
+    /// Checkpointing, when the run has a data directory (the writing worker's copy).
     pub durable: Option<Durability>,
 }
 
@@ -73,7 +80,8 @@ impl SinkCx {
 /// Drives `sink`'s writer with `lines`; see the module docs.
 pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
     let failure = Arc::clone(&cx.failure);
-    let is_writer = lines.scope().index() == 0;
+    let writer_worker = sink_worker(lines.scope().peers());
+    let is_writer = lines.scope().index() == writer_worker;
     let name = cx.name.clone();
     let counters_ = (Arc::clone(&cx.metrics), cx.metrics.index_of("sink", &name));
     let mut part = cx
@@ -107,7 +115,7 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
     let mut stash: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut flushed = false;
     lines.sink(
-        Exchange::new(|_: &String| 0),
+        Exchange::new(move |_: &String| writer_worker as u64),
         &format!("Sink({name})"),
         move |(input, frontier)| {
             input.for_each(|cap, data| {

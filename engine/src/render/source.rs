@@ -32,6 +32,7 @@ use timely::dataflow::operators::generic::operator::source;
 pub use tickflow_connectors::Resume;
 use tickflow_operators::event_time::EventTime;
 use tickflow_operators::record::{Ordinal, RawLine};
+use tickflow_operators::tick::FieldSpans;
 
 use crate::checkpoint::{OpaquePosition, PartInfo, SourcePosition};
 use crate::metrics::Metrics;
@@ -206,9 +207,32 @@ impl Progress {
 /// A record read but not yet emitted: the source's watermark has not reached its stamp.
 struct Queued {
     stamp: Option<u64>,
+    /// Where the tick fields lie in the record, when the event-time scan found them.
+    spans: Option<FieldSpans>,
     /// The partition's progress before it (where a checkpoint resumes if it is held back).
     before: Progress,
     rec: Polled,
+}
+
+/// Where raw records are parsed: a Kafka record by its offset over every worker; a file's
+/// lines round-robin over the workers other than the one reading the file (when there are
+/// others), since that worker already reads and scans every line. Parsing is stateless, so
+/// this spreads load without changing any result.
+pub fn raw_route(peers: usize) -> impl Fn(&RawLine) -> u64 + 'static {
+    let peers = peers.max(1) as u64;
+    move |r: &RawLine| {
+        if r.ordinal.kafka_position().is_some() || peers == 1 {
+            return r.ordinal.line;
+        }
+        let reader =
+            crate::components::file_source::reading_worker(r.ordinal.source, peers as usize) as u64;
+        let k = r.ordinal.line % (peers - 1);
+        if k >= reader {
+            k + 1
+        } else {
+            k
+        }
+    }
 }
 
 /// Records a partition may hold back before its reader is asked to leave it unread.
@@ -290,9 +314,14 @@ impl Reading {
             };
             p.at_end_since = None;
             let before = p.progress;
-            let ts = event_time.ms(&rec.text);
+            let (ts, spans) = event_time.read(&rec.text);
             let stamp = p.progress.read(ts, lag);
-            p.queue.push_back(Queued { stamp, before, rec });
+            p.queue.push_back(Queued {
+                stamp,
+                spans,
+                before,
+                rec,
+            });
         }
         // After the batch's records: the end notice follows the records before it.
         let now = Instant::now();
@@ -325,6 +354,7 @@ impl Reading {
                 session.give(RawLine {
                     ordinal: q.rec.ordinal,
                     text: q.rec.text,
+                    spans: q.spans,
                 });
                 n += 1;
             }
