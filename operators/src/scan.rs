@@ -1,5 +1,5 @@
 //! A fast path for the common shape of a raw tick line: a flat JSON object whose values are
-//! strings without escapes, numbers, `true`, `false` or `null`.
+//! strings (without `\\u` escapes), numbers, `true`, `false` or `null`.
 //!
 //! [`flat_members`] walks such a line once, without allocating, and hands each member's key
 //! and raw value text (as `serde_json::value::RawValue::get` would give it) to a callback. It
@@ -24,7 +24,11 @@ pub fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str))
         return (skip_ws(b, i + 1) == b.len()).then_some(());
     }
     loop {
-        let (key_end, key) = string(b, i)?;
+        let (key_end, key, escaped) = string(b, i)?;
+        if escaped {
+            // An escaped key may spell a known one: serde_json decides.
+            return None;
+        }
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
@@ -50,15 +54,28 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// A string without escapes or control characters at `i`: (index after it, content range).
-fn string(b: &[u8], i: usize) -> Option<(usize, (usize, usize))> {
+/// A string at `i` with no control characters and no `\\u` escapes: (index after it, content
+/// range, whether it has escapes).
+fn string(b: &[u8], i: usize) -> Option<(usize, (usize, usize), bool)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
     let start = i + 1;
-    let len = b[start..].iter().position(|&c| STRING_STOP[c as usize])?;
-    let end = start + len;
-    (b[end] == b'"').then_some((end + 1, (start, end)))
+    let (mut j, mut escaped) = (start, false);
+    loop {
+        j += b[j..].iter().position(|&c| STRING_STOP[c as usize])?;
+        match b[j] {
+            b'"' => return Some((j + 1, (start, j), escaped)),
+            b'\\' => match b.get(j + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                    escaped = true;
+                    j += 2;
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
 }
 
 /// The bytes that end a plain string's run: `"`, `\` and control characters.
@@ -77,7 +94,7 @@ const STRING_STOP: [bool; 256] = {
 /// The end of a scalar value at `i`.
 fn value(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
-        b'"' => string(b, i).map(|(end, _)| end),
+        b'"' => string(b, i).map(|(end, _, _)| end),
         b'-' | b'0'..=b'9' => number(b, i),
         b't' => literal(b, i, b"true"),
         b'f' => literal(b, i, b"false"),
@@ -262,7 +279,9 @@ mod tests {
     #[test]
     fn anything_outside_the_subset_falls_back() {
         for line in [
-            r#"{"a":"x\"y"}"#,
+            r#"{"a":"x\u0041"}"#,
+            r#"{"a":"x\q"}"#,
+            r#"{"a":"x\"}"#,
             r#"{"a\n":1}"#,
             r#"{"a":{"b":1}}"#,
             r#"{"a":[1]}"#,

@@ -652,6 +652,7 @@ mod properties {
                     ],
                     prop_oneof![
                         Just("\"XNAS\""), Just("\" aapl\t\""), Just("\"a\\\"b\""), Just("null"),
+                        Just("\"\\tPX\\u0041\""), Just("\"\\t MSFT\\n\""),
                         Just("12.50"), Just("-0"), Just("1e5"), Just("01"), Just("true"),
                         Just("{}"), Just("[1]"), Just("\"2024-03-01T14:29:59.231Z\""),
                     ],

@@ -42,7 +42,7 @@ use crate::metrics::{Metrics, NodeMetrics};
 use crate::plan::Plan;
 
 pub use failure::{fail, Failure, FailureSlot};
-pub use flow::{FlowControl, BATCH, MAX_BATCHES_IN_FLIGHT};
+pub use flow::{FlowControl, BATCH, MAX_RECORDS_IN_FLIGHT};
 pub use part::{Durability, OperatorPart, Part, RestoredTable};
 pub use sink::SinkCx;
 pub use streams::{AnyStream, S};

@@ -480,6 +480,8 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
         let mut flow = FlowControl::new(probe);
         // What this worker last offered the others.
         let mut published: Option<Option<u64>> = None;
+        // Records emitted at the capability's current time, for flow control.
+        let mut at_time = 0;
         move |output| {
             let Some(r) = state.as_mut() else {
                 return;
@@ -509,7 +511,9 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
             // Emit what the capability has reached, move it as far as every partition allows
             // (saving positions for checkpoints it passes), and again, until it stays.
             loop {
-                emitted += r.emit(output);
+                let n = r.emit(output);
+                emitted += n;
+                at_time += n as usize;
                 let now = Instant::now();
                 // The worker's watermark: the least next stamp over partitions that are
                 // neither finished nor idle (unknown while one of them has no event time).
@@ -577,7 +581,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                     state = None;
                     return;
                 }
-                flow.sent(*r.cap.time());
+                flow.sent(*r.cap.time(), std::mem::take(&mut at_time));
                 r.cap.downgrade(&next);
             }
             // Partitions holding many records back stop being fetched until they drain.
