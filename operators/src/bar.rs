@@ -11,7 +11,7 @@ use tickflow_state::{codec, DeltaOp, StateError};
 use crate::record::{Bar, EnrichedTick, Instrument};
 
 /// `(ts_ns, venue, seq)`: the order that picks a bar's open and close.
-pub(crate) type TickOrder = (i64, String, u64);
+pub(crate) type TickOrder = (i64, Arc<str>, u64);
 
 /// A bar being built as stored: decimals in their 16-byte binary form, the instrument apart
 /// (table `instruments`, once per instrument).
@@ -93,10 +93,10 @@ impl BarAcc {
 
     pub(crate) fn add(&mut self, tick: &EnrichedTick) {
         let t = &tick.tick;
-        let before_open = (t.ts_ns, t.venue.as_str(), t.seq)
-            < (self.open.0 .0, self.open.0 .1.as_str(), self.open.0 .2);
-        let after_close = (t.ts_ns, t.venue.as_str(), t.seq)
-            > (self.close.0 .0, self.close.0 .1.as_str(), self.close.0 .2);
+        let before_open =
+            (t.ts_ns, &*t.venue, t.seq) < (self.open.0 .0, &*self.open.0 .1, self.open.0 .2);
+        let after_close =
+            (t.ts_ns, &*t.venue, t.seq) > (self.close.0 .0, &*self.close.0 .1, self.close.0 .2);
         if before_open {
             self.open = ((t.ts_ns, t.venue.clone(), t.seq), t.price);
         }

@@ -144,7 +144,7 @@ impl ReferenceData {
 
     /// Joins one tick with its instrument, or dead-letters it as `unknown_instrument`.
     pub fn enrich(&self, tick: Tick) -> Result<EnrichedTick, DeadLetter> {
-        match self.by_symbol.get(&tick.symbol) {
+        match self.by_symbol.get(&*tick.symbol) {
             Some(instrument) => Ok(EnrichedTick {
                 tick,
                 instrument: Arc::clone(instrument),

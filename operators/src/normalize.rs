@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, TableDescriptor};
 
 use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
-use crate::tick::parse_tick_at;
+use crate::tick::{parse_tick_at, Names};
 use crate::OperatorError;
 
 /// Largest magnitude (exclusive) of a price or size: one tick's notional (< 10^26) then
@@ -61,6 +61,8 @@ pub const TABLES: &[TableDescriptor] = &[TableDescriptor {
 pub struct Normalizer {
     base_currency: String,
     rates: FxHashMap<String, Decimal>,
+    /// The names met so far (each worker's copy keeps its own).
+    names: Names,
 }
 
 impl Normalizer {
@@ -95,6 +97,7 @@ impl Normalizer {
             Ok(Normalizer {
                 base_currency,
                 rates,
+                names: Names::default(),
             })
         } else {
             Err(errors)
@@ -108,7 +111,7 @@ impl Normalizer {
 
     /// Parses and converts one raw line: a normalized tick, or a dead letter with the first
     /// reason that applies.
-    pub fn normalize(&self, line: RawLine) -> Result<Tick, DeadLetter> {
+    pub fn normalize(&mut self, line: RawLine) -> Result<Tick, DeadLetter> {
         let RawLine {
             ordinal,
             text,
@@ -124,7 +127,7 @@ impl Normalizer {
             let message = format!("not valid UTF-8 (first invalid byte at {offset})");
             return Err(dead(DeadLetterReason::Malformed, message, text));
         }
-        let parsed = match parse_tick_at(&text, spans.as_ref()) {
+        let parsed = match parse_tick_at(&text, spans.as_ref(), &mut self.names) {
             Ok(p) => p,
             Err(r) => return Err(dead(r.reason, r.message, text)),
         };
@@ -417,7 +420,7 @@ mod tests {
 
     #[test]
     fn converts_with_half_even_rounding_to_8_places() {
-        let n = normalizer();
+        let mut n = normalizer();
         assert_eq!(n.base_currency(), "USD");
         let t = n
             .normalize(raw(&format!("{T},\"currency\":\"EUR\"}}")))
@@ -428,9 +431,9 @@ mod tests {
             fx: [("EUR".to_string(), "0.5".to_string())].into(),
             ..Default::default()
         };
-        let half = Normalizer::new(&cfg, "USD").unwrap();
+        let mut half = Normalizer::new(&cfg, "USD").unwrap();
         // 0.000000025 is exactly halfway: rounds to even (0.00000002), 0.000000035 -> 0.00000004
-        let p = |price: &str| {
+        let mut p = |price: &str| {
             half.normalize(raw(&format!(
                 r#"{{"venue":"V","symbol":"X","ts":1,"price":"{price}","size":"1","seq":1,"currency":"EUR"}}"#
             )))
@@ -445,7 +448,7 @@ mod tests {
     #[test]
     fn values_beyond_exact_sums_and_bytes_that_are_not_utf8_are_dead_letters() {
         use crate::record::ToJsonLine;
-        let n = normalizer();
+        let mut n = normalizer();
         let line = |price: &str, size: &str, cur: &str| {
             raw(&format!(
                 r#"{{"venue":"V","symbol":"X","ts":1,"price":"{price}","size":"{size}","seq":1{cur}}}"#
@@ -485,7 +488,7 @@ mod tests {
 
     #[test]
     fn base_currency_and_absent_currency_are_not_converted() {
-        let n = normalizer();
+        let mut n = normalizer();
         let t = n.normalize(raw(&format!("{T}}}"))).unwrap();
         assert_eq!(t.price.to_string(), "1.23456789");
         let t = n
@@ -522,7 +525,7 @@ mod tests {
 
     #[test]
     fn dedup_first_wins_and_keys_expire_by_event_time() {
-        let n = normalizer();
+        let mut n = normalizer();
         let mut d = Deduper::new(60_000);
         let tick = n.normalize(raw(&format!("{T}}}"))).unwrap();
         assert!(d.first_seen(&tick));
@@ -545,8 +548,8 @@ mod tests {
 
     #[test]
     fn dedup_snapshots_restore_keys_split_by_venue_and_drop_expired_buckets() {
-        let n = normalizer();
-        let tick = |venue: &str, seq: u64, ts: u64| {
+        let mut n = normalizer();
+        let mut tick = |venue: &str, seq: u64, ts: u64| {
             let mut t = n.normalize(raw(&format!("{T}}}"))).unwrap();
             t.venue = venue.into();
             t.seq = seq;

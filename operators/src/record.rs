@@ -91,10 +91,10 @@ pub struct RawLine {
 /// A normalized tick: symbol trimmed and uppercased, price in the base currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tick {
-    /// Trading venue.
-    pub venue: String,
-    /// Normalized symbol.
-    pub symbol: String,
+    /// Trading venue (shared by every tick of the venue a parser met).
+    pub venue: Arc<str>,
+    /// Normalized symbol (shared likewise).
+    pub symbol: Arc<str>,
     /// Event time, nanoseconds since the Unix epoch.
     pub ts_ns: i64,
     /// Price in the base currency.

@@ -167,7 +167,7 @@ fn num<const N: usize>(b: &[u8], at: usize) -> Option<u32> {
 }
 
 fn is_leap(y: u32) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+    y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400))
 }
 
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian), for valid dates.

@@ -3,28 +3,72 @@
 //! ```
 //! use tickflow_operators::tick::parse_tick;
 //! let t = parse_tick(r#"{"venue":"XNAS","symbol":" aapl ","ts":"2024-03-01T09:30:00.5+01:00","price":0.1,"size":"100","seq":7}"#).unwrap();
-//! assert_eq!(t.symbol, "AAPL");
+//! assert_eq!(&*t.symbol, "AAPL");
 //! assert_eq!(t.price.to_string(), "0.1");
 //! assert_eq!(t.ts_ns, 1_709_281_800_500_000_000);
 //! ```
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use chrono::DateTime;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use rustc_hash::FxHashMap;
+
 use crate::record::DeadLetterReason;
 use crate::scan;
+
+/// The names a parser has met (venues, symbols, currencies), each kept once and shared: a tick
+/// then costs no allocation and no uppercasing for names seen before. Bounded: past
+/// [`Names::LIMIT`] names of a kind (hostile input), that kind starts over.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    venues: FxHashMap<Box<str>, Arc<str>>,
+    /// By the text as written, to its trimmed, uppercased form.
+    symbols: FxHashMap<Box<str>, Arc<str>>,
+    currencies: FxHashMap<Box<str>, Arc<str>>,
+}
+
+impl Names {
+    /// Names of one kind kept at most.
+    pub const LIMIT: usize = 1 << 16;
+
+    fn get(
+        map: &mut FxHashMap<Box<str>, Arc<str>>,
+        text: &str,
+        make: impl FnOnce(&str) -> Arc<str>,
+    ) -> Arc<str> {
+        if let Some(name) = map.get(text) {
+            return Arc::clone(name);
+        }
+        if map.len() >= Self::LIMIT {
+            map.clear();
+        }
+        let name = make(text);
+        map.insert(text.into(), Arc::clone(&name));
+        name
+    }
+
+    fn venue(&mut self, text: &str) -> Arc<str> {
+        Self::get(&mut self.venues, text, |t: &str| Arc::from(t))
+    }
+
+    /// `text` trimmed and uppercased.
+    fn normalized(map: &mut FxHashMap<Box<str>, Arc<str>>, text: &str) -> Arc<str> {
+        Self::get(map, text, |t| Arc::from(t.trim().to_uppercase()))
+    }
+}
 
 /// The fields of a tick that passed the parse checks (malformed, missing_field, invalid_value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedTick {
     /// Venue, as given.
-    pub venue: String,
+    pub venue: Arc<str>,
     /// Symbol, trimmed and uppercased.
-    pub symbol: String,
+    pub symbol: Arc<str>,
     /// Event time, ns since the Unix epoch.
     pub ts_ns: i64,
     /// Price, exactly as written.
@@ -34,7 +78,7 @@ pub struct ParsedTick {
     /// Sequence number.
     pub seq: u64,
     /// Currency, trimmed and uppercased, when given.
-    pub currency: Option<String>,
+    pub currency: Option<Arc<str>>,
 }
 
 /// Why a line failed the parse checks.
@@ -329,12 +373,16 @@ pub fn parse_decimal(name: &str, text: &str) -> Result<Decimal, Rejection> {
 /// `invalid_value` for the first bad field (a `null` field counts as missing) in the order venue, symbol, ts, price, size, seq,
 /// currency.
 pub fn parse_tick(line: &str) -> Result<ParsedTick, Rejection> {
-    parse_tick_at(line, None)
+    parse_tick_at(line, None, &mut Names::default())
 }
 
 /// [`parse_tick`] of a line whose fields a source already found (`spans`, from
-/// [`event_time_and_spans`] of the same text).
-pub fn parse_tick_at(line: &str, spans: Option<&FieldSpans>) -> Result<ParsedTick, Rejection> {
+/// [`event_time_and_spans`] of the same text), sharing the names in `names`.
+pub fn parse_tick_at(
+    line: &str,
+    spans: Option<&FieldSpans>,
+    names: &mut Names,
+) -> Result<ParsedTick, Rejection> {
     let trimmed = line.trim_start();
     if !trimmed.starts_with('{') {
         return Err(reject(
@@ -373,11 +421,12 @@ pub fn parse_tick_at(line: &str, spans: Option<&FieldSpans>) -> Result<ParsedTic
         return Err(reject(DeadLetterReason::MissingField, "missing field"));
     };
 
-    let venue = string_field("venue", venue)?.into_owned();
+    let venue = string_field("venue", venue)?;
     if venue.trim().is_empty() {
         return Err(invalid("`venue` must not be empty"));
     }
-    let symbol = string_field("symbol", symbol)?.trim().to_uppercase();
+    let venue = names.venue(&venue);
+    let symbol = Names::normalized(&mut names.symbols, &string_field("symbol", symbol)?);
     if symbol.is_empty() {
         return Err(invalid("`symbol` must not be empty"));
     }
@@ -406,7 +455,7 @@ pub fn parse_tick_at(line: &str, spans: Option<&FieldSpans>) -> Result<ParsedTic
     let currency = match f.currency {
         None => None,
         Some(raw) => {
-            let c = string_field("currency", raw)?.trim().to_uppercase();
+            let c = Names::normalized(&mut names.currencies, &string_field("currency", raw)?);
             if c.is_empty() {
                 return Err(invalid("`currency` must not be empty"));
             }
@@ -443,8 +492,8 @@ mod tests {
     #[test]
     fn valid_tick_is_normalized() {
         let t = parse_tick(&line(OK)).unwrap();
-        assert_eq!(t.venue, "XNAS");
-        assert_eq!(t.symbol, "AAPL");
+        assert_eq!(&*t.venue, "XNAS");
+        assert_eq!(&*t.symbol, "AAPL");
         assert_eq!(t.ts_ns, 1_704_189_600_000_000_000);
         assert_eq!(t.price, Decimal::from_str("187.5").unwrap());
         assert_eq!(t.seq, 1);
@@ -454,7 +503,7 @@ mod tests {
     #[test]
     fn symbol_is_trimmed_and_uppercased() {
         let l = OK.replace("\"aapl\"", "\"  msft \\t\"");
-        assert_eq!(parse_tick(&line(&l)).unwrap().symbol, "MSFT");
+        assert_eq!(&*parse_tick(&line(&l)).unwrap().symbol, "MSFT");
     }
 
     #[test]
@@ -617,9 +666,11 @@ mod properties {
             );
             let (ms, spans) = event_time_and_spans(&line);
             prop_assert_eq!(ms, event_time_ms(&line));
-            prop_assert_eq!(parse_tick_at(&line, spans.as_ref()), parse_tick(&line));
+            let mut names = Names::default();
+            prop_assert_eq!(parse_tick_at(&line, spans.as_ref(), &mut names), parse_tick(&line));
+            prop_assert_eq!(parse_tick_at(&line, spans.as_ref(), &mut names), parse_tick(&line));
             // Spans read against another text do not panic.
-            let _ = parse_tick_at("{}", spans.as_ref());
+            let _ = parse_tick_at("{}", spans.as_ref(), &mut names);
         }
 
         /// Prices written as JSON numbers or strings are taken digit for digit.

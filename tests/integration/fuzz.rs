@@ -216,7 +216,7 @@ fn fuzz_the_tick_parser() {
         .into(),
         ..Default::default()
     };
-    let normalizer = Normalizer::new(&cfg, "USD").unwrap();
+    let mut normalizer = Normalizer::new(&cfg, "USD").unwrap();
     let names = ["ticks".to_string()];
     let cases = fuzz("ticks", &corpus, |bytes| {
         let text = tickflow_state::text::line_text(bytes);

@@ -80,7 +80,7 @@ impl Operator for Normalize {
         let Some(input) = input.raw() else {
             return Vec::new();
         };
-        let normalizer = self.normalizer.clone();
+        let mut normalizer = self.normalizer.clone();
         let metrics = Arc::clone(cx.metrics);
         // Dedup reports normalize's `out`; the parse stage reports `in` and `dead_letter`.
         let (ticks, dead) = split_map(
