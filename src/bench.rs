@@ -279,6 +279,52 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         };
         println!("\n{shape:?} shape:\n");
         measure(args, &shape_dir, &graph_with_fx(&shape_dir, &fx))?;
+        parse_floor(&shape_dir.join("ticks.jsonl"), args.runs)?;
+    }
+    Ok(())
+}
+
+/// The physical limit: what one core does with the same file and nothing else, as the median
+/// of `runs` passes over it in memory. Reading lines, a bare JSON parse of each line into a
+/// `serde_json::Value`, and tickflow's contract parse (fields, RFC 3339 times, exact decimals).
+fn parse_floor(ticks: &Path, runs: usize) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::time::Instant;
+    let bytes = std::fs::read(ticks)?;
+    let mut names = tickflow_operators::tick::Names::default();
+    type Pass<'a> = (&'a str, Box<dyn FnMut(&str) -> bool + 'a>);
+    let passes: Vec<Pass> = vec![
+        ("split into lines only", Box::new(|_| true)),
+        (
+            "serde_json::Value per line",
+            Box::new(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        ),
+        (
+            "tickflow contract parse per line",
+            Box::new(|l| {
+                let (_, spans) = tickflow_operators::tick::event_time_and_spans(l);
+                tickflow_operators::tick::parse_tick_at(l, spans.as_ref(), &mut names).is_ok()
+            }),
+        ),
+    ];
+    println!("\nOne core, the file in memory (the physical limit), median of {runs}:\n");
+    println!("| pass | lines/s per core | lines ok |");
+    println!("|---|---|---|");
+    for (name, mut pass) in passes {
+        let mut rates = Vec::new();
+        let mut ok = 0;
+        for _ in 0..runs.max(1) {
+            let started = Instant::now();
+            let (mut n, mut good) = (0u64, 0u64);
+            for line in bytes.lines() {
+                let line = line?;
+                n += 1;
+                good += u64::from(pass(&line));
+            }
+            rates.push(n as f64 / started.elapsed().as_secs_f64());
+            ok = good;
+        }
+        println!("| {name} | {:.0} | {ok} |", median(&mut rates));
     }
     Ok(())
 }
