@@ -305,7 +305,7 @@ impl WindowState {
             let id = &tick.instrument.instrument_id;
             let (acc, new) = self
                 .windows
-                .get_or_insert_with((end, Arc::clone(id)), || BarAcc::new(&tick, start));
+                .get_or_insert((end, Arc::clone(id)), || BarAcc::new(&tick, start));
             acc.add(&tick);
             if new {
                 self.ends.entry(end).or_default().ids.push(Arc::clone(id));

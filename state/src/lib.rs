@@ -21,4 +21,4 @@ pub use delta::{split_u64, DeltaOp, Durable};
 pub use error::StateError;
 pub use eventlog::{Cut, EventLog, LogRecord, OpenReport};
 pub use store::{Store, TableStats, META_CF, PARTS_CF};
-pub use table::{Change, HashTable, Table, TableDescriptor};
+pub use table::{Change, Entries, HashTable, Table, TableDescriptor, Tracked};

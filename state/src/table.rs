@@ -1,4 +1,4 @@
-//! [`Table`]: an operator's keyed working set, ordered by key, with change tracking.
+//! [`Table`] and [`HashTable`]: an operator's keyed working set, with change tracking.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
@@ -15,7 +15,7 @@ pub struct TableDescriptor {
     pub description: &'static str,
 }
 
-/// One change to a table since the last call to [`Table::take_changes`].
+/// One change to a table since the last call to [`Tracked::take_changes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change<K, V> {
     /// The key now holds this value.
@@ -24,9 +24,78 @@ pub enum Change<K, V> {
     Delete(K),
 }
 
-/// An ordered map that remembers which keys changed, so that a snapshot needs to write
-/// only those. Ordering by key lets operators find expired entries with a range scan
-/// (window state is keyed by window end first).
+/// Where a tracked table keeps its entries: each value with whether it changed since the last
+/// drain. Implemented by an ordered map ([`Table`]) and a hash map ([`HashTable`]).
+pub trait Entries<K, V>: Default {
+    /// The entry under `key`.
+    fn entry_ref(&self, key: &K) -> Option<&(V, bool)>;
+    /// The entry under `key`, for update.
+    fn entry_mut(&mut self, key: &K) -> Option<&mut (V, bool)>;
+    /// Sets `key`'s entry, returning the old one.
+    fn put(&mut self, key: K, entry: (V, bool)) -> Option<(V, bool)>;
+    /// Removes `key`'s entry.
+    fn take(&mut self, key: &K) -> Option<(V, bool)>;
+    /// Number of entries.
+    fn count(&self) -> usize;
+    /// Calls `f` on every entry's changed flag.
+    fn for_each_flag(&mut self, f: impl FnMut(&mut bool));
+    /// The entry under `key`, made with `make` when absent, and whether it was made.
+    fn get_or_make(&mut self, key: K, make: impl FnOnce() -> (V, bool)) -> (&mut (V, bool), bool);
+}
+
+/// [`Entries`] for a std map type whose API names match (`get`, `entry`, ...).
+macro_rules! entries_for {
+    ($map:ident, $entry:path, $($bound:tt)+) => {
+        impl<K: $($bound)+, V> Entries<K, V> for $map<K, (V, bool)> {
+            fn entry_ref(&self, key: &K) -> Option<&(V, bool)> {
+                self.get(key)
+            }
+            fn entry_mut(&mut self, key: &K) -> Option<&mut (V, bool)> {
+                self.get_mut(key)
+            }
+            fn put(&mut self, key: K, entry: (V, bool)) -> Option<(V, bool)> {
+                self.insert(key, entry)
+            }
+            fn take(&mut self, key: &K) -> Option<(V, bool)> {
+                self.remove(key)
+            }
+            fn count(&self) -> usize {
+                self.len()
+            }
+            fn for_each_flag(&mut self, mut f: impl FnMut(&mut bool)) {
+                self.values_mut().for_each(|(_, dirty)| f(dirty));
+            }
+            fn get_or_make(
+                &mut self,
+                key: K,
+                make: impl FnOnce() -> (V, bool),
+            ) -> (&mut (V, bool), bool) {
+                use $entry as Entry;
+                match self.entry(key) {
+                    Entry::Occupied(e) => (e.into_mut(), false),
+                    Entry::Vacant(e) => (e.insert(make()), true),
+                }
+            }
+        }
+    };
+}
+
+entries_for!(BTreeMap, std::collections::btree_map::Entry, Ord);
+entries_for!(FxHashMap, std::collections::hash_map::Entry, Hash + Eq);
+
+/// A keyed working set that remembers which keys changed, so that a snapshot needs to write
+/// only those: [`Table`] (ordered by key) or [`HashTable`] (a hash lookup per access).
+#[derive(Debug, Clone)]
+pub struct Tracked<K, V, M> {
+    /// Each value with whether it changed since the last drain.
+    entries: M,
+    /// Keys that became dirty (in order) and keys removed, when tracking.
+    changed: Option<(Vec<K>, Vec<K>)>,
+    _values: std::marker::PhantomData<V>,
+}
+
+/// An ordered map that remembers which keys changed. Ordering by key lets operators find
+/// expired entries with a range scan.
 ///
 /// ```
 /// use tickflow_state::{Change, Table};
@@ -38,37 +107,38 @@ pub enum Change<K, V> {
 /// changes.sort_by_key(|c| match c { Change::Put(k, _) | Change::Delete(k) => *k });
 /// assert_eq!(changes, vec![Change::Delete(1), Change::Put(3, "c")]);
 /// ```
-#[derive(Debug, Clone)]
-pub struct Table<K: Ord + Clone, V> {
-    /// Each value with whether it changed since the last [`Table::take_changes`].
-    entries: BTreeMap<K, (V, bool)>,
-    /// Keys that became dirty (in order) and keys removed, when tracking.
-    changed: Option<(Vec<K>, Vec<K>)>,
-}
+pub type Table<K, V> = Tracked<K, V, BTreeMap<K, (V, bool)>>;
 
-impl<K: Ord + Clone, V: Clone> Table<K, V> {
-    /// An empty table; with `track_changes` it records changed keys for [`Table::take_changes`].
-    /// Tracking costs one flag check per update: a key is listed once per snapshot interval.
+/// A table without key order, for hot lookups by keys that are slow to compare (a hash lookup
+/// instead of a dozen string comparisons); its changes still drain in key order, so snapshots
+/// stay deterministic.
+pub type HashTable<K, V> = Tracked<K, V, FxHashMap<K, (V, bool)>>;
+
+impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
+    /// An empty table; with `track_changes` it records changed keys for
+    /// [`Tracked::drain_changes`]. Tracking costs one flag check per update: a key is listed
+    /// once per snapshot interval.
     pub fn new(track_changes: bool) -> Self {
-        Table {
-            entries: BTreeMap::new(),
+        Tracked {
+            entries: M::default(),
             changed: track_changes.then(Default::default),
+            _values: std::marker::PhantomData,
         }
     }
 
     /// The value under `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
+        self.entries.entry_ref(key).map(|(v, _)| v)
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
+        self.entries.entry_ref(key).is_some()
     }
 
     /// The value under `key`, for update; marks the key changed.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let (value, dirty) = self.entries.get_mut(key)?;
+        let (value, dirty) = self.entries.entry_mut(key)?;
         if let (false, Some((keys, _))) = (*dirty, self.changed.as_mut()) {
             *dirty = true;
             keys.push(key.clone());
@@ -76,34 +146,28 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         Some(value)
     }
 
+    /// The value under `key` and whether it was just made with `make`; marks the key changed.
+    pub fn get_or_insert(&mut self, key: K, make: impl FnOnce() -> V) -> (&mut V, bool) {
+        let tracking = self.changed.is_some();
+        // The key is listed by its clone only when it becomes dirty.
+        let listed = self.changed.as_mut().map(|(keys, _)| (keys, key.clone()));
+        let ((value, dirty), made) = self.entries.get_or_make(key, || (make(), tracking));
+        if let (Some((keys, key)), true) = (listed, made || (tracking && !*dirty)) {
+            *dirty = true;
+            keys.push(key);
+        }
+        (value, made)
+    }
+
     /// The value under `key`, inserted with `make` when absent; marks the key changed.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        use std::collections::btree_map::Entry;
-        let tracking = self.changed.is_some();
-        match self.entries.entry(key) {
-            Entry::Occupied(e) => {
-                let (k, slot) = (e.key().clone(), e.into_mut());
-                if tracking && !slot.1 {
-                    slot.1 = true;
-                    if let Some((keys, _)) = self.changed.as_mut() {
-                        keys.push(k);
-                    }
-                }
-                &mut slot.0
-            }
-            Entry::Vacant(e) => {
-                if let Some((keys, _)) = self.changed.as_mut() {
-                    keys.push(e.key().clone());
-                }
-                &mut e.insert((make(), tracking)).0
-            }
-        }
+        self.get_or_insert(key, make).0
     }
 
     /// Sets `key` to `value`; marks the key changed.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let tracking = self.changed.is_some();
-        let old = self.entries.insert(key.clone(), (value, tracking));
+        let old = self.entries.put(key.clone(), (value, tracking));
         if let (Some((keys, _)), false) = (self.changed.as_mut(), old.as_ref().is_some_and(|o| o.1))
         {
             keys.push(key);
@@ -113,13 +177,68 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 
     /// Removes `key`; marks the key changed.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (value, _) = self.entries.remove(key)?;
+        let (value, _) = self.entries.take(key)?;
         if let Some((_, removed)) = self.changed.as_mut() {
             removed.push(key.clone());
         }
         Some(value)
     }
 
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.count()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.count() == 0
+    }
+
+    /// Forgets which keys changed (after loading entries that storage already holds).
+    pub fn forget_changes(&mut self) {
+        if self.changed.is_some() {
+            self.entries.for_each_flag(|dirty| *dirty = false);
+            self.changed = Some(Default::default());
+        }
+    }
+
+    /// The changes since the last call, one per changed key, with the key's current value,
+    /// in key order. Empty when the table does not track changes.
+    pub fn take_changes(&mut self) -> Vec<Change<K, V>>
+    where
+        V: Clone,
+    {
+        let mut out = Vec::new();
+        self.drain_changes(|k, v| {
+            out.push(match v {
+                Some(v) => Change::Put(k.clone(), v.clone()),
+                None => Change::Delete(k.clone()),
+            })
+        });
+        out
+    }
+
+    /// Like [`Tracked::take_changes`], without copying: `f(key, Some(current value))` for each
+    /// changed key, `f(key, None)` for each removed one, in key order.
+    pub fn drain_changes(&mut self, mut f: impl FnMut(&K, Option<&V>)) {
+        let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
+            return;
+        };
+        let mut touched: BTreeSet<K> = removed.into_iter().collect();
+        touched.extend(keys);
+        for k in touched {
+            match self.entries.entry_mut(&k) {
+                Some((v, dirty)) => {
+                    *dirty = false;
+                    f(&k, Some(v));
+                }
+                None => f(&k, None),
+            }
+        }
+    }
+}
+
+impl<K: Ord + Clone, V> Table<K, V> {
     /// Removes and returns entries from the smallest key up, while `keep_going` holds.
     pub fn pop_first_while(&mut self, mut keep_going: impl FnMut(&K, &V) -> bool) -> Vec<(K, V)> {
         let mut out = Vec::new();
@@ -144,178 +263,6 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     /// Entries with keys in `range`, in key order.
     pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
         self.entries.range(range).map(|(k, (v, _))| (k, v))
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Forgets which keys changed (after loading entries that storage already holds).
-    pub fn forget_changes(&mut self) {
-        if self.changed.is_some() {
-            for (_, dirty) in self.entries.values_mut() {
-                *dirty = false;
-            }
-            self.changed = Some(Default::default());
-        }
-    }
-
-    /// The changes since the last call, one per changed key, with the key's current value,
-    /// in key order. Empty when the table does not track changes.
-    pub fn take_changes(&mut self) -> Vec<Change<K, V>> {
-        let mut out = Vec::new();
-        self.drain_changes(|k, v| {
-            out.push(match v {
-                Some(v) => Change::Put(k.clone(), v.clone()),
-                None => Change::Delete(k.clone()),
-            })
-        });
-        out
-    }
-
-    /// Like [`Table::take_changes`], without copying: `f(key, Some(current value))` for each
-    /// changed key, `f(key, None)` for each removed one, in key order.
-    pub fn drain_changes(&mut self, mut f: impl FnMut(&K, Option<&V>)) {
-        let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
-            return;
-        };
-        let mut touched: BTreeSet<K> = removed.into_iter().collect();
-        touched.extend(keys);
-        for k in touched {
-            match self.entries.get_mut(&k) {
-                Some((v, dirty)) => {
-                    *dirty = false;
-                    f(&k, Some(v));
-                }
-                None => f(&k, None),
-            }
-        }
-    }
-}
-
-/// A [`Table`] without key order, for hot lookups by keys that are slow to compare (a hash
-/// lookup instead of a dozen string comparisons): the same change tracking, and
-/// [`HashTable::drain_changes`] still reports in key order, so snapshots stay deterministic.
-#[derive(Debug, Clone)]
-pub struct HashTable<K: Ord + Hash + Clone, V> {
-    entries: FxHashMap<K, (V, bool)>,
-    changed: Option<(Vec<K>, Vec<K>)>,
-}
-
-impl<K: Ord + Hash + Clone, V> HashTable<K, V> {
-    /// An empty table; with `track_changes` it records changed keys for
-    /// [`HashTable::drain_changes`].
-    pub fn new(track_changes: bool) -> Self {
-        HashTable {
-            entries: FxHashMap::default(),
-            changed: track_changes.then(Default::default),
-        }
-    }
-
-    /// The value under `key`, for update; marks the key changed.
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let (value, dirty) = self.entries.get_mut(key)?;
-        if let (false, Some((keys, _))) = (*dirty, self.changed.as_mut()) {
-            *dirty = true;
-            keys.push(key.clone());
-        }
-        Some(value)
-    }
-
-    /// The value under `key` and whether it was just made with `make`; marks the key changed.
-    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> (&mut V, bool) {
-        use std::collections::hash_map::Entry;
-        let tracking = self.changed.is_some();
-        match self.entries.entry(key) {
-            Entry::Occupied(e) => {
-                if tracking && !e.get().1 {
-                    let key = e.key().clone();
-                    let slot = e.into_mut();
-                    slot.1 = true;
-                    if let Some((keys, _)) = self.changed.as_mut() {
-                        keys.push(key);
-                    }
-                    return (&mut slot.0, false);
-                }
-                (&mut e.into_mut().0, false)
-            }
-            Entry::Vacant(e) => {
-                if let Some((keys, _)) = self.changed.as_mut() {
-                    keys.push(e.key().clone());
-                }
-                (&mut e.insert((make(), tracking)).0, true)
-            }
-        }
-    }
-
-    /// Sets `key` to `value`; marks the key changed.
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let tracking = self.changed.is_some();
-        let old = self.entries.insert(key.clone(), (value, tracking));
-        if let (Some((keys, _)), false) = (self.changed.as_mut(), old.as_ref().is_some_and(|o| o.1))
-        {
-            keys.push(key);
-        }
-        old.map(|(v, _)| v)
-    }
-
-    /// Removes `key`; marks the key changed.
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (value, _) = self.entries.remove(key)?;
-        if let Some((_, removed)) = self.changed.as_mut() {
-            removed.push(key.clone());
-        }
-        Some(value)
-    }
-
-    /// The value under `key`.
-    pub fn get(&self, key: &K) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Forgets which keys changed (after loading entries that storage already holds).
-    pub fn forget_changes(&mut self) {
-        if self.changed.is_some() {
-            for (_, dirty) in self.entries.values_mut() {
-                *dirty = false;
-            }
-            self.changed = Some(Default::default());
-        }
-    }
-
-    /// `f(key, Some(current value))` for each key changed since the last call, `f(key, None)`
-    /// for each removed one, in key order.
-    pub fn drain_changes(&mut self, mut f: impl FnMut(&K, Option<&V>)) {
-        let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
-            return;
-        };
-        let mut touched: BTreeSet<K> = removed.into_iter().collect();
-        touched.extend(keys);
-        for k in touched {
-            match self.entries.get_mut(&k) {
-                Some((v, dirty)) => {
-                    *dirty = false;
-                    f(&k, Some(v));
-                }
-                None => f(&k, None),
-            }
-        }
     }
 }
 
@@ -351,10 +298,10 @@ mod tests {
         t.insert((60, "A".into()), 1);
         t.forget_changes();
         *t.get_mut(&(60, "A".into())).unwrap() += 1;
-        let (v, new) = t.get_or_insert_with((120, "B".into()), || 0);
+        let (v, new) = t.get_or_insert((120, "B".into()), || 0);
         *v += 5;
         assert!(!new);
-        assert!(t.get_or_insert_with((30, "C".into()), || 7).1);
+        assert!(t.get_or_insert((30, "C".into()), || 7).1);
         t.insert((180, "D".into()), 9);
         t.remove(&(180, "D".into()));
         let mut changes = Vec::new();
