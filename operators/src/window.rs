@@ -338,18 +338,29 @@ impl Durable for WindowState {
             k
         };
         let rows = &mut self.stored_instruments;
+        // Windows leave only by expiring, in end order: every window ending by the latest
+        // end removed here has expired, on every worker (the watermark is global), and none
+        // comes back. So they leave storage with one range delete below that end instead of a
+        // tombstone each (which cost a write per window in the delta and again in the fold).
+        let mut expired_through: Option<u64> = None;
+        let mut puts = Vec::new();
         self.windows.drain_changes(|k, acc| match acc {
             Some(acc) => {
                 rows.snapshot(acc.instrument(), out, &mut failed);
                 match codec::encode(&acc.stored()) {
-                    Ok(value) => out.push(("windows", DeltaOp::Put { key: key(k), value })),
+                    Ok(value) => puts.push(("windows", DeltaOp::Put { key: key(k), value })),
                     Err(e) => {
                         failed.get_or_insert(e);
                     }
                 }
             }
-            None => out.push(("windows", DeltaOp::Delete { key: key(k) })),
+            None => expired_through = expired_through.max(Some(k.0)),
         });
+        if let Some(end) = expired_through {
+            let below = end.saturating_add(1).to_be_bytes().to_vec();
+            out.push(("windows", DeltaOp::DeleteBelow { key: below }));
+        }
+        out.extend(puts);
         failed.map_or(Ok(()), Err)
     }
 
@@ -643,9 +654,18 @@ mod tests {
         w.advance(75_000, &mut bars); // [0,60s) of A and B emitted and forgotten
         let mut ops = vec![];
         w.snapshot(80_000, &mut ops).unwrap();
-        assert!(ops
+        // The expired windows leave with one range delete below the latest expired end.
+        let deletes: Vec<_> = ops
             .iter()
-            .any(|(_, op)| matches!(op, DeltaOp::Delete { .. })));
+            .filter(|(_, op)| !matches!(op, DeltaOp::Put { .. }))
+            .map(|(_, op)| op)
+            .collect();
+        assert_eq!(
+            deletes,
+            vec![&DeltaOp::DeleteBelow {
+                key: 60_001u64.to_be_bytes().to_vec()
+            }]
+        );
         assert!(
             ops.iter().all(|(t, _)| *t == "windows"),
             "instruments are stored once"
