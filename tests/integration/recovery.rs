@@ -208,7 +208,9 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
 
 #[test]
 fn injected_faults_around_the_commit_resume_from_the_newest_complete_checkpoint() {
-    let case = Case::new(60_000, 1_000, "2s");
+    // Enough input that the third checkpoint comes on a fast machine too: checkpoints are armed
+    // one at a time, so how many a run reaches depends on its speed against commit latency.
+    let case = Case::new(200_000, 1_000, "2s");
     // Hits per checkpoint: 2 operators x 2 workers state writes, 1 source position, 1 marker.
     // Every fault lands in the third checkpoint: a fast machine coalesces intervals into few
     // checkpoints (one armed at a time), so higher counts may never be reached.
@@ -296,7 +298,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn a_checkpoint_of_2_workers_restores_on_1_and_on_3() {
-    let case = Case::new(60_000, 1_000, "2s");
+    // Enough input that the third checkpoint comes on a fast machine too: checkpoints are armed
+    // one at a time, so how many a run reaches depends on its speed against commit latency.
+    let case = Case::new(200_000, 1_000, "2s");
     let data_dir = case.root.path().join("dd");
     let o = case
         .run(&data_dir, 2, &[])
@@ -450,7 +454,9 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
 
 #[test]
 fn a_resumed_run_joins_with_the_reference_data_it_started_with() {
-    let case = Case::new(40_000, 1_000, "2s");
+    // Enough input that the third checkpoint comes on a fast machine too: checkpoints are armed
+    // one at a time, so how many a run reaches depends on its speed against commit latency.
+    let case = Case::new(200_000, 1_000, "2s");
     let data_dir = case.root.path().join("dd");
     let o = case
         .run(&data_dir, 2, &[])
