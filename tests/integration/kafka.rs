@@ -225,6 +225,18 @@ fn kafka_graph(s: &Setup) -> PathBuf {
     path
 }
 
+/// `tickflow run GRAPH` on 2 workers, its output discarded (for unbounded runs the test kills).
+fn run_quietly(graph: &Path) -> Child {
+    tickflow()
+        .arg("run")
+        .arg(graph)
+        .args(["--workers", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn run_kafka(graph: &Path, data_dir: &Path) -> Child {
     tickflow()
         .arg("run")
@@ -558,14 +570,7 @@ fn a_silent_partition_holds_the_watermark_until_its_idle_timeout() {
     };
     // Unbounded runs: the silent partitions never end. Without idleness nothing closes.
     let bars_after = |graph: PathBuf, secs: u64| -> usize {
-        let mut child = tickflow()
-            .arg("run")
-            .arg(&graph)
-            .args(["--workers", "2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = run_quietly(&graph);
         std::thread::sleep(Duration::from_secs(secs));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -671,14 +676,7 @@ fn a_closed_bar_is_written_before_the_watermark_takes_its_next_step() {
     let graph = root.path().join("bars.toml");
     std::fs::write(&graph, text).unwrap();
     // Unbounded: the partition never ends, so only the watermark can close the window.
-    let mut child = tickflow()
-        .arg("run")
-        .arg(&graph)
-        .args(["--workers", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_quietly(&graph);
     let started = Instant::now();
     let bars = loop {
         let bars = broker.read(BARS);
