@@ -188,6 +188,9 @@ pub struct WindowState {
     windows: HashTable<(u64, Arc<str>), BarAcc>,
     /// The instruments with a window ending at each end, in end order: what closing looks at.
     ends: BTreeMap<u64, AtEnd>,
+    /// The latest end whose windows expired since the last snapshot: they leave storage with
+    /// one range delete below it.
+    expired_through: Option<u64>,
     /// Instruments whose reference row is in storage (or being restored), by id.
     stored_instruments: InstrumentRows,
 }
@@ -199,6 +202,7 @@ impl WindowState {
             spec,
             windows: HashTable::new(false),
             ends: BTreeMap::new(),
+            expired_through: None,
             stored_instruments: Default::default(),
         }
     }
@@ -209,6 +213,7 @@ impl WindowState {
             spec,
             windows: HashTable::new(true),
             ends: BTreeMap::new(),
+            expired_through: None,
             stored_instruments: Default::default(),
         }
     }
@@ -277,8 +282,9 @@ impl WindowState {
             if expired {
                 if let Some(at_end) = self.ends.remove(&end) {
                     for id in at_end.ids {
-                        self.windows.remove(&(end, id));
+                        self.windows.forget(&(end, id));
                     }
+                    self.expired_through = self.expired_through.max(Some(end));
                 }
             }
         }
@@ -339,28 +345,25 @@ impl Durable for WindowState {
         };
         let rows = &mut self.stored_instruments;
         // Windows leave only by expiring, in end order: every window ending by the latest
-        // end removed here has expired, on every worker (the watermark is global), and none
-        // comes back. So they leave storage with one range delete below that end instead of a
+        // expired end has expired, on every worker (the watermark is global), and none comes
+        // back. So they leave storage with one range delete below that end instead of a
         // tombstone each (which cost a write per window in the delta and again in the fold).
-        let mut expired_through: Option<u64> = None;
-        let mut puts = Vec::new();
+        if let Some(end) = self.expired_through.take() {
+            let below = end.saturating_add(1).to_be_bytes().to_vec();
+            out.push(("windows", DeltaOp::DeleteBelow { key: below }));
+        }
         self.windows.drain_changes(|k, acc| match acc {
             Some(acc) => {
                 rows.snapshot(acc.instrument(), out, &mut failed);
                 match codec::encode(&acc.stored()) {
-                    Ok(value) => puts.push(("windows", DeltaOp::Put { key: key(k), value })),
+                    Ok(value) => out.push(("windows", DeltaOp::Put { key: key(k), value })),
                     Err(e) => {
                         failed.get_or_insert(e);
                     }
                 }
             }
-            None => expired_through = expired_through.max(Some(k.0)),
+            None => out.push(("windows", DeltaOp::Delete { key: key(k) })),
         });
-        if let Some(end) = expired_through {
-            let below = end.saturating_add(1).to_be_bytes().to_vec();
-            out.push(("windows", DeltaOp::DeleteBelow { key: below }));
-        }
-        out.extend(puts);
         failed.map_or(Ok(()), Err)
     }
 

@@ -1,6 +1,6 @@
 //! [`Table`] and [`HashTable`]: an operator's keyed working set, with change tracking.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -184,6 +184,12 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
         Some(value)
     }
 
+    /// Removes `key` without recording it, even if it changed since the last drain: for
+    /// entries whose removal storage learns another way (a range delete covering them).
+    pub fn forget(&mut self, key: &K) -> Option<V> {
+        self.entries.take(key).map(|(v, _)| v)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.count()
@@ -224,15 +230,20 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
         let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
             return;
         };
-        let mut touched: BTreeSet<K> = removed.into_iter().collect();
-        touched.extend(keys);
-        for k in touched {
+        // Each touched key, with whether it was removed (a key changed and then forgotten is
+        // neither: storage learns of it another way).
+        let mut touched: BTreeMap<K, bool> = removed.into_iter().map(|k| (k, true)).collect();
+        for k in keys {
+            touched.entry(k).or_insert(false);
+        }
+        for (k, removed) in touched {
             match self.entries.entry_mut(&k) {
                 Some((v, dirty)) => {
                     *dirty = false;
                     f(&k, Some(v));
                 }
-                None => f(&k, None),
+                None if removed => f(&k, None),
+                None => {}
             }
         }
     }
@@ -317,6 +328,21 @@ mod tests {
         );
         t.drain_changes(|_, _| panic!("no changes left"));
         assert_eq!((t.len(), t.get(&(30, "C".into()))), (3, Some(&7)));
+    }
+
+    #[test]
+    fn a_forgotten_key_is_reported_neither_changed_nor_removed() {
+        let mut t: HashTable<u64, u32> = HashTable::new(true);
+        t.insert(1, 1);
+        t.insert(2, 2);
+        t.forget_changes();
+        *t.get_mut(&1).unwrap() += 1;
+        assert_eq!(t.forget(&1), Some(2));
+        t.remove(&2);
+        let mut changes = Vec::new();
+        t.drain_changes(|k, v| changes.push((*k, v.copied())));
+        assert_eq!(changes, vec![(2, None)]);
+        assert!(t.is_empty());
     }
 
     #[test]
