@@ -2,18 +2,21 @@
 //!
 //! 1. Catch-up throughput: `--ticks` generated ticks are loaded into a 4-partition topic, then
 //!    `tickflow run` (2 workers by default, checkpoints on) reads them to the end and writes bars
-//!    to Kafka; ticks/s is the median over `--runs` runs.
+//!    to Kafka; ticks/s is the median over `--runs` runs. After each run, bare clients (one
+//!    thread per worker, the source's and sink's client settings, no processing) read the same
+//!    topic and write as many records: the ceiling the broker and client library allow here.
 //! 2. Latency at a steady rate: the engine runs on an empty topic while this process produces
 //!    `--ticks` live ticks (event time = wall clock) at `--rate` ticks/s and reads the bars
 //!    topic. A bar's latency runs from producing the tick that moved the watermark past the
 //!    bar's window end (the first tick with event time > end + max_out_of_orderness in the
-//!    last partition to get one) to the bar being read from the output topic.
+//!    last partition to get one) to the bar being read from the output topic. Then the same
+//!    stream goes through a bare relay (consumer and producer with the engine's settings) to a
+//!    second topic: the floor of two hops through the broker with nothing computed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -93,6 +96,53 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The bare-client ceiling: `clients` threads, each reading its share of `topic`'s partitions
+/// to the end and writing one record per `write_every` to a new topic of 4 partitions, with the
+/// bench graph's client settings. Records read per second, from the clients' creation to the
+/// last write acknowledged (the engine's figure is its whole process).
+fn ceiling(brokers: &str, topic: &str, clients: usize, write_every: u64) -> anyhow::Result<f64> {
+    let out = format!("{topic}.ceiling.{}", now_ms());
+    kafka::create_topic(brokers, &out, 4)?;
+    let parts = kafka::partitions(brokers, topic, &BTreeMap::new(), &|| false)?;
+    let (source, sink) = client_options();
+    let clients = clients.max(1);
+    let started = Instant::now();
+    let read = std::thread::scope(|scope| -> anyhow::Result<u64> {
+        let handles: Vec<_> = (0..clients)
+            .map(|i| {
+                let share: Vec<i32> = parts
+                    .iter()
+                    .copied()
+                    .filter(|p| *p as usize % clients == i)
+                    .collect();
+                let (out, source, sink) = (&out, &source, &sink);
+                scope.spawn(move || {
+                    kafka::bare_copy(
+                        brokers,
+                        &kafka::BareCopy {
+                            topic,
+                            partitions: &share,
+                            out,
+                            write_every,
+                            source_options: source,
+                            sink_options: sink,
+                            until: None,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut read = 0;
+        for h in handles {
+            read += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a ceiling client panicked"))??;
+        }
+        Ok(read)
+    })?;
+    Ok(read as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Runs both measurements against `brokers`.
 pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -135,7 +185,9 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     );
     let bounded = dir.join("bounded.toml");
     std::fs::write(&bounded, graph(&dir, brokers, &raw, &bars, true))?;
-    let mut rates = Vec::new();
+    // Each engine run is followed by a run of bare clients doing the same reads and writes
+    // (the ceiling), so the ratio compares runs taken side by side on this noisy machine.
+    let (mut rates, mut ceilings) = (Vec::new(), Vec::new());
     for i in 0..args.runs {
         let summary_path = dir.join(format!("kafka-summary-{i}.json"));
         let state = dir.join(format!("kafka-state-{i}"));
@@ -153,23 +205,42 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             bail!("tickflow run failed with {status}");
         }
         let s: Summary = serde_json::from_str(&std::fs::read_to_string(&summary_path)?)?;
+        let bars_out: u64 = s
+            .nodes
+            .iter()
+            .filter(|n| n.role == "sink")
+            .map(|n| n.records_in)
+            .sum();
+        let write_every = s.input_records / bars_out.max(1);
+        let ceiling = ceiling(brokers, &raw, workers.into(), write_every)?;
         println!(
-            "  catch-up run {}: {} ticks in {:.2}s: {:.0} ticks/s",
+            "  catch-up run {}: {} ticks in {:.2}s: {:.0} ticks/s; bare clients, same reads and \
+             writes (one per {write_every}): {:.0} records/s",
             i + 1,
             s.input_records,
             s.elapsed_secs,
-            s.ticks_per_sec
+            s.ticks_per_sec,
+            ceiling
         );
         rates.push(s.ticks_per_sec);
+        ceilings.push(ceiling);
     }
     rates.sort_by(f64::total_cmp);
+    ceilings.sort_by(f64::total_cmp);
+    let (catch_up, ceiling) = (rates[rates.len() / 2], ceilings[ceilings.len() / 2]);
     println!(
-        "catch-up, Kafka in and out, {workers} workers: median {:.0} ticks/s over {} runs",
-        rates[rates.len() / 2],
-        rates.len()
+        "catch-up, Kafka in and out, {workers} workers: median {catch_up:.0} ticks/s over {} \
+         runs; bare-client ceiling median {ceiling:.0} records/s: {:.0} % of it",
+        rates.len(),
+        100.0 * catch_up / ceiling
     );
 
-    // 2. Latency at a steady rate.
+    // 2. Latency at a steady rate: the engine, then bare clients relaying the same stream.
+    let symbols: Vec<String> = std::fs::read_to_string(dir.join("instruments.csv"))?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next().map(str::to_string))
+        .collect();
     let live_raw = format!("bench.live.raw.{nonce}");
     let live_bars = format!("bench.live.bars.{nonce}");
     kafka::create_topic(brokers, &live_raw, 4)?;
@@ -190,60 +261,131 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     // Bars as they become readable: (window end ms, wall ms).
-    let seen: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (seen, stop, brokers, topic) = (
-            Arc::clone(&seen),
-            Arc::clone(&stop),
-            brokers.to_string(),
-            live_bars.clone(),
-        );
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", "tickflow.bench")
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", "5")
-                .create()?;
-            consumer.subscribe(&[&topic])?;
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-                    let at = now_ms();
-                    let v: serde_json::Value =
-                        serde_json::from_slice(m.payload().unwrap_or_default())?;
-                    let end = v["window_end"].as_str().unwrap_or_default();
-                    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(end) {
-                        seen.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((t.timestamp_millis() as u64, at));
-                    }
-                }
-            }
-            Ok(())
-        })
+    let (seen, steady) = read_while(brokers, &live_bars, window_end_ms, || {
+        // Give the engine time to start and assign its partitions.
+        std::thread::sleep(Duration::from_secs(3));
+        produce_steady(brokers, &live_raw, args.ticks, rate, &symbols)
+    })?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &engine.id().to_string()])
+        .status();
+    let _ = engine.wait();
+    let t_end = steady.t0 + (steady.secs * 1000.0) as u64;
+    // The trigger of window end W: the latest over partitions of the first tick with event time
+    // > W + OOO.
+    let trigger = |w: u64| -> Option<u64> {
+        steady
+            .produced
+            .values()
+            .map(|m| m.range(w + OOO_MS + 1..).next().copied())
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max())
     };
-    // Give the engine time to start and assign its partitions.
-    std::thread::sleep(Duration::from_secs(3));
-    let symbols: Vec<String> = std::fs::read_to_string(dir.join("instruments.csv"))?
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_string))
+    let lat: Vec<f64> = seen
+        .iter()
+        .filter(|(w, _)| *w > steady.t0 + 1000 && *w + OOO_MS + 1000 < t_end)
+        .filter_map(|(w, at)| trigger(*w).map(|t| at.saturating_sub(t) as f64))
         .collect();
-    let mut producer = LineProducer::new(brokers, &live_raw, Some("symbol"), &BTreeMap::new())?;
-    // Per partition, the event times produced: each tick's event time is its produce time (ms),
-    // so the first tick at or after a time is also when it was produced.
+    let windows: BTreeSet<u64> = seen.iter().map(|(w, _)| *w).collect();
+    println!(
+        "steady input: {} ticks at a target of {rate}/s, produced at {:.0}/s; {} bars of {} \
+         windows ({WINDOW} tumbling) read back",
+        args.ticks,
+        args.ticks as f64 / steady.secs,
+        seen.len(),
+        windows.len()
+    );
+    print_latency(
+        "latency, watermark-moving tick produced -> bar readable",
+        "bars",
+        lat,
+    );
+
+    // The floor under that: the same stream through the broker twice (produced, relayed by bare
+    // clients with the engine's client settings, readable), with nothing computed.
+    let relay_in = format!("bench.relay.in.{nonce}");
+    let relay_out = format!("bench.relay.out.{nonce}");
+    kafka::create_topic(brokers, &relay_in, 4)?;
+    kafka::create_topic(brokers, &relay_out, 4)?;
+    let stop = AtomicBool::new(false);
+    let (source, sink) = client_options();
+    let parts: Vec<i32> = (0..4).collect();
+    let (relayed, _) = std::thread::scope(|scope| {
+        let relay = scope.spawn(|| {
+            kafka::bare_copy(
+                brokers,
+                &kafka::BareCopy {
+                    topic: &relay_in,
+                    partitions: &parts,
+                    out: &relay_out,
+                    write_every: 1,
+                    source_options: &source,
+                    sink_options: &sink,
+                    until: Some(&stop),
+                },
+            )
+        });
+        let result = read_while(brokers, &relay_out, tick_ts_ms, || {
+            std::thread::sleep(Duration::from_secs(3));
+            produce_steady(brokers, &relay_in, args.ticks, rate, &symbols)
+        });
+        stop.store(true, Ordering::Relaxed);
+        let relayed = relay
+            .join()
+            .map_err(|_| anyhow::anyhow!("the relay panicked"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
+        relayed.and(result)
+    })?;
+    let floor: Vec<f64> = relayed
+        .iter()
+        .map(|(ts, at)| at.saturating_sub(*ts) as f64)
+        .collect();
+    print_latency(
+        "floor, bare clients: tick produced -> relayed -> readable",
+        "ticks",
+        floor,
+    );
+    Ok(())
+}
+
+/// The client options the bench graph gives its Kafka source and sink.
+fn client_options() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    (
+        [("fetch.wait.max.ms".into(), "5".into())].into(),
+        [("linger.ms".into(), "1".into())].into(),
+    )
+}
+
+/// What [`produce_steady`] produced.
+struct Steady {
+    /// Per partition, the event times produced: each tick's event time is its produce time
+    /// (ms), so the first tick at or after a time is also when it was produced.
+    produced: HashMap<i32, BTreeSet<u64>>,
+    /// Wall time the first tick was produced at, ms.
+    t0: u64,
+    /// Seconds producing took.
+    secs: f64,
+}
+
+/// Produces `ticks` live ticks (event time = wall clock) to `topic` at `rate` per second.
+fn produce_steady(
+    brokers: &str,
+    topic: &str,
+    ticks: u64,
+    rate: u64,
+    symbols: &[String],
+) -> anyhow::Result<Steady> {
+    let mut producer = LineProducer::new(brokers, topic, Some("symbol"), &BTreeMap::new())?;
     let mut produced: HashMap<i32, BTreeSet<u64>> = HashMap::new();
     let started = Instant::now();
     let t0 = now_ms();
-    for i in 0..args.ticks {
+    for i in 0..ticks {
         let due = Duration::from_secs_f64(i as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
         }
         let ts = now_ms();
-        let sym = &symbols[(i as usize * 7919) % symbols.len()];
+        let sym = &symbols[(i as usize * 7919) % symbols.len().max(1)];
         let line = format!(
             "{{\"venue\":\"XNAS\",\"symbol\":\"{sym}\",\"ts\":{ts},\"price\":\"{}.{:02}\",\"size\":\"10\",\"seq\":{i}}}",
             100 + i % 50,
@@ -253,47 +395,76 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         produced.entry(p).or_default().insert(ts);
     }
     producer.finish()?;
-    let produce_secs = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    let _ = Command::new("kill")
-        .args(["-TERM", &engine.id().to_string()])
-        .status();
-    let _ = engine.wait();
-    let t_end = t0 + (produce_secs * 1000.0) as u64;
-    // The trigger of window end W: the latest over partitions of the first tick with event time
-    // > W + OOO.
-    let trigger = |w: u64| -> Option<u64> {
-        produced
-            .values()
-            .map(|m| m.range(w + OOO_MS + 1..).next().copied())
-            .collect::<Option<Vec<u64>>>()
-            .and_then(|v| v.into_iter().max())
-    };
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut lat: Vec<f64> = seen
-        .iter()
-        .filter(|(w, _)| *w > t0 + 1000 && *w + OOO_MS + 1000 < t_end)
-        .filter_map(|(w, at)| trigger(*w).map(|t| at.saturating_sub(t) as f64))
-        .collect();
+    Ok(Steady {
+        produced,
+        t0,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads `topic` from its beginning while `work` runs and for 3 s after: for each record
+/// `time_of` gives a time, returned with the wall time the record became readable (ms).
+fn read_while<T>(
+    brokers: &str,
+    topic: &str,
+    time_of: fn(&[u8]) -> Option<u64>,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Vec<(u64, u64)>, T)> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| -> anyhow::Result<Vec<(u64, u64)>> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", "tickflow.bench")
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("fetch.wait.max.ms", "5")
+                .create()?;
+            consumer.subscribe(&[topic])?;
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    let at = now_ms();
+                    if let Some(t) = time_of(m.payload().unwrap_or_default()) {
+                        seen.push((t, at));
+                    }
+                }
+            }
+            Ok(seen)
+        });
+        let done = work();
+        if done.is_ok() {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader panicked"))??;
+        Ok((seen, done?))
+    })
+}
+
+/// A bar's `window_end`, ms since the epoch.
+fn window_end_ms(payload: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let t = chrono::DateTime::parse_from_rfc3339(v["window_end"].as_str()?).ok()?;
+    u64::try_from(t.timestamp_millis()).ok()
+}
+
+/// A bench tick's `ts` (ms since the epoch, a number).
+fn tick_ts_ms(payload: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v["ts"].as_u64()
+}
+
+/// Prints percentiles of latency samples (ms), or that there are none.
+fn print_latency(what: &str, of: &str, mut lat: Vec<f64>) {
     lat.sort_by(f64::total_cmp);
-    let windows: std::collections::BTreeSet<u64> = seen.iter().map(|(w, _)| *w).collect();
-    println!(
-        "steady input: {} ticks at a target of {rate}/s, produced at {:.0}/s; {} bars of {} \
-         windows ({WINDOW} tumbling) read back",
-        args.ticks,
-        args.ticks as f64 / produce_secs,
-        seen.len(),
-        windows.len()
-    );
     if lat.is_empty() {
-        println!("  no window closed while input was steady: no latency samples");
+        println!("  {what}: no samples");
     } else {
         println!(
-            "  latency, watermark-moving tick produced -> bar readable ({} bars): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "  {what} ({} {of}): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             lat.len(),
             percentile(&lat, 0.5),
             percentile(&lat, 0.95),
@@ -301,5 +472,4 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             percentile(&lat, 1.0)
         );
     }
-    Ok(())
 }

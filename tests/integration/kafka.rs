@@ -692,3 +692,66 @@ fn a_closed_bar_is_written_before_the_watermark_takes_its_next_step() {
     assert_eq!(bar["window_end"], "2024-03-01T14:31:00Z");
     assert_eq!(bar["trades"], 120);
 }
+
+/// Samples count in a bench latency line (`... (N bars): p50 ...`), checking it has all four
+/// figures.
+fn latency_samples(out: &str, line_start: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(line_start))
+        .unwrap_or_else(|| panic!("no line starting {line_start:?} in:\n{out}"));
+    for p in ["p50 ", "p95 ", "p99 ", "max "] {
+        assert!(line.contains(p), "{line}");
+    }
+    let open = line.find('(').unwrap();
+    line[open + 1..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn kafka_bench_measures_the_engine_beside_bare_clients_on_the_same_broker() {
+    let broker = Broker::start("memory://tansu/");
+    let dir = tempfile::tempdir().unwrap();
+    let out = tickflow()
+        .args(["bench", "--kafka", &broker.addr()])
+        .args([
+            "--ticks",
+            "40000",
+            "--runs",
+            "1",
+            "--rate",
+            "10000",
+            "--workers",
+            "2",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The catch-up run read every tick, and the bare clients read as many records.
+    let run = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("catch-up run 1:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(run.contains("40000 ticks in"), "{run}");
+    assert!(run.contains("bare clients, same reads and writes"), "{run}");
+    assert!(text.contains("bare-client ceiling median"), "{text}");
+    assert!(text.contains("% of it"), "{text}");
+    // Latency of the engine's bars, and the relay's floor over every relayed tick.
+    assert!(latency_samples(&text, "latency, watermark-moving tick") > 0);
+    assert_eq!(
+        latency_samples(&text, "floor, bare clients"),
+        40_000,
+        "the relay passes every tick on: {text}"
+    );
+}

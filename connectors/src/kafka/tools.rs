@@ -1,7 +1,7 @@
 //! Reading whole topics and loading files into topics: for tests, tools and benchmarks.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +121,96 @@ pub(super) fn read_until(
         }
     }
     Ok(())
+}
+
+/// What a [`bare_copy`] does.
+pub struct BareCopy<'a> {
+    /// Read from the beginning of these partitions of `topic`.
+    pub topic: &'a str,
+    /// The partitions.
+    pub partitions: &'a [i32],
+    /// Write to this topic.
+    pub out: &'a str,
+    /// Write one record per this many read (0: none).
+    pub write_every: u64,
+    /// Applied over the Kafka source's consumer settings, as a graph's source `options` are.
+    pub source_options: &'a BTreeMap<String, String>,
+    /// Applied over the Kafka sink's producer settings, as a graph's sink `options` are.
+    pub sink_options: &'a BTreeMap<String, String>,
+    /// `None`: stop at the partitions' ends (a catch-up); `Some`: ignore ends and relay what
+    /// arrives until the flag is set (a steady stream).
+    pub until: Option<&'a AtomicBool>,
+}
+
+/// The bare clients `tickflow bench --kafka` measures the engine against: reads with a
+/// consumer set up like the Kafka source's and writes records (key and value as read) with a
+/// producer set up like the Kafka sink's. No parsing, no state: what the broker and the client
+/// library alone allow. Returns the records read, once every written record is acknowledged.
+pub fn bare_copy(brokers: &str, copy: &BareCopy<'_>) -> Result<u64, ConnectorError> {
+    let BareCopy {
+        topic,
+        partitions,
+        out,
+        write_every,
+        source_options,
+        sink_options,
+        until,
+    } = *copy;
+    let stats = Arc::new(KafkaStats::default());
+    let mut settings = vec![("group.id", "tickflow.bench.ceiling")];
+    settings.extend_from_slice(reader::CONSUMER_DEFAULTS);
+    let consumer: BaseConsumer<Context> = client_config(brokers, &settings, source_options)
+        .create_with_context(context(&format!("ceiling reader {topic}"), &stats))
+        .map_err(|e| kafka_err(brokers, e))?;
+    let producer: ThreadedProducer<Context> =
+        client_config(brokers, writer::PRODUCER_DEFAULTS, sink_options)
+            .create_with_context(context(&format!("ceiling writer {out}"), &stats))
+            .map_err(|e| kafka_err(brokers, e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| kafka_err(topic, e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_err(&format!("reading {topic}"), e))?;
+    let mut pending: std::collections::BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut read = 0u64;
+    let mut progress = std::time::Instant::now();
+    while match until {
+        None => !pending.is_empty(),
+        Some(stop) => !stop.load(Ordering::Relaxed),
+    } {
+        if until.is_none() && progress.elapsed() > Duration::from_secs(60) {
+            return Err(ConnectorError::Kafka(format!(
+                "reading {topic}: partitions {pending:?} did not reach their end (60 s without \
+                 progress)"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(5)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!("reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                progress = std::time::Instant::now();
+                read += 1;
+                if write_every > 0 && read.is_multiple_of(write_every) {
+                    let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                    let mut record = BaseRecord::to(out).payload(&*value);
+                    if let Some(key) = m.key() {
+                        record = record.key(key);
+                    }
+                    writer::send_waiting(&producer, record, &|| false)?;
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| kafka_err(&format!("writing {out}"), e))?;
+    Ok(read)
 }
 
 /// A record read by [`read_topic`].

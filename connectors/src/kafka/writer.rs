@@ -86,6 +86,20 @@ pub(super) fn delivery_failure(
     }
 }
 
+/// The sink producer's settings (before the sink's `options`).
+pub(super) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("linger.ms", "2"),
+    // Keep retrying through broker outages; the dataflow waits at its next checkpoint.
+    ("message.timeout.ms", "0"),
+    // Retries after a lost acknowledgement (a broker restart) are not written twice, and
+    // one request in flight keeps each partition in order (5 made tansu slower).
+    ("enable.idempotence", "true"),
+    ("max.in.flight.requests.per.connection", "1"),
+    ("statistics.interval.ms", "1000"),
+    ("reconnect.backoff.max.ms", "1000"),
+];
+
 /// Writes rendered records to a topic, each keyed by a field and tagged with the run and its
 /// sequence number.
 pub struct KafkaWriter {
@@ -114,20 +128,8 @@ impl KafkaWriter {
         cancel: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Result<Self, ConnectorError> {
         let partitions = partitions(&config.brokers, &config.topic, &config.options, &*cancel)?;
-        let defaults = [
-            ("acks", "all"),
-            ("linger.ms", "2"),
-            // Keep retrying through broker outages; the dataflow waits at its next checkpoint.
-            ("message.timeout.ms", "0"),
-            // Retries after a lost acknowledgement (a broker restart) are not written twice, and
-            // one request in flight keeps each partition in order (5 made tansu slower).
-            ("enable.idempotence", "true"),
-            ("max.in.flight.requests.per.connection", "1"),
-            ("statistics.interval.ms", "1000"),
-            ("reconnect.backoff.max.ms", "1000"),
-        ];
         let producer: ThreadedProducer<Context> =
-            client_config(&config.brokers, &defaults, &config.options)
+            client_config(&config.brokers, PRODUCER_DEFAULTS, &config.options)
                 .create_with_context(context(&format!("sink {}", config.topic), stats))
                 .map_err(|e| kafka_err(&config.brokers, e))?;
         Ok(KafkaWriter {
