@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -207,9 +207,7 @@ pub fn bare_copy(brokers: &str, copy: &BareCopy<'_>) -> Result<u64, ConnectorErr
             }
         }
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| kafka_err(&format!("writing {out}"), e))?;
+    writer::wait_acknowledged(&producer, out, Some(Duration::from_secs(60)), &|| false)?;
     Ok(read)
 }
 
@@ -291,9 +289,12 @@ impl LineProducer {
 
     /// Waits for every queued record to be acknowledged; returns how many were.
     pub fn finish(&mut self) -> Result<u64, ConnectorError> {
-        self.producer
-            .flush(Duration::from_secs(120))
-            .map_err(|e| kafka_err(&format!("flushing {}", self.topic), e))?;
+        writer::wait_acknowledged(
+            &self.producer,
+            &self.topic,
+            Some(Duration::from_secs(120)),
+            &|| false,
+        )?;
         delivery_failure(&self.producer, &self.topic)?;
         Ok(self.stats.records_out.load(Ordering::Relaxed))
     }

@@ -69,6 +69,32 @@ pub(super) fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
     }
 }
 
+/// Waits until the broker has acknowledged every record `producer` was given, for at most
+/// `limit` (none: until `stop` says to stop).
+///
+/// rust-rdkafka's `flush` with a timeout polls the producer's main queue for up to 100 ms
+/// between checks; a threaded producer's own thread takes the delivery reports from that queue,
+/// so every flush with a record in flight took 100 ms or more (for a sink, on its worker thread,
+/// at every checkpoint). Here each check is `rd_kafka_flush` with no wait (which also sends
+/// what lingers), 1 ms apart.
+pub(super) fn wait_acknowledged<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    topic: &str,
+    limit: Option<Duration>,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), ConnectorError> {
+    let started = std::time::Instant::now();
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(e) if stop() || limit.is_some_and(|l| started.elapsed() >= l) => {
+                return Err(kafka_err(&format!("flushing {topic}"), e));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
 /// The first delivery of `producer` that failed for good, as an error naming `topic`.
 pub(super) fn delivery_failure(
     producer: &ThreadedProducer<Context>,
@@ -259,15 +285,11 @@ impl LineSink for KafkaWriter {
     /// Waits until the broker has acknowledged every record written so far (through outages,
     /// until told to stop), then returns the records written.
     fn sync(&mut self, _fsync: bool) -> Result<u64, ConnectorError> {
-        loop {
-            self.check_failed()?;
-            match self.producer.flush(Duration::from_millis(200)) {
-                Ok(()) => break,
-                Err(_) if !(self.cancel)() => continue,
-                Err(e) => return Err(kafka_err(&format!("flushing {}", self.topic), e)),
-            }
-        }
+        let stop = || self.check_failed().is_err() || (self.cancel)();
+        let waited = wait_acknowledged(&self.producer, &self.topic, None, &stop);
+        // A record that failed for good is the error to report, before the wait's own.
         self.check_failed()?;
+        waited?;
         Ok(self.seq)
     }
 }
