@@ -96,16 +96,36 @@ pub(super) fn read_until(
     consumer
         .assign(&tpl)
         .map_err(|e| kafka_err(&format!("reading {topic}"), e))?;
-    let mut pending: std::collections::BTreeSet<i32> = starts.iter().map(|(p, _)| *p).collect();
+    let partitions: Vec<i32> = starts.iter().map(|(p, _)| *p).collect();
+    consume(&consumer, topic, &partitions, None, &mut |m| {
+        f(m);
+        Ok(first_only)
+    })
+}
+
+/// Polls `consumer` (assigned `partitions` of `topic`) until each partition reached its end,
+/// or, with `until`, until the flag is set; `f` takes each record and says whether its
+/// partition is done. Fails after 60 s without a record or an end (not with `until`).
+fn consume<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    until: Option<&AtomicBool>,
+    f: &mut dyn FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<bool, ConnectorError>,
+) -> Result<(), ConnectorError> {
+    let mut pending: std::collections::BTreeSet<i32> = partitions.iter().copied().collect();
     let mut progress = std::time::Instant::now();
-    while !pending.is_empty() {
-        if progress.elapsed() > Duration::from_secs(60) {
+    while match until {
+        None => !pending.is_empty(),
+        Some(stop) => !stop.load(Ordering::Relaxed),
+    } {
+        if until.is_none() && progress.elapsed() > Duration::from_secs(60) {
             return Err(ConnectorError::Kafka(format!(
                 "reading {topic}: partitions {pending:?} did not reach their end (60 s without \
                  progress)"
             )));
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        match consumer.poll(Duration::from_millis(5)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
@@ -113,8 +133,7 @@ pub(super) fn read_until(
             Some(Err(e)) => tracing::warn!("reading {topic}: {e}"),
             Some(Ok(m)) => {
                 progress = std::time::Instant::now();
-                f(&m);
-                if first_only {
+                if f(&m)? {
                     pending.remove(&m.partition());
                 }
             }
@@ -174,39 +193,19 @@ pub fn bare_copy(brokers: &str, copy: &BareCopy<'_>) -> Result<u64, ConnectorErr
     consumer
         .assign(&tpl)
         .map_err(|e| kafka_err(&format!("reading {topic}"), e))?;
-    let mut pending: std::collections::BTreeSet<i32> = partitions.iter().copied().collect();
     let mut read = 0u64;
-    let mut progress = std::time::Instant::now();
-    while match until {
-        None => !pending.is_empty(),
-        Some(stop) => !stop.load(Ordering::Relaxed),
-    } {
-        if until.is_none() && progress.elapsed() > Duration::from_secs(60) {
-            return Err(ConnectorError::Kafka(format!(
-                "reading {topic}: partitions {pending:?} did not reach their end (60 s without \
-                 progress)"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(5)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
+    consume(&consumer, topic, partitions, until, &mut |m| {
+        read += 1;
+        if write_every > 0 && read.is_multiple_of(write_every) {
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+            let mut record = BaseRecord::to(out).payload(&*value);
+            if let Some(key) = m.key() {
+                record = record.key(key);
             }
-            Some(Err(e)) => tracing::warn!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                progress = std::time::Instant::now();
-                read += 1;
-                if write_every > 0 && read.is_multiple_of(write_every) {
-                    let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
-                    let mut record = BaseRecord::to(out).payload(&*value);
-                    if let Some(key) = m.key() {
-                        record = record.key(key);
-                    }
-                    writer::send_waiting(&producer, record, &|| false)?;
-                }
-            }
+            writer::send_waiting(&producer, record, &|| false)?;
         }
-    }
+        Ok(false)
+    })?;
     writer::wait_acknowledged(&producer, out, Some(Duration::from_secs(60)), &|| false)?;
     Ok(read)
 }
