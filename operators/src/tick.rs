@@ -27,7 +27,9 @@ use crate::scan;
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     venues: FxHashMap<Box<str>, Arc<str>>,
-    /// By the text as written, to its trimmed, uppercased form.
+    /// By the trimmed, uppercased form (a few thousand instruments, however many ways each is
+    /// written: keyed by the text as written, 14,000 raw variants of 2,000 symbols made a table
+    /// too large to stay in cache, and its lookups cost more than uppercasing).
     symbols: FxHashMap<Box<str>, Arc<str>>,
     currencies: FxHashMap<Box<str>, Arc<str>>,
 }
@@ -56,9 +58,21 @@ impl Names {
         Self::get(&mut self.venues, text, |t: &str| Arc::from(t))
     }
 
-    /// `text` trimmed and uppercased.
+    /// `text` trimmed and uppercased. Short ASCII text is uppercased on the stack (ASCII
+    /// uppercasing is what `to_uppercase` does to it); other text goes through `to_uppercase`.
     fn normalized(map: &mut FxHashMap<Box<str>, Arc<str>>, text: &str) -> Arc<str> {
-        Self::get(map, text, |t| Arc::from(t.trim().to_uppercase()))
+        let t = text.trim();
+        let mut buf = [0u8; 32];
+        if t.is_ascii() && t.len() <= buf.len() {
+            let up = &mut buf[..t.len()];
+            up.copy_from_slice(t.as_bytes());
+            up.make_ascii_uppercase();
+            if let Ok(up) = std::str::from_utf8(up) {
+                return Self::get(map, up, |t: &str| Arc::from(t));
+            }
+        }
+        let up = t.to_uppercase();
+        Self::get(map, &up, |t: &str| Arc::from(t))
     }
 }
 
@@ -671,6 +685,28 @@ mod properties {
             prop_assert_eq!(parse_tick_at(&line, spans.as_ref(), &mut names), parse_tick(&line));
             // Spans read against another text do not panic.
             let _ = parse_tick_at("{}", spans.as_ref(), &mut names);
+        }
+
+        /// A name is its text trimmed and uppercased as `str` does it, however it is written
+        /// and whatever was met before (ASCII on the stack, the rest through `to_uppercase`).
+        #[test]
+        fn a_name_is_its_text_trimmed_and_uppercased(
+            texts in proptest::collection::vec(
+                prop_oneof![
+                    "[ \t]{0,2}[a-zA-Z0-9.]{0,8}[ \t]{0,2}",
+                    "\\PC{0,12}",
+                    "[a-z]{30,40}",
+                    Just("straße".to_string()),
+                    Just(" ǅx ".to_string()),
+                ],
+                1..20,
+            ),
+        ) {
+            let mut names = Names::default();
+            for text in texts.iter().chain(texts.iter()) {
+                let name = Names::normalized(&mut names.symbols, text);
+                prop_assert_eq!(&*name, text.trim().to_uppercase());
+            }
         }
 
         /// Prices written as JSON numbers or strings are taken digit for digit.
