@@ -381,10 +381,13 @@ impl Case {
 
 #[test]
 fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
-    let case = Case::new(60_000, 200, "5s");
+    let case = Case::new(100_000, 200, "5s");
     let data_dir = case.root.path().join("dd");
-    // Run to the end: the newest marker is the final checkpoint; the two kept before it
-    // are late in the run, where bounded state shows.
+    // Run to the end: the newest marker is the final checkpoint; the two kept before it are
+    // the last ones that completed before it, well into the run, where bounded state shows
+    // (how far in depends on the machine: a commit still in flight when the next checkpoint
+    // time passes makes that one skipped; on a fast machine the last one before the final
+    // was at line 32,221 of 60,000).
     let (summary, _) = case.finish(&data_dir, 2);
     assert!(summary["checkpoints"]["committed"].as_u64().unwrap() >= 4);
     let list = checkpoints(&data_dir);
@@ -432,12 +435,14 @@ fn checkpoints_list_and_inspect_show_positions_and_bounded_state() {
         "{bars_so_far} bars written, {windows} windows held"
     );
     // Expired dedup keys leave: the default retention is 1m30s of event time, at 200 ticks/s
-    // about 18,000 keys, while far more lines have been read by this point.
+    // about 18,000 keys (with out-of-order slack, under 20,000), while over 25,000 lines have
+    // been read by this point: without expiry it would hold a key per line.
     let keys = m["operators"]["normalize"]["entries"].as_u64().unwrap();
     assert!(
-        keys < 20_000 && line > 2 * keys,
-        "{keys} dedup keys held at line {line}"
+        line > 25_000,
+        "the checkpoint is too early to show expiry: line {line}"
     );
+    assert!(keys < 20_000, "{keys} dedup keys held at line {line}");
 
     let o = run_cli(&["checkpoints", "inspect", &dir, &list[1].0.to_string()]);
     let text = String::from_utf8_lossy(&o.stdout);
