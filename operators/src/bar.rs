@@ -235,10 +235,10 @@ impl InstrumentRows {
         &mut self,
         key: &[u8],
         value: &[u8],
-        owns: &dyn Fn(&str) -> bool,
+        owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError> {
         let id = stored_id(key)?;
-        if owns(&id) {
+        if owns(tickflow_state::route(id.as_str())) {
             let instrument: Instrument = codec::decode(value)?;
             self.0.insert(Arc::from(id.as_str()), Arc::new(instrument));
         }

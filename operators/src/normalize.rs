@@ -200,10 +200,14 @@ pub const DEDUP_BUCKET_MS: u64 = 10_000;
 /// before each batch: a key seen at event time `ts` is forgotten once the watermark reaches
 /// `ts + retention`.
 ///
-/// Stored (see [`Durable`]) as table `dedup`: key `expiry bucket ‖ checkpoint ‖ venue`, value the
-/// `(seq, expiry)` pairs first seen in that checkpoint's interval. A snapshot writes only the
-/// keys added since the previous one, and drops every bucket that has fully expired with one
-/// range delete.
+/// Keys are spread over the workers by `(venue, seq)` (see [`dedup_route`]), so every worker
+/// holds keys of every venue.
+///
+/// Stored (see [`Durable`]) as table `dedup`: key `expiry bucket ‖ checkpoint ‖ worker ‖ venue`,
+/// value the `(seq, expiry)` pairs that worker first saw in that checkpoint's interval. A
+/// snapshot writes only the keys added since the previous one, and drops every bucket that has
+/// fully expired with one range delete. A restore, on any number of workers, takes the pairs
+/// each worker now owns from every stored row.
 #[derive(Debug, Clone)]
 pub struct Deduper {
     retention_ms: u64,
@@ -216,6 +220,15 @@ pub struct Deduper {
     expiries: BTreeMap<u64, Vec<(u64, u32, u64)>>,
     /// Keys added since the last snapshot, when snapshots are taken.
     added: Option<Vec<(u32, u64, u64)>>,
+    /// The worker this deduper runs on: part of its stored keys, so workers never write the
+    /// same key.
+    worker: u32,
+}
+
+/// The routing hash a tick's dedup key `(venue, seq)` is exchanged by, and stored keys are
+/// owned by at a restore.
+pub fn dedup_route(venue: &str, seq: u64) -> u64 {
+    tickflow_state::route(&(venue, seq))
 }
 
 impl Deduper {
@@ -228,13 +241,16 @@ impl Deduper {
             seen: FxHashMap::default(),
             expiries: BTreeMap::new(),
             added: None,
+            worker: 0,
         }
     }
 
-    /// A deduper that also records what it adds, for [`Durable::snapshot`].
-    pub fn durable(retention_ms: u64) -> Self {
+    /// A deduper on worker `worker` that also records what it adds, for
+    /// [`Durable::snapshot`].
+    pub fn durable(retention_ms: u64, worker: u32) -> Self {
         Deduper {
             added: Some(Vec::new()),
+            worker,
             ..Deduper::new(retention_ms)
         }
     }
@@ -346,9 +362,10 @@ impl Durable for Deduper {
             }
         }
         for ((bucket, venue), pairs) in groups {
-            let mut key = Vec::with_capacity(16 + self.venues[venue as usize].len());
+            let mut key = Vec::with_capacity(20 + self.venues[venue as usize].len());
             key.extend_from_slice(&bucket.to_be_bytes());
             key.extend_from_slice(&label.to_be_bytes());
+            key.extend_from_slice(&self.worker.to_be_bytes());
             key.extend_from_slice(self.venues[venue as usize].as_bytes());
             let value = codec::encode(&pairs)?;
             out.push(("dedup", DeltaOp::Put { key, value }));
@@ -361,7 +378,7 @@ impl Durable for Deduper {
         table: &str,
         key: &[u8],
         value: &[u8],
-        owns: &dyn Fn(&str) -> bool,
+        owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError> {
         if table != "dedup" {
             return Err(StateError::Corrupt(format!(
@@ -369,16 +386,22 @@ impl Durable for Deduper {
             )));
         }
         let (_bucket, rest) = split_u64(key)?;
-        let (_label, venue) = split_u64(rest)?;
+        let (_label, rest) = split_u64(rest)?;
+        let venue = rest
+            .get(4..)
+            .ok_or_else(|| StateError::Corrupt("dedup key without its worker".into()))?;
         let venue = std::str::from_utf8(venue)
             .map_err(|_| StateError::Corrupt("dedup venue is not UTF-8".into()))?;
-        if !owns(venue) {
-            return Ok(());
-        }
         let pairs: Vec<(u64, u64)> = codec::decode(value)?;
-        let venue = self.venue_id(venue);
-        for (seq, expiry) in pairs {
-            self.remember(venue, seq, expiry);
+        let mine: Vec<(u64, u64)> = pairs
+            .into_iter()
+            .filter(|(seq, _)| owns(dedup_route(venue, *seq)))
+            .collect();
+        if !mine.is_empty() {
+            let venue = self.venue_id(venue);
+            for (seq, expiry) in mine {
+                self.remember(venue, seq, expiry);
+            }
         }
         Ok(())
     }
@@ -547,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn dedup_snapshots_restore_keys_split_by_venue_and_drop_expired_buckets() {
+    fn dedup_snapshots_restore_keys_split_by_venue_and_seq_and_drop_expired_buckets() {
         let mut n = normalizer();
         let mut tick = |venue: &str, seq: u64, ts: u64| {
             let mut t = n.normalize(raw(&format!("{T}}}"))).unwrap();
@@ -556,7 +579,7 @@ mod tests {
             t.ts_ns = ts as i64 * 1_000_000;
             t
         };
-        let mut d = Deduper::durable(30_000);
+        let mut d = Deduper::durable(30_000, 0);
         let mut model = std::collections::BTreeMap::new();
         let mut save = |d: &mut Deduper, label| {
             let mut ops = vec![];
@@ -574,12 +597,14 @@ mod tests {
         let stored = save(&mut d, 50_000);
         assert_eq!(stored.len(), 1, "the expired bucket left storage");
 
-        let mut v = Deduper::durable(30_000);
-        let mut w = Deduper::durable(30_000);
+        // Restored on two workers owning `(venue, seq)` by the route's parity: the one key
+        // left goes to exactly one of them.
+        let mut v = Deduper::durable(30_000, 0);
+        let mut w = Deduper::durable(30_000, 1);
         for (k, val) in &stored {
-            v.restore_entry("dedup", k, val, &|venue| venue == "V")
+            v.restore_entry("dedup", k, val, &|h| h % 2 == dedup_route("V", 2) % 2)
                 .unwrap();
-            w.restore_entry("dedup", k, val, &|venue| venue == "W")
+            w.restore_entry("dedup", k, val, &|h| h % 2 != dedup_route("V", 2) % 2)
                 .unwrap();
         }
         v.finish_restore(50_000);

@@ -351,7 +351,7 @@ impl Durable for SessionState {
         table: &str,
         key: &[u8],
         value: &[u8],
-        owns: &dyn Fn(&str) -> bool,
+        owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError> {
         match table {
             // Restored before `sessions` (table order).
@@ -359,7 +359,7 @@ impl Durable for SessionState {
             "sessions" => {
                 let (_start, id) = split_u64(key)?;
                 let id = stored_id(id)?;
-                if !owns(&id) {
+                if !owns(tickflow_state::route(id.as_str())) {
                     return Ok(());
                 }
                 let stored: StoredSession<TickOrder> = codec::decode(value)?;
@@ -519,7 +519,7 @@ mod tests {
             for (t, op) in &ops {
                 if let (true, DeltaOp::Put { key, value }) = (*t == table, op) {
                     restored
-                        .restore_entry(table, key, value, &|id| id == "A")
+                        .restore_entry(table, key, value, &|h| h == tickflow_state::route("A"))
                         .unwrap();
                 }
             }

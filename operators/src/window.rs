@@ -372,7 +372,7 @@ impl Durable for WindowState {
         table: &str,
         key: &[u8],
         value: &[u8],
-        owns: &dyn Fn(&str) -> bool,
+        owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError> {
         match table {
             // Restored before `windows` (table order).
@@ -380,7 +380,7 @@ impl Durable for WindowState {
             "windows" => {
                 let (end, id) = split_u64(key)?;
                 let id = stored_id(id)?;
-                if !owns(&id) {
+                if !owns(tickflow_state::route(id.as_str())) {
                     return Ok(());
                 }
                 let stored: StoredBar<TickOrder> = codec::decode(value)?;
@@ -681,8 +681,10 @@ mod tests {
         let mut b = WindowState::durable(s);
         for table in TABLES {
             for (k, v) in &model[table.name] {
-                a.restore_entry(table.name, k, v, &|id| id == "A").unwrap();
-                b.restore_entry(table.name, k, v, &|id| id == "B").unwrap();
+                a.restore_entry(table.name, k, v, &|h| h == tickflow_state::route("A"))
+                    .unwrap();
+                b.restore_entry(table.name, k, v, &|h| h == tickflow_state::route("B"))
+                    .unwrap();
             }
         }
         a.finish_restore(80_000);

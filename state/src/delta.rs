@@ -4,6 +4,15 @@ use std::collections::BTreeMap;
 
 use crate::StateError;
 
+/// The routing hash of a key: the same in every worker and process (FxHash, deterministic),
+/// so an exchange that routes by it and a restore that asks who owns a stored key agree.
+pub fn route<H: std::hash::Hash + ?Sized>(value: &H) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// One change to a table, with keys and values already encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeltaOp {
@@ -67,14 +76,15 @@ pub trait Durable {
         out: &mut Vec<(&'static str, DeltaOp)>,
     ) -> Result<(), StateError>;
 
-    /// Takes back one stored entry of `table`, if `owns` says the entry's routing key (venue,
-    /// instrument id) belongs to this instance; other entries are skipped unread.
+    /// Takes back one stored entry of `table`, or the parts of it this instance owns: `owns`
+    /// says whether a routing key's [`route`] hash (of what the operator's exchange routes by:
+    /// an instrument id, a `(venue, seq)` pair) belongs to this instance.
     fn restore_entry(
         &mut self,
         table: &str,
         key: &[u8],
         value: &[u8],
-        owns: &dyn Fn(&str) -> bool,
+        owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError>;
 
     /// Called once after every entry is restored, with the checkpoint time `as_of`: moves the

@@ -17,7 +17,7 @@ mod store;
 mod table;
 pub mod text;
 
-pub use delta::{split_u64, DeltaOp, Durable};
+pub use delta::{route, split_u64, DeltaOp, Durable};
 pub use error::StateError;
 pub use eventlog::{Cut, EventLog, LogRecord, OpenReport};
 pub use store::{Store, TableStats, META_CF, PARTS_CF};

@@ -48,8 +48,9 @@ pub const DEFAULT_MIN_PAUSE_MS: u64 = 1_000;
 pub const DEFAULT_RETAIN: usize = 3;
 /// State is folded into the base once the oldest kept checkpoint is this many intervals past it.
 pub const FOLD_EVERY: u64 = 8;
-/// Manifest format written by this build.
-pub const MANIFEST_FORMAT: u32 = 2;
+/// Manifest format written by this build. 3: dedup keys are routed by `(venue, seq)` and
+/// stored with their worker (`bucket ‖ checkpoint ‖ worker ‖ venue`); 2 stored them by venue.
+pub const MANIFEST_FORMAT: u32 = 3;
 
 /// `[checkpoint]` of a graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,7 +65,10 @@ impl Operator for Normalize {
     }
 
     fn state_identity(&self) -> Option<String> {
-        Some(format!("dedup {}", self.retention_ms))
+        // The stored layout is part of the identity (another version can only adopt a data
+        // dir whose dedup keys were routed and stored the same way; builds that stored them
+        // by venue alone wrote manifest format 2, which this build refuses).
+        Some(format!("dedup {} by venue and seq", self.retention_ms))
     }
 
     /// Dedup keys live at least as long as a duplicate could still land in a window.

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use tickflow_operators::normalize::Deduper;
+use tickflow_operators::normalize::{dedup_route, Deduper};
 use tickflow_operators::record::Tick;
 
-use super::part::route;
 use super::stash::{frontier_time, TimeStash};
 use super::{counters, fail, Counters, Failure, OperatorPart, S};
 
@@ -22,14 +21,14 @@ pub fn dedup<'s>(
     failure: &Failure,
 ) -> S<'s, Tick> {
     let mut deduper = match part {
-        Some(_) => Deduper::durable(retention_ms),
+        Some(_) => Deduper::durable(retention_ms, input.scope().index() as u32),
         None => Deduper::new(retention_ms),
     };
     let mut stash = TimeStash::new();
     let failure = Arc::clone(failure);
     let (index, peers) = (input.scope().index(), input.scope().peers());
     input.unary_frontier(
-        Exchange::new(|t: &Tick| route(&t.venue)),
+        Exchange::new(|t: &Tick| dedup_route(&t.venue, t.seq)),
         "Dedup",
         move |_cap, _info| {
             if let Some(Err(e)) = part.as_ref().map(|p| p.restore(&mut deduper, index, peers)) {

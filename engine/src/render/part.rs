@@ -1,7 +1,7 @@
 //! Checkpoint parts: what a source, sink or stateful operator instance saves and reports.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,12 +15,7 @@ use crate::checkpoint::{
 use crate::fault;
 use crate::EngineError;
 
-/// A stable hash, the same in every worker and process.
-pub fn route<H: Hash + ?Sized>(value: &H) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    value.hash(&mut h);
-    h.finish()
-}
+pub use tickflow_state::route;
 
 /// Stored entries of one table, read once before the workers start.
 pub type RestoredTable = Vec<(Vec<u8>, Vec<u8>)>;
@@ -159,7 +154,7 @@ impl OperatorPart {
             return Ok(());
         };
         let started = Instant::now();
-        let owns = |key: &str| (route(key) % peers as u64) as usize == index;
+        let owns = |hash: u64| (hash % peers as u64) as usize == index;
         for (table, cf) in &self.tables {
             for (k, v) in self.part.ctx.restored.get(cf).into_iter().flatten() {
                 state
