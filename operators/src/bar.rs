@@ -202,6 +202,12 @@ pub(crate) fn stored_id(bytes: &[u8]) -> Result<String, StateError> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct InstrumentRows(FxHashMap<Arc<str>, Arc<Instrument>>);
 
+/// The routing hash a record of instrument `id` is exchanged by (to the window and session
+/// operators), and its stored windows and rows are owned by at a restore.
+pub fn instrument_route(id: &str) -> u64 {
+    tickflow_state::route(id)
+}
+
 impl InstrumentRows {
     /// Adds the row of `instrument` to `out` unless it is stored already; an encoding error
     /// goes to `failed` (the first one is kept).
@@ -238,7 +244,7 @@ impl InstrumentRows {
         owns: &dyn Fn(u64) -> bool,
     ) -> Result<(), StateError> {
         let id = stored_id(key)?;
-        if owns(tickflow_state::route(id.as_str())) {
+        if owns(instrument_route(&id)) {
             let instrument: Instrument = codec::decode(value)?;
             self.0.insert(Arc::from(id.as_str()), Arc::new(instrument));
         }

@@ -8,6 +8,7 @@
 //! The engine's component registry (`tickflow_engine::components`) binds each to the dataflow.
 
 mod bar;
+pub use bar::instrument_route;
 pub mod enrich;
 mod error;
 pub mod event_time;

@@ -359,7 +359,7 @@ impl Durable for SessionState {
             "sessions" => {
                 let (_start, id) = split_u64(key)?;
                 let id = stored_id(id)?;
-                if !owns(tickflow_state::route(id.as_str())) {
+                if !owns(crate::bar::instrument_route(&id)) {
                     return Ok(());
                 }
                 let stored: StoredSession<TickOrder> = codec::decode(value)?;
@@ -519,7 +519,9 @@ mod tests {
             for (t, op) in &ops {
                 if let (true, DeltaOp::Put { key, value }) = (*t == table, op) {
                     restored
-                        .restore_entry(table, key, value, &|h| h == tickflow_state::route("A"))
+                        .restore_entry(table, key, value, &|h| {
+                            h == crate::bar::instrument_route("A")
+                        })
                         .unwrap();
                 }
             }

@@ -380,7 +380,7 @@ impl Durable for WindowState {
             "windows" => {
                 let (end, id) = split_u64(key)?;
                 let id = stored_id(id)?;
-                if !owns(tickflow_state::route(id.as_str())) {
+                if !owns(crate::bar::instrument_route(&id)) {
                     return Ok(());
                 }
                 let stored: StoredBar<TickOrder> = codec::decode(value)?;
@@ -681,10 +681,14 @@ mod tests {
         let mut b = WindowState::durable(s);
         for table in TABLES {
             for (k, v) in &model[table.name] {
-                a.restore_entry(table.name, k, v, &|h| h == tickflow_state::route("A"))
-                    .unwrap();
-                b.restore_entry(table.name, k, v, &|h| h == tickflow_state::route("B"))
-                    .unwrap();
+                a.restore_entry(table.name, k, v, &|h| {
+                    h == crate::bar::instrument_route("A")
+                })
+                .unwrap();
+                b.restore_entry(table.name, k, v, &|h| {
+                    h == crate::bar::instrument_route("B")
+                })
+                .unwrap();
             }
         }
         a.finish_restore(80_000);

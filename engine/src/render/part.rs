@@ -1,7 +1,6 @@
 //! Checkpoint parts: what a source, sink or stateful operator instance saves and reports.
 
 use std::collections::HashMap;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,8 +13,6 @@ use crate::checkpoint::{
 };
 use crate::fault;
 use crate::EngineError;
-
-pub use tickflow_state::route;
 
 /// Stored entries of one table, read once before the workers start.
 pub type RestoredTable = Vec<(Vec<u8>, Vec<u8>)>;

@@ -9,11 +9,11 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
+use tickflow_operators::instrument_route;
 use tickflow_operators::record::{Bar, EnrichedTick};
 use tickflow_operators::window::WindowState;
 use tickflow_state::Durable;
 
-use super::part::route;
 use super::stash::{frontier_time, TimeStash};
 use super::{counters, fail, Counters, Failure, OperatorPart, S};
 
@@ -89,7 +89,7 @@ pub fn window<'s, B: BarState>(
     let mut builder = OperatorBuilder::new("Window".to_string(), input.scope());
     let mut input = builder.new_input(
         input,
-        Exchange::new(|t: &EnrichedTick| route(&*t.instrument.instrument_id)),
+        Exchange::new(|t: &EnrichedTick| instrument_route(&t.instrument.instrument_id)),
     );
     let (bars_out, bars) = builder.new_output();
     let (late_out, late) = builder.new_output();
