@@ -34,6 +34,15 @@ const WINDOW: &str = "250ms";
 
 fn graph(dir: &Path, brokers: &str, raw: &str, bars: &str, bounded: bool) -> String {
     let refs = dir.join("instruments.csv").display().to_string();
+    let inline = |options: &BTreeMap<String, String>| {
+        let pairs: Vec<String> = options
+            .iter()
+            .map(|(k, v)| format!("{k:?} = {v:?}"))
+            .collect();
+        format!("{{ {} }}", pairs.join(", "))
+    };
+    let (source_options, sink_options) = client_options();
+    let (source_options, sink_options) = (inline(&source_options), inline(&sink_options));
     format!(
         r#"[graph]
 name = "kafka-bench"
@@ -49,7 +58,7 @@ brokers = "{brokers}"
 topic = "{raw}"
 stop_at_end = {bounded}
 idle_timeout = "2s"
-options = {{ "fetch.wait.max.ms" = "5" }}
+options = {source_options}
 
 [operators.normalize]
 type = "normalize"
@@ -74,7 +83,7 @@ input = "bars"
 brokers = "{brokers}"
 topic = "{bars}"
 key = "instrument_id"
-options = {{ "linger.ms" = "1" }}
+options = {sink_options}
 
 [checkpoint]
 interval = "5s"
@@ -348,7 +357,8 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The client options the bench graph gives its Kafka source and sink.
+/// The client options the bench graph gives its Kafka source and sink (and the bare clients
+/// measured beside it use).
 fn client_options() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     (
         [("fetch.wait.max.ms".into(), "5".into())].into(),
