@@ -270,15 +270,17 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     // Bars as they become readable: (window end ms, wall ms).
-    let (seen, steady) = read_while(brokers, &live_bars, window_end_ms, || {
+    let read = read_while(brokers, &live_bars, window_end_ms, || {
         // Give the engine time to start and assign its partitions.
         std::thread::sleep(Duration::from_secs(3));
         produce_steady(brokers, &live_raw, args.ticks, rate, &symbols)
-    })?;
+    });
+    // Stopped whether or not the measurement worked: no engine is left running.
     let _ = Command::new("kill")
         .args(["-TERM", &engine.id().to_string()])
         .status();
     let _ = engine.wait();
+    let (seen, steady) = read?;
     let t_end = steady.t0 + (steady.secs * 1000.0) as u64;
     // The trigger of window end W: the latest over partitions of the first tick with event time
     // > W + OOO.
