@@ -5,6 +5,9 @@
 //!    to Kafka; ticks/s is the median over `--runs` runs. After each run, bare clients (one
 //!    thread per worker, the source's and sink's client settings, no processing) read the same
 //!    topic and write as many records: the ceiling the broker and client library allow here.
+//!    Then the engine runs the same graph on the same ticks from a file. The machine's CPU in
+//!    each phase (all processes, from `/proc/stat`) gives a bound: the engine through Kafka
+//!    costs at least the bare clients' and broker's CPU plus its own work on files.
 //! 2. Latency at a steady rate: the engine runs on an empty topic while this process produces
 //!    `--ticks` live ticks (event time = wall clock) at `--rate` ticks/s and reads the bars
 //!    topic. A bar's latency runs from producing the tick that moved the watermark past the
@@ -33,7 +36,6 @@ const OOO_MS: u64 = 200;
 const WINDOW: &str = "250ms";
 
 fn graph(dir: &Path, brokers: &str, raw: &str, bars: &str, bounded: bool) -> String {
-    let refs = dir.join("instruments.csv").display().to_string();
     let inline = |options: &BTreeMap<String, String>| {
         let pairs: Vec<String> = options
             .iter()
@@ -43,6 +45,40 @@ fn graph(dir: &Path, brokers: &str, raw: &str, bars: &str, bounded: bool) -> Str
     };
     let (source_options, sink_options) = client_options();
     let (source_options, sink_options) = (inline(&source_options), inline(&sink_options));
+    graph_with(
+        dir,
+        &format!(
+            r#"type = "kafka"
+brokers = "{brokers}"
+topic = "{raw}"
+stop_at_end = {bounded}
+idle_timeout = "2s"
+options = {source_options}"#
+        ),
+        &format!(
+            r#"type = "kafka"
+brokers = "{brokers}"
+topic = "{bars}"
+key = "instrument_id"
+options = {sink_options}"#
+        ),
+    )
+}
+
+/// The same graph on files: the generated ticks in, bars to a file. What the engine's own work
+/// on these ticks costs, without the broker.
+fn file_graph(dir: &Path) -> String {
+    let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+    graph_with(
+        dir,
+        &format!("type = \"file\"\npath = {}", path("ticks.jsonl")),
+        &format!("type = \"file\"\npath = {}", path("file-bars.jsonl")),
+    )
+}
+
+/// The bench graph with the given source and bars sink bodies.
+fn graph_with(dir: &Path, source: &str, sink: &str) -> String {
+    let refs = dir.join("instruments.csv").display().to_string();
     format!(
         r#"[graph]
 name = "kafka-bench"
@@ -53,12 +89,7 @@ base_currency = "USD"
 max_out_of_orderness = "{OOO_MS}ms"
 
 [sources.ticks]
-type = "kafka"
-brokers = "{brokers}"
-topic = "{raw}"
-stop_at_end = {bounded}
-idle_timeout = "2s"
-options = {source_options}
+{source}
 
 [operators.normalize]
 type = "normalize"
@@ -78,12 +109,8 @@ size = "{WINDOW}"
 allowed_lateness = "0s"
 
 [sinks.bars]
-type = "kafka"
 input = "bars"
-brokers = "{brokers}"
-topic = "{bars}"
-key = "instrument_id"
-options = {sink_options}
+{sink}
 
 [checkpoint]
 interval = "5s"
@@ -194,26 +221,16 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     );
     let bounded = dir.join("bounded.toml");
     std::fs::write(&bounded, graph(&dir, brokers, &raw, &bars, true))?;
+    let on_files = dir.join("files.toml");
+    std::fs::write(&on_files, file_graph(&dir))?;
     // Each engine run is followed by a run of bare clients doing the same reads and writes
-    // (the ceiling), so the ratio compares runs taken side by side on this noisy machine.
-    let (mut rates, mut ceilings) = (Vec::new(), Vec::new());
+    // (the ceiling), then by the engine on the same ticks from a file, so that the ratio and
+    // the bound compare runs taken side by side on this noisy machine.
+    let (mut rates, mut ceilings, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.runs {
-        let summary_path = dir.join(format!("kafka-summary-{i}.json"));
-        let state = dir.join(format!("kafka-state-{i}"));
-        let status = Command::new(std::env::current_exe()?)
-            .arg("run")
-            .arg(&bounded)
-            .args(["--workers", &workers.to_string(), "--summary-json"])
-            .arg(&summary_path)
-            .arg("--data-dir")
-            .arg(&state)
-            .stderr(Stdio::null())
-            .status()
-            .context("starting tickflow run")?;
-        if !status.success() {
-            bail!("tickflow run failed with {status}");
-        }
-        let s: Summary = serde_json::from_str(&std::fs::read_to_string(&summary_path)?)?;
+        let engine_cpu = MachineCpu::now();
+        let s = engine_run(&bounded, workers, &dir, &format!("kafka-{i}"))?;
+        let engine_cpu = engine_cpu.and_then(MachineCpu::core_secs);
         let bars_out: u64 = s
             .nodes
             .iter()
@@ -221,21 +238,47 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             .map(|n| n.records_in)
             .sum();
         let write_every = s.input_records / bars_out.max(1);
+        let bare_cpu = MachineCpu::now();
         let ceiling = ceiling(brokers, &raw, workers.into(), write_every)?;
+        let bare_cpu = bare_cpu.and_then(MachineCpu::core_secs);
+        let file_cpu = MachineCpu::now();
+        let f = engine_run(&on_files, workers, &dir, &format!("file-{i}"))?;
+        let file_cpu = file_cpu.and_then(MachineCpu::core_secs);
         println!(
             "  catch-up run {}: {} ticks in {:.2}s: {:.0} ticks/s; bare clients, same reads and \
-             writes (one per {write_every}): {:.0} records/s",
+             writes (one per {write_every}): {:.0} records/s; the engine on the same {} ticks \
+             from a file: {:.0} ticks/s",
             i + 1,
             s.input_records,
             s.elapsed_secs,
             s.ticks_per_sec,
-            ceiling
+            ceiling,
+            f.input_records,
+            f.ticks_per_sec,
         );
+        // The machine's CPU (all processes: engine, broker, clients) per million ticks in each
+        // phase. The engine through Kafka needs at least the broker's and clients' part (the
+        // bare run) plus its own work (the file run): on these cores, that sum bounds it.
+        if let (Some(k), Some(b), Some(f)) = (engine_cpu, bare_cpu, file_cpu) {
+            let per_m = |core_secs: f64| core_secs * 1e6 / s.input_records.max(1) as f64;
+            let bound = MachineCpu::cores() as f64 * 1e6 / (per_m(b) + per_m(f));
+            println!(
+                "    machine CPU per million ticks: engine through Kafka {:.2} core-s, bare \
+                 clients with the broker {:.2}, the engine on files {:.2}; bound for the engine \
+                 through Kafka on these {} cores (bare + files): {bound:.0} ticks/s",
+                per_m(k),
+                per_m(b),
+                per_m(f),
+                MachineCpu::cores(),
+            );
+            bounds.push(bound);
+        }
         rates.push(s.ticks_per_sec);
         ceilings.push(ceiling);
     }
     rates.sort_by(f64::total_cmp);
     ceilings.sort_by(f64::total_cmp);
+    bounds.sort_by(f64::total_cmp);
     let (catch_up, ceiling) = (rates[rates.len() / 2], ceilings[ceilings.len() / 2]);
     println!(
         "catch-up, Kafka in and out, {workers} workers: median {catch_up:.0} ticks/s over {} \
@@ -243,6 +286,13 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         rates.len(),
         100.0 * catch_up / ceiling
     );
+    if let Some(bound) = bounds.get(bounds.len() / 2) {
+        println!(
+            "  CPU bound (bare clients' and broker's CPU plus the engine's own on files): median \
+             {bound:.0} ticks/s; the engine reaches {:.0} % of it",
+            100.0 * catch_up / bound
+        );
+    }
 
     // 2. Latency at a steady rate: the engine, then bare clients relaying the same stream.
     let symbols: Vec<String> = std::fs::read_to_string(dir.join("instruments.csv"))?
@@ -357,6 +407,73 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         floor,
     );
     Ok(())
+}
+
+/// Runs `tickflow run GRAPH` with its own data directory and summary under `dir`, named `name`.
+fn engine_run(graph: &Path, workers: u16, dir: &Path, name: &str) -> anyhow::Result<Summary> {
+    let summary_path = dir.join(format!("{name}-summary.json"));
+    let status = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg(graph)
+        .args(["--workers", &workers.to_string(), "--summary-json"])
+        .arg(&summary_path)
+        .arg("--data-dir")
+        .arg(dir.join(format!("{name}-state")))
+        .stderr(Stdio::null())
+        .status()
+        .context("starting tickflow run")?;
+    if !status.success() {
+        bail!("tickflow run {} failed with {status}", graph.display());
+    }
+    Ok(serde_json::from_str(&std::fs::read_to_string(
+        &summary_path,
+    )?)?)
+}
+
+/// The machine's CPU time so far, all processes (`/proc/stat`): what a phase cost the whole
+/// machine, the broker on the same cores included.
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+    at: Instant,
+}
+
+impl MachineCpu {
+    /// Jiffies busy and in all, over all CPUs (the first line of `/proc/stat`).
+    fn read() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        Some((total - idle, total))
+    }
+
+    fn now() -> Option<Self> {
+        Self::read().map(|(busy, total)| Self {
+            busy,
+            total,
+            at: Instant::now(),
+        })
+    }
+
+    fn cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Core-seconds the machine was busy since `self`: the busy share of the jiffies times the
+    /// cores times the wall time (no need to know the jiffy length).
+    fn core_secs(self) -> Option<f64> {
+        let (this, (busy, total)) = (self, Self::read()?);
+        let share = (busy - this.busy) as f64 / (total - this.total).max(1) as f64;
+        Some(share * Self::cores() as f64 * this.at.elapsed().as_secs_f64())
+    }
 }
 
 /// The client options the bench graph gives its Kafka source and sink (and the bare clients

@@ -745,6 +745,19 @@ fn kafka_bench_measures_the_engine_beside_bare_clients_on_the_same_broker() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(run.contains("40000 ticks in"), "{run}");
     assert!(run.contains("bare clients, same reads and writes"), "{run}");
+    // The same graph on the same ticks from a file, and the CPU bound the three runs give.
+    assert!(
+        run.contains("the engine on the same 40000 ticks from a file"),
+        "{run}"
+    );
+    let bound: f64 = text
+        .lines()
+        .find_map(|l| l.split("CPU bound").nth(1))
+        .and_then(|l| l.split("median ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU bound in {text}"));
+    assert!(bound > 0.0, "{text}");
     assert!(text.contains("bare-client ceiling median"), "{text}");
     assert!(text.contains("% of it"), "{text}");
     // Latency of the engine's bars, and the relay's floor over every relayed tick.
