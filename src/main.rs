@@ -91,6 +91,8 @@ enum Command {
         /// Discard the state and checkpoints in --data-dir and start from the beginning.
         #[arg(long, requires = "data_dir")]
         fresh: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// List or inspect the checkpoints of a data directory.
     Checkpoints {
@@ -218,7 +220,9 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             summary_json,
             data_dir,
             fresh,
+            cluster,
         } => {
+            let cluster = cluster.resolve()?;
             let plan = match compile_or_report(&graph)? {
                 Ok(p) => Arc::new(p),
                 Err(code) => return Ok(code),
@@ -237,6 +241,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 data_dir,
                 fresh,
                 live: Some(live),
+                cluster,
                 ..RunOptions::default()
             };
             let result = tickflow_engine::run(plan, &options, Arc::clone(&metrics));
@@ -324,4 +329,49 @@ fn spawn_progress(metrics: Arc<Metrics>) -> Option<std::thread::JoinHandle<()>> 
         }
         bar.finish_and_clear();
     }))
+}
+
+/// Running as one process of a cluster (Timely's cluster mode); every process runs the same
+/// graph with the same `--workers`.
+#[derive(clap::Args, Debug, Default)]
+struct ClusterArgs {
+    /// The number of processes in the cluster (1: this process alone).
+    #[arg(long, env = "TICKFLOW_PROCESSES", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    processes: u16,
+    /// This process's index, from 0. Without it, a cluster takes it from the trailing number
+    /// of `$HOSTNAME` (a Kubernetes StatefulSet pod `tickflow-2` is process 2).
+    #[arg(long, env = "TICKFLOW_PROCESS")]
+    process: Option<u16>,
+    /// A file with one `host:port` per process, in process order (`#` starts a comment).
+    #[arg(long, env = "TICKFLOW_HOSTS")]
+    hosts: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The cluster this process is part of, or `None` when it runs alone.
+    fn resolve(&self) -> anyhow::Result<Option<tickflow_engine::cluster::Cluster>> {
+        let processes = usize::from(self.processes);
+        let Some(hosts) = &self.hosts else {
+            if processes > 1 {
+                anyhow::bail!("--processes {processes} needs --hosts (or TICKFLOW_HOSTS)");
+            }
+            return Ok(None);
+        };
+        let process = match self.process {
+            Some(p) => usize::from(p),
+            None => {
+                let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+                tickflow_engine::cluster::ordinal_of_hostname(&hostname).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--process (or TICKFLOW_PROCESS) is not given and $HOSTNAME \
+                         ({hostname:?}) does not end in -<index>"
+                    )
+                })?
+            }
+        };
+        let cluster =
+            tickflow_engine::cluster::Cluster::from_hosts_file(hosts, processes, process)?;
+        Ok((processes > 1).then_some(cluster))
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`render`]: builds a plan into Timely operators (timely times are event-time watermarks),
 //!   with one source driver per reader kind and one sink driver.
 //! - [`run`]: executes a plan on N workers and returns a [`Summary`].
+//! - [`cluster`]: one graph on several processes (Timely's cluster mode).
 //! - [`checkpoint`]: consistent checkpoints, commit markers and the data directory.
 //! - [`metrics`]: counters shared by all workers, read for the summary and progress.
 //! - [`control`]: the control plane's state, a pure fold over the event log, and its rules.
@@ -17,6 +18,7 @@
 //! - [`supervisor`]: the long-running engine of `tickflow serve`.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod compile;
 pub mod component;
 pub mod components;

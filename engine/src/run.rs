@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
 use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, Epochs, PartId};
+use crate::cluster::Cluster;
 use crate::live::Live;
 use crate::render::{self, Durability, Failure};
 use crate::{EngineError, Metrics, Plan};
@@ -30,6 +31,9 @@ pub struct RunOptions {
     /// Pause, resume and stop from outside, and projection views; without one the run
     /// goes to the end of its input.
     pub live: Option<Arc<Live>>,
+    /// Run as one process of a cluster (see [`crate::cluster`]); `workers` is then the
+    /// number of worker threads of every process.
+    pub cluster: Option<Cluster>,
 }
 
 /// Counts for one node.
@@ -83,6 +87,10 @@ pub struct Summary {
     /// Whether the run was stopped (through [`Live::stop`]) before the end of its input.
     #[serde(default)]
     pub stopped: bool,
+    /// In a cluster, this process's index and the number of processes; the counts are then
+    /// this process's share.
+    #[serde(default)]
+    pub process: Option<(usize, usize)>,
 }
 
 impl Summary {
@@ -126,17 +134,26 @@ impl Summary {
             restore_ms: None,
             checkpoints: CheckpointStats::default(),
             stopped: false,
+            process: None,
         }
     }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "graph {} v{} on {} worker(s)",
             self.graph, self.version, self.workers
         )?;
+        match self.process {
+            Some((process, processes)) => writeln!(
+                f,
+                " of process {process} of a cluster of {processes} (counts are this \
+                 process's share)"
+            )?,
+            None => writeln!(f)?,
+        }
         writeln!(f, "  {:<10} {:<24} {:>12}  out", "role", "node", "in")?;
         for n in &self.nodes {
             let outs: Vec<String> = n
@@ -205,6 +222,26 @@ pub fn run(
 ) -> Result<Summary, EngineError> {
     let workers = options.workers.max(1);
     crate::policy::check_plan_files(&plan, options.data_dir.as_deref(), &[])?;
+    if options.cluster.is_some() && options.data_dir.is_some() {
+        return Err(EngineError::Files(
+            "--data-dir with --processes: checkpoints across processes are not built yet; run \
+             a cluster without a data directory, or one process with it"
+                .into(),
+        ));
+    }
+    let config = match &options.cluster {
+        None => timely::Config::process(workers),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
     let failure: Failure = Arc::default();
     let start = Instant::now();
     let mut restored_from = None;
@@ -277,8 +314,7 @@ pub fn run(
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
         let live = live.clone();
-        let offers = Arc::new(render::source::WatermarkOffers::default());
-        timely::execute(timely::Config::process(workers), move |worker| {
+        timely::execute(config, move |worker| {
             let me = worker.index();
             let index = worker.next_dataflow_index();
             // A panic in an operator fails the run (and so every worker) instead of leaving
@@ -292,7 +328,6 @@ pub fn run(
                         &failure,
                         durability.as_ref(),
                         live.as_ref(),
-                        &offers,
                     )
                 });
                 // Step until done, told to stop, or failed (here or on another worker); a
@@ -343,6 +378,7 @@ pub fn run(
     });
     summary.checkpoints = checkpoints;
     summary.stopped = live.is_some_and(|l| l.is_stopping());
+    summary.process = options.cluster.as_ref().map(|c| (c.process, c.processes()));
     Ok(summary)
 }
 

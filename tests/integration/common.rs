@@ -166,3 +166,86 @@ pub fn newest_marker(data_dir: &Path) -> Option<std::ffi::OsString> {
         })
         .unwrap_or_default()
 }
+
+/// Free TCP ports on 127.0.0.1 for the processes of a cluster (bound, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Runs `graph` on a cluster of `processes` tickflow processes of `workers` threads each, on
+/// 127.0.0.1: process `i` runs in working directory `cwd(i)`. Every process must succeed
+/// within 5 minutes; returns their summaries, in process order.
+pub fn run_cluster(
+    graph: &Path,
+    processes: usize,
+    workers: usize,
+    cwd: impl Fn(usize) -> PathBuf,
+) -> Vec<serde_json::Value> {
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir.path().join("hosts");
+    let lines: Vec<String> = free_ports(processes)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    std::fs::write(&hosts, lines.join("\n")).unwrap();
+    let summaries: Vec<PathBuf> = (0..processes)
+        .map(|i| hosts_dir.path().join(format!("summary-{i}.json")))
+        .collect();
+    let mut children: Vec<std::process::Child> = (0..processes)
+        .map(|i| {
+            tickflow()
+                .current_dir(cwd(i))
+                .arg("run")
+                .arg(graph)
+                .args(["--workers", &workers.to_string()])
+                .args(["--processes", &processes.to_string()])
+                .args(["--process", &i.to_string(), "--hosts"])
+                .arg(&hosts)
+                .arg("--summary-json")
+                .arg(&summaries[i])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("tickflow starts")
+        })
+        .collect();
+    // Each process's log, read as it comes (a full pipe would stall the process).
+    let logs: Vec<std::thread::JoinHandle<String>> = children
+        .iter_mut()
+        .map(|c| {
+            let mut err = c.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut err, &mut text);
+                text
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    for i in 0..processes {
+        while children[i].try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                for c in &mut children {
+                    let _ = c.kill();
+                }
+                panic!("process {i} of {processes} did not finish in 5 minutes");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let outputs: Vec<String> = logs.into_iter().map(|l| l.join().unwrap()).collect();
+    (0..processes)
+        .map(|i| {
+            let status = children[i].wait().unwrap();
+            let log = &outputs[i];
+            assert!(status.success(), "process {i} failed: {status}\n{log}");
+            serde_json::from_str(&std::fs::read_to_string(&summaries[i]).unwrap()).unwrap()
+        })
+        .collect()
+}

@@ -380,6 +380,21 @@ fn kafka_example_with_two_workers_equals_the_file_run_and_python_reads_the_same(
 }
 
 #[test]
+fn kafka_example_on_two_processes_spreads_the_partitions_and_equals_the_file_run() {
+    let s = setup(TICKS, "memory://tansu/");
+    let graph = kafka_graph(&s);
+    // Two processes of two workers: the 4 partitions are spread over all four workers.
+    let summaries = crate::common::run_cluster(&graph, 2, 2, |_| s.root.path().to_path_buf());
+    let read: Vec<u64> = summaries
+        .iter()
+        .map(|p| p["input_records"].as_u64().unwrap())
+        .collect();
+    assert!(read.iter().all(|r| *r > 0), "every process reads: {read:?}");
+    assert_eq!(read.iter().sum::<u64>(), s.ticks, "{read:?}");
+    check_outputs(&s);
+}
+
+#[test]
 fn kafka_run_killed_three_times_still_writes_each_bar_once() {
     let s = setup(TICKS, "memory://tansu/");
     // A short idle timeout: restoring the sinks (reading their topics back) takes longer than

@@ -106,8 +106,6 @@ pub struct SourceCx<'s> {
     pub part: Option<Part>,
     /// Pause and stop.
     pub live: Option<Arc<Live>>,
-    /// Watermarks the workers of a parallel source offer each other.
-    pub offers: Arc<source::WatermarkOffers>,
     /// The graph's watermark step ([`source::watermark_step_ms`]).
     pub watermark_step_ms: u64,
 }
@@ -121,7 +119,6 @@ pub fn build(
     failure: &Failure,
     durable: Option<&Durability>,
     live: Option<&Arc<Live>>,
-    offers: &Arc<source::WatermarkOffers>,
 ) {
     let mut streams = streams::Streams::new(scope);
     // Completion at the sinks, which sources use to hold back.
@@ -146,7 +143,6 @@ pub fn build(
             probe: probe.clone(),
             part: durable.map(|d| Part::new(d, part_id)),
             live: live.cloned(),
-            offers: Arc::clone(offers),
             watermark_step_ms,
         });
         streams.insert(&src.name, "out", AnyStream::Raw(stream));

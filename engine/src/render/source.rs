@@ -23,11 +23,14 @@
 //!   reader (Kafka commits its group offsets); on restore it opens the reader there.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use timely::communication::{Pull, Push};
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::Scope;
+use timely::Bincode;
 
 pub use tickflow_connectors::Resume;
 use tickflow_operators::event_time::EventTime;
@@ -117,26 +120,60 @@ pub struct DriverSettings {
     pub parallel: bool,
 }
 
-/// Watermarks the workers of a parallel source offer each other: a worker whose partitions
-/// are all idle follows the others.
-#[derive(Debug, Default)]
-pub struct WatermarkOffers(Mutex<HashMap<(String, usize), Option<u64>>>);
+/// One worker's offer: its index and its watermark (`None` while it has none).
+type Offer = Bincode<(usize, Option<u64>)>;
 
-impl WatermarkOffers {
-    fn offer(&self, source: &str, worker: usize, watermark: Option<u64>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((source.to_string(), worker), watermark);
+/// The watermarks the workers of a parallel source offer each other: a worker whose
+/// partitions are all idle follows the others. Sent over a timely broadcast channel addressed
+/// to the source operator, so that it works across processes as within one, and a worker is
+/// woken when another's offer arrives.
+struct Offers {
+    me: usize,
+    send: Box<dyn Push<Offer>>,
+    recv: Box<dyn Pull<Offer>>,
+    /// The newest offer of every other worker heard from.
+    others: HashMap<usize, Option<u64>>,
+    /// What this worker last offered.
+    published: Option<Option<u64>>,
+}
+
+impl Offers {
+    /// Allocates the channel: every worker must, in the same order (at the source's
+    /// construction), whether or not its source is parallel.
+    fn new(scope: Scope<'_, u64>, address: Rc<[usize]>) -> Self {
+        let worker = scope.worker();
+        let (send, recv) = worker.broadcast::<Offer>(worker.new_identifier(), address);
+        Offers {
+            me: scope.index(),
+            send,
+            recv,
+            others: HashMap::new(),
+            published: None,
+        }
     }
 
-    /// The least watermark the other workers of `source` offer.
-    fn others(&self, source: &str, worker: usize) -> Option<u64> {
-        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter()
-            .filter(|((s, w), _)| s == source && *w != worker)
-            .filter_map(|(_, wm)| *wm)
-            .min()
+    /// Sends this worker's offer to every worker, if it changed.
+    fn offer(&mut self, watermark: Option<u64>) {
+        if self.published != Some(watermark) {
+            self.published = Some(watermark);
+            self.send.send(Bincode::from((self.me, watermark)));
+            self.send.done();
+        }
+    }
+
+    /// Takes in the offers that arrived (call on every activation, so none pile up).
+    fn receive(&mut self) {
+        while let Some(offer) = self.recv.recv() {
+            let (worker, watermark) = offer.payload;
+            if worker != self.me {
+                self.others.insert(worker, watermark);
+            }
+        }
+    }
+
+    /// The least watermark the other workers offer.
+    fn others(&self) -> Option<u64> {
+        self.others.values().filter_map(|w| *w).min()
     }
 }
 
@@ -381,7 +418,6 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
         probe,
         mut part,
         live,
-        offers,
         watermark_step_ms,
     } = cx;
     let lag = Lag {
@@ -392,6 +428,7 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
     let node_idx = metrics.index_of("source", &name);
     let (index, peers) = (scope.index(), scope.peers());
     source(scope, &format!("Source({name})"), move |cap, info| {
+        let mut offers = Offers::new(scope, Rc::clone(&info.address));
         let activator = scope.activator_for(info.address);
         let restored = part.as_ref().and_then(|p| p.restored_source(&name));
         let mut state = None;
@@ -478,11 +515,10 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
         let mut batch: Vec<Polled> = Vec::with_capacity(BATCH);
         let mut at_end: Vec<i32> = Vec::new();
         let mut flow = FlowControl::new(probe);
-        // What this worker last offered the others.
-        let mut published: Option<Option<u64>> = None;
         // Records emitted at the capability's current time, for flow control.
         let mut at_time = 0;
         move |output| {
+            offers.receive();
             let Some(r) = state.as_mut() else {
                 return;
             };
@@ -549,13 +585,12 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                 let target = if open_parts.is_empty() {
                     Some(u64::MAX)
                 } else if active.is_empty() {
-                    offers.others(&name, index).or(offer)
+                    offers.others().or(offer)
                 } else {
                     own
                 };
-                if settings.parallel && published != Some(offer) {
-                    published = Some(offer);
-                    offers.offer(&name, index, offer);
+                if settings.parallel {
+                    offers.offer(offer);
                 }
                 let Some(next) = target.filter(|w| w > r.cap.time()) else {
                     break;

@@ -133,6 +133,7 @@ impl Supervisor {
             fresh: false,
             adopt: true,
             live: Some(Arc::clone(&live)),
+            cluster: None,
         };
         let tx = self.notices.clone();
         let dir_lock = Arc::clone(inner.dir_locks.entry(d.state_dir.clone()).or_default());
