@@ -346,6 +346,9 @@ struct ClusterArgs {
     /// A file with one `host:port` per process, in process order (`#` starts a comment).
     #[arg(long, env = "TICKFLOW_HOSTS")]
     hosts: Option<PathBuf>,
+    /// Seconds to wait at start for every other process of the cluster.
+    #[arg(long, env = "TICKFLOW_CONNECT_TIMEOUT", default_value_t = 300)]
+    connect_timeout: u64,
 }
 
 impl ClusterArgs {

@@ -8,9 +8,32 @@
 //! partitions are spread over every worker of every process, and every sink is written by the
 //! last worker (of the last process): outputs are those of a one-process run.
 
+//!
+//! Processes of a cluster share fate: Timely cannot go on without a peer. A process that loses
+//! a peer, fails, or is told to stop halts at once (logging why), without the orderly goodbye
+//! that would leave its peers waiting: they then lose it in turn and halt too. Restarting every
+//! process resumes from the newest checkpoint complete on all of them.
+
+use std::any::Any;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::ProcessBuilder;
+use timely::communication::{AllocatorBuilder, Hooks};
 
 use crate::error::RuleError;
+use crate::EngineError;
+
+/// The exit code of a process that halts because it lost a peer (EX_TEMPFAIL: restart it,
+/// with the others).
+pub const EXIT_PEER_LOST: i32 = 75;
+
+/// How long a process waits for its peers at start, by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// This process's place in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +42,8 @@ pub struct Cluster {
     pub process: usize,
     /// `host:port` of every process, in process order (process `i` listens on the `i`-th).
     pub addresses: Vec<String>,
+    /// How long to wait for every peer at start.
+    pub connect_timeout: Duration,
 }
 
 impl Cluster {
@@ -60,13 +85,164 @@ impl Cluster {
             )
             .into());
         }
-        Ok(Cluster { process, addresses })
+        Ok(Cluster {
+            process,
+            addresses,
+            connect_timeout: CONNECT_TIMEOUT,
+        })
     }
 
     /// The number of processes.
     pub fn processes(&self) -> usize {
         self.addresses.len()
     }
+
+    /// Connects to every peer and builds the communication of `threads` workers on it, for
+    /// `timely::execute::execute_from`.
+    pub fn communication(
+        &self,
+        threads: usize,
+    ) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>), EngineError> {
+        let sockets = self.connect().map_err(EngineError::Dataflow)?;
+        halt_on_lost_peer();
+        let hooks = Hooks::default();
+        let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
+        let (builders, guard) =
+            initialize_networking_from_sockets(local, sockets, self.process, threads, hooks)
+                .map_err(|e| {
+                    EngineError::Dataflow(format!("starting the cluster's network: {e}"))
+                })?;
+        Ok((
+            builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            Box::new(guard),
+        ))
+    }
+
+    /// One connection to every other process (`None` at this process's own place): this one
+    /// listens on its address, connects to every lower process and is connected to by every
+    /// higher one, which each first send their index (8 bytes, big-endian, as Timely's own
+    /// start-up does). Waits up to [`Cluster::connect_timeout`], saying whom it waits for.
+    fn connect(&self) -> Result<Vec<Option<TcpStream>>, String> {
+        let (me, n) = (self.process, self.processes());
+        let deadline = Instant::now() + self.connect_timeout;
+        let listener = TcpListener::bind(&self.addresses[me]).map_err(|e| {
+            format!(
+                "process {me} cannot listen on its address {}: {e}",
+                self.addresses[me]
+            )
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listening on {}: {e}", self.addresses[me]))?;
+        let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+        let mut told = Instant::now();
+        let mut waiting = |what: String| -> Result<(), String> {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{what}: gave up after {:?} (every process of the cluster must be started)",
+                    self.connect_timeout
+                ));
+            }
+            if told.elapsed() > Duration::from_secs(5) {
+                tracing::warn!("process {me} of {n}: {what}");
+                told = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        };
+        for (j, address) in self.addresses.iter().enumerate().take(me) {
+            loop {
+                match TcpStream::connect(address) {
+                    Ok(mut stream) => {
+                        let sent = stream
+                            .set_nodelay(true)
+                            .and_then(|()| stream.write_all(&(me as u64).to_be_bytes()));
+                        match sent {
+                            Ok(()) => {
+                                sockets[j] = Some(stream);
+                                break;
+                            }
+                            Err(e) => waiting(format!("process {j} at {address}: {e}"))?,
+                        }
+                    }
+                    Err(e) => waiting(format!("waiting for process {j} at {address}: {e}"))?,
+                }
+            }
+        }
+        while let Some(missing) = (me + 1..n).find(|j| sockets[*j].is_none()) {
+            match listener.accept() {
+                Ok((mut stream, from)) => {
+                    let mut index = [0u8; 8];
+                    let read = stream
+                        .set_nonblocking(false)
+                        .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(10))))
+                        .and_then(|()| stream.read_exact(&mut index));
+                    let j = u64::from_be_bytes(index) as usize;
+                    match read {
+                        Ok(()) if j > me && j < n && sockets[j].is_none() => {
+                            stream
+                                .set_read_timeout(None)
+                                .and_then(|()| stream.set_nodelay(true))
+                                .map_err(|e| format!("connection from process {j}: {e}"))?;
+                            sockets[j] = Some(stream);
+                        }
+                        Ok(()) => tracing::warn!(
+                            "process {me}: ignored a connection from {from} claiming to be \
+                             process {j}"
+                        ),
+                        Err(e) => tracing::warn!(
+                            "process {me}: ignored a connection from {from} that sent no \
+                             index: {e}"
+                        ),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => waiting(format!(
+                    "waiting for process {missing} to connect to {}",
+                    self.addresses[me]
+                ))?,
+                Err(e) => return Err(format!("accepting on {}: {e}", self.addresses[me])),
+            }
+        }
+        tracing::info!("process {me} of {n}: connected to every peer");
+        Ok(sockets)
+    }
+}
+
+/// Makes the loss of a peer halt this process with a clear line instead of a panic in
+/// Timely's network threads (named `timely:send-J` and `timely:recv-J` for peer `J`), which
+/// would otherwise leave this process's workers failing one by one.
+fn halt_on_lost_peer() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or_default();
+            let peer = name
+                .strip_prefix("timely:recv-")
+                .or_else(|| name.strip_prefix("timely:send-"));
+            match peer {
+                Some(peer) => halt(
+                    EXIT_PEER_LOST,
+                    &format!(
+                        "lost process {peer} of the cluster ({}); processes of a cluster share \
+                         fate, so this one stops too. Restart every process: they resume from \
+                         the newest checkpoint complete on all of them",
+                        crate::error::panic_message(info.payload())
+                    ),
+                ),
+                None => previous(info),
+            }
+        }));
+    });
+}
+
+/// Stops this process of a cluster at once, after saying why on standard error: no orderly
+/// goodbye to the peers (which would leave them waiting for its workers), so that they see
+/// the connection drop and halt in turn.
+pub fn halt(code: i32, why: &str) -> ! {
+    eprintln!("tickflow: {why}");
+    std::process::exit(code)
 }
 
 /// The addresses of a hosts file, or the 1-based line of the first bad one and why.

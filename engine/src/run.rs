@@ -229,19 +229,6 @@ pub fn run(
                 .into(),
         ));
     }
-    let config = match &options.cluster {
-        None => timely::Config::process(workers),
-        Some(c) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: c.process,
-                addresses: c.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
-    };
     let failure: Failure = Arc::default();
     let start = Instant::now();
     let mut restored_from = None;
@@ -308,48 +295,77 @@ pub fn run(
         }
     };
     let restore_us = durability.as_ref().map(|d| Arc::clone(&d.restore_us));
+    // One process's threads, or this process's share of a cluster, connected to its peers.
+    let (builders, network) = match &options.cluster {
+        None => timely::CommunicationConfig::Process(workers)
+            .try_build()
+            .map_err(EngineError::Dataflow)?,
+        Some(c) => c.communication(workers)?,
+    };
+    let in_cluster = options.cluster.is_some();
     let live = options.live.clone();
     let guards = {
         let plan = Arc::clone(&plan);
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
         let live = live.clone();
-        timely::execute(config, move |worker| {
-            let me = worker.index();
-            let index = worker.next_dataflow_index();
-            // A panic in an operator fails the run (and so every worker) instead of leaving
-            // the other workers waiting for this one for ever.
-            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker.dataflow::<u64, _, _>(|scope| {
-                    render::build(
-                        scope,
-                        &plan,
-                        &metrics,
-                        &failure,
-                        durability.as_ref(),
-                        live.as_ref(),
-                    )
-                });
-                // Step until done, told to stop, or failed (here or on another worker); a
-                // stop or a failure drops the dataflow unflushed.
-                while worker.has_dataflows() {
-                    if failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping()) {
-                        worker.drop_dataflow(index);
-                        break;
+        timely::execute::execute_from(
+            builders,
+            network,
+            timely::WorkerConfig::default(),
+            move |worker| {
+                let me = worker.index();
+                let index = worker.next_dataflow_index();
+                // A panic in an operator fails the run (and so every worker) instead of leaving
+                // the other workers waiting for this one for ever.
+                let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker.dataflow::<u64, _, _>(|scope| {
+                        render::build(
+                            scope,
+                            &plan,
+                            &metrics,
+                            &failure,
+                            durability.as_ref(),
+                            live.as_ref(),
+                        )
+                    });
+                    // Step until done, told to stop, or failed (here or on another worker); a
+                    // stop or a failure drops the dataflow unflushed.
+                    while worker.has_dataflows() {
+                        if in_cluster {
+                            // No orderly drop in a cluster: the peers would wait for this
+                            // process's workers for ever (see `cluster`).
+                            if let Some(why) = failure.message() {
+                                crate::cluster::halt(
+                                    1,
+                                    &format!("{why}; the other processes stop too"),
+                                );
+                            }
+                            if live.as_ref().is_some_and(|l| l.is_stopping()) {
+                                crate::cluster::halt(
+                                    0,
+                                    "stopped; the other processes of the cluster stop too",
+                                );
+                            }
+                        }
+                        if failure.is_set() || live.as_ref().is_some_and(|l| l.is_stopping()) {
+                            worker.drop_dataflow(index);
+                            break;
+                        }
+                        worker.step_or_park(Some(std::time::Duration::from_millis(20)));
                     }
-                    worker.step_or_park(Some(std::time::Duration::from_millis(20)));
+                }));
+                if let Err(panic) = stepped {
+                    let what = crate::error::panic_message(&*panic);
+                    render::fail(&failure, format!("worker {me} panicked: {what}"));
+                    // Timely steps a worker until it has no dataflow left: drop the broken one
+                    // (if even that panics, the thread ends and the run reports it).
+                    if worker.has_dataflows() {
+                        worker.drop_dataflow(index);
+                    }
                 }
-            }));
-            if let Err(panic) = stepped {
-                let what = crate::error::panic_message(&*panic);
-                render::fail(&failure, format!("worker {me} panicked: {what}"));
-                // Timely steps a worker until it has no dataflow left: drop the broken one
-                // (if even that panics, the thread ends and the run reports it).
-                if worker.has_dataflows() {
-                    worker.drop_dataflow(index);
-                }
-            }
-        })
+            },
+        )
         .map_err(EngineError::Dataflow)?
     };
     if let Some(live) = &live {

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{run_cluster, tickflow};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_ports, gen, run_cluster, tickflow};
 
 const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
 
@@ -113,4 +116,103 @@ fn a_cluster_is_refused_with_a_clear_error_when_its_settings_do_not_fit() {
     assert!(err.contains("$HOSTNAME"), "{err}");
     let err = run(&["--processes", "2", "--process", "0"]);
     assert!(err.contains("needs --hosts"), "{err}");
+}
+
+/// Starts process `i` of a cluster on `hosts`, in `dir`, its stderr piped.
+fn start(dir: &Path, graph: &Path, hosts: &Path, i: usize, processes: usize) -> Child {
+    tickflow()
+        .current_dir(dir)
+        .arg("run")
+        .arg(graph)
+        .args(["--workers", "1", "--processes", &processes.to_string()])
+        .args([
+            "--process",
+            &i.to_string(),
+            "--connect-timeout",
+            "60",
+            "--hosts",
+        ])
+        .arg(hosts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` at most `secs` seconds (killing it and failing after that): exit code
+/// and standard error.
+fn finish(mut child: Child, secs: u64) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a process of the cluster hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn processes_share_fate_a_lost_or_failed_peer_stops_the_others_with_a_clear_line() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    gen(&data, 1_000_000, 200, 5, &[]);
+    let graph = root.path().join("g.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market-bars.toml"),
+    )
+    .unwrap()
+    .replace("examples/data", data.to_str().unwrap());
+    std::fs::write(&graph, example).unwrap();
+    let hosts = root.path().join("hosts");
+    let dirs: Vec<PathBuf> = (0..2).map(|i| root.path().join(format!("p{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+
+    // kill -9 of process 1 mid-run: process 0 halts with the peer-lost code, naming it.
+    let ports = free_ports(2);
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let p0 = start(&dirs[0], &graph, &hosts, 0, 2);
+    let mut p1 = start(&dirs[1], &graph, &hosts, 1, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    p1.kill().unwrap();
+    let _ = p1.wait();
+    let (code, err) = finish(p0, 60);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        err.contains("lost process 1 of the cluster") && err.contains("Restart every process"),
+        "{err}"
+    );
+
+    // A failure in one process (its sink cannot be created) stops it with the reason, and the
+    // other halts as above.
+    let _ = std::fs::remove_dir_all(dirs[1].join("out"));
+    std::fs::write(dirs[1].join("out"), "not a directory").unwrap();
+    let ports = free_ports(2);
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let p0 = start(&dirs[0], &graph, &hosts, 0, 2);
+    let p1 = start(&dirs[1], &graph, &hosts, 1, 2);
+    let (code1, err1) = finish(p1, 60);
+    let (code0, err0) = finish(p0, 60);
+    assert_eq!(code1, Some(1), "{err1}");
+    assert!(
+        err1.contains("sink bars") && err1.contains("the other processes stop too"),
+        "{err1}"
+    );
+    assert_eq!(code0, Some(75), "{err0}");
+    assert!(err0.contains("lost process 1"), "{err0}");
 }
