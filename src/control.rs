@@ -15,9 +15,11 @@ use tickflow_state::OpenReport;
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// TOML configuration file (`data_dir`, `workers`, `[api]` with `listen`,
-    /// `max_body_bytes` and `[[api.keys]]`); `TICKFLOW__*` variables override it.
+    /// `max_body_bytes` and `[[api.keys]]`); may be given several times (later files override
+    /// earlier ones: settings from a ConfigMap, then keys from a Secret); `TICKFLOW__*`
+    /// variables override them.
     #[arg(long)]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     /// Event log and deployment state.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -84,7 +86,8 @@ fn out_line(line: &str) -> std::io::Result<bool> {
 
 /// Runs the engine and the API until interrupted.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = ServeConfig::load(args.config.as_deref())?;
+    let files: Vec<&Path> = args.config.iter().map(PathBuf::as_path).collect();
+    let mut config = ServeConfig::load(&files)?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -305,4 +308,46 @@ pub fn hash_key_cmd() -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!key.is_empty(), "no key on standard input");
     println!("{}", hash_key(key));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tickflow health URL`: one GET over plain HTTP/1.1 (no client library: the container image
+/// holds only the binary); 0 on a 200 answer.
+pub fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("{url}: only http:// URLs are asked"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .with_context(|| format!("{url}: cannot resolve {authority}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{url}: {authority} has no address"))?;
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = Vec::new();
+        stream.take(4096).read_to_end(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })();
+    match answer {
+        Ok(text) => {
+            let status = text.lines().next().unwrap_or_default().to_string();
+            if status.split(' ').nth(1) == Some("200") {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{url}: {status}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

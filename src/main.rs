@@ -130,6 +130,16 @@ enum Command {
     },
     /// Print the SHA-256 of an API key read from standard input, for `[[api.keys]] sha256`.
     HashKey,
+    /// Ask an HTTP health route (a container's HEALTHCHECK): exits 0 if it answers 200, 1
+    /// otherwise, saying why.
+    Health {
+        /// `http://HOST:PORT/PATH`.
+        #[arg(default_value = "http://127.0.0.1:8080/health/live")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Load a JSON-lines file (for example generated ticks) into a Kafka topic.
     Produce(kafka_cmd::ProduceArgs),
     /// Create or read Kafka topics.
@@ -302,6 +312,9 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Events { dir, json, repair } => control::events(&dir, json, repair),
         Command::Replay { dir, json, repair } => control::replay(&dir, json, repair),
         Command::HashKey => control::hash_key_cmd(),
+        Command::Health { url, timeout } => {
+            control::health(&url, std::time::Duration::from_secs(timeout))
+        }
         Command::Produce(args) => kafka_cmd::produce(&args).map(|_| ExitCode::SUCCESS),
         Command::Topics { command } => kafka_cmd::topics(&command).map(|_| ExitCode::SUCCESS),
     }

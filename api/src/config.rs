@@ -105,10 +105,12 @@ impl Default for ServeConfig {
 pub struct ConfigError(String);
 
 impl ServeConfig {
-    /// Defaults, merged with `file` (if any) and the environment.
-    pub fn load(file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+    /// Defaults, merged with `files` in order (a later file's keys override an earlier
+    /// one's: a Kubernetes ConfigMap's settings, then a Secret's `[[api.keys]]`), then the
+    /// environment.
+    pub fn load(files: &[&Path]) -> Result<ServeConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(ServeConfig::default()));
-        if let Some(file) = file {
+        for file in files {
             if !file.is_file() {
                 return Err(ConfigError(format!("{} does not exist", file.display())));
             }

@@ -4,6 +4,7 @@
 mod cluster;
 mod common;
 mod csv_input;
+mod deploy;
 mod fuzz;
 mod http;
 mod kafka;
