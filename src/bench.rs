@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use tickflow_engine::Summary;
@@ -57,6 +58,10 @@ pub struct BenchArgs {
     /// Share of bad lines (of every dead-letter kind) in the generated ticks.
     #[arg(long, default_value_t = 0.01)]
     pub bad_ratio: f64,
+    /// Instead: one process of 2 workers against a cluster of 2 processes of 1 worker on
+    /// 127.0.0.1, side by side, with the bytes the processes send each other per tick.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// The example pipeline over generated data in `dir`, writing to `dir/out`.
@@ -278,9 +283,84 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .join(", "),
         };
         println!("\n{shape:?} shape:\n");
+        if args.cluster {
+            cluster_bench(args, &shape_dir, &graph_with_fx(&shape_dir, &fx))?;
+            continue;
+        }
         measure(args, &shape_dir, &graph_with_fx(&shape_dir, &fx))?;
         parse_floor(&shape_dir.join("ticks.jsonl"), args.runs)?;
     }
+    Ok(())
+}
+
+/// One process of 2 workers against 2 processes of 1 worker (Timely's cluster mode over
+/// loopback TCP), alternating, `runs` times each: whole-process wall time from start to the
+/// last process's exit, and the bytes the processes sent each other.
+fn cluster_bench(args: &BenchArgs, dir: &Path, text: &str) -> anyhow::Result<()> {
+    let graph = dir.join("bench.toml");
+    std::fs::write(&graph, text)?;
+    let (mut one, mut two, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..args.runs.max(1) {
+        let started = Instant::now();
+        let s = run_child(
+            &graph,
+            2,
+            &dir.join(format!("summary-1x2-{i}.json")),
+            None,
+            None,
+        )?
+        .context("run")?;
+        one.push(s.input_records as f64 / started.elapsed().as_secs_f64());
+        let ports: Vec<u16> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
+            .map(|a| a.map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+        )?;
+        let started = Instant::now();
+        let children: Vec<(std::process::Child, PathBuf)> = (0..2)
+            .map(|p| -> anyhow::Result<_> {
+                let summary = dir.join(format!("summary-2x1-{i}-{p}.json"));
+                let child = Command::new(std::env::current_exe()?)
+                    .arg("run")
+                    .arg(&graph)
+                    .args(["--workers", "1", "--processes", "2", "--process"])
+                    .arg(p.to_string())
+                    .arg("--hosts")
+                    .arg(&hosts)
+                    .arg("--summary-json")
+                    .arg(&summary)
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                Ok((child, summary))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let (mut ticks, mut sent) = (0, 0);
+        for (mut child, summary) in children {
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("a process of the cluster failed with {status}");
+            }
+            let s: Summary = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+            ticks += s.input_records;
+            sent += s.bytes_to_peers.unwrap_or(0);
+        }
+        two.push(ticks as f64 / started.elapsed().as_secs_f64());
+        bytes.push(sent as f64 / ticks.max(1) as f64);
+    }
+    let (one, two, bytes) = (median(&mut one), median(&mut two), median(&mut bytes));
+    println!("| shape | median ticks/s, 1 process x 2 workers | 2 processes x 1 worker | ratio | bytes between processes per tick | runs |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {one:.0} | {two:.0} | {:.2} | {bytes:.0} | {} |",
+        dir.file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        two / one,
+        args.runs.max(1)
+    );
     Ok(())
 }
 

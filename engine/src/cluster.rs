@@ -16,12 +16,14 @@
 
 use std::any::Any;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::zero_copy::stream::Stream;
 use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks};
 
@@ -98,12 +100,20 @@ impl Cluster {
     }
 
     /// Connects to every peer and builds the communication of `threads` workers on it, for
-    /// `timely::execute::execute_from`.
-    pub fn communication(
-        &self,
-        threads: usize,
-    ) -> Result<(Vec<AllocatorBuilder>, Box<dyn Any + Send>), EngineError> {
-        let sockets = self.connect().map_err(EngineError::Dataflow)?;
+    /// `timely::execute::execute_from`, counting the bytes sent to the peers.
+    pub fn communication(&self, threads: usize) -> Result<Network, EngineError> {
+        let sent = Arc::new(AtomicU64::new(0));
+        let sockets: Vec<Option<Counted>> = self
+            .connect()
+            .map_err(EngineError::Dataflow)?
+            .into_iter()
+            .map(|s| {
+                s.map(|stream| Counted {
+                    stream,
+                    sent: Arc::clone(&sent),
+                })
+            })
+            .collect();
         halt_on_lost_peer();
         let hooks = Hooks::default();
         let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
@@ -112,10 +122,11 @@ impl Cluster {
                 .map_err(|e| {
                     EngineError::Dataflow(format!("starting the cluster's network: {e}"))
                 })?;
-        Ok((
-            builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
-            Box::new(guard),
-        ))
+        Ok(Network {
+            builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            guard: Box::new(guard),
+            sent,
+        })
     }
 
     /// One connection to every other process (`None` at this process's own place): this one
@@ -205,6 +216,57 @@ impl Cluster {
         }
         tracing::info!("process {me} of {n}: connected to every peer");
         Ok(sockets)
+    }
+}
+
+/// A cluster's communication, ready for `timely::execute::execute_from`.
+pub struct Network {
+    /// One allocator per local worker.
+    pub builders: Vec<AllocatorBuilder>,
+    /// The network threads (kept until the run ends).
+    pub guard: Box<dyn Any + Send>,
+    /// Bytes written to the peers so far (Timely's framing included).
+    pub sent: Arc<AtomicU64>,
+}
+
+/// A connection to a peer that counts the bytes written to it.
+struct Counted {
+    stream: TcpStream,
+    sent: Arc<AtomicU64>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Stream for Counted {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Counted {
+            stream: self.stream.try_clone()?,
+            sent: Arc::clone(&self.sent),
+        })
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        self.stream.set_nonblocking(nonblocking)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        self.stream.shutdown(how)
     }
 }
 

@@ -91,6 +91,9 @@ pub struct Summary {
     /// this process's share.
     #[serde(default)]
     pub process: Option<(usize, usize)>,
+    /// In a cluster, the bytes this process sent to the others.
+    #[serde(default)]
+    pub bytes_to_peers: Option<u64>,
 }
 
 impl Summary {
@@ -135,6 +138,7 @@ impl Summary {
             checkpoints: CheckpointStats::default(),
             stopped: false,
             process: None,
+            bytes_to_peers: None,
         }
     }
 }
@@ -150,7 +154,8 @@ impl fmt::Display for Summary {
             Some((process, processes)) => writeln!(
                 f,
                 " of process {process} of a cluster of {processes} (counts are this \
-                 process's share)"
+                 process's share; {:.1} MiB sent to the others)",
+                self.bytes_to_peers.unwrap_or(0) as f64 / (1024.0 * 1024.0)
             )?,
             None => writeln!(f)?,
         }
@@ -296,11 +301,17 @@ pub fn run(
     };
     let restore_us = durability.as_ref().map(|d| Arc::clone(&d.restore_us));
     // One process's threads, or this process's share of a cluster, connected to its peers.
-    let (builders, network) = match &options.cluster {
-        None => timely::CommunicationConfig::Process(workers)
-            .try_build()
-            .map_err(EngineError::Dataflow)?,
-        Some(c) => c.communication(workers)?,
+    let (builders, network, sent) = match &options.cluster {
+        None => {
+            let (builders, guard) = timely::CommunicationConfig::Process(workers)
+                .try_build()
+                .map_err(EngineError::Dataflow)?;
+            (builders, guard, None)
+        }
+        Some(c) => {
+            let n = c.communication(workers)?;
+            (n.builders, n.guard, Some(n.sent))
+        }
     };
     let in_cluster = options.cluster.is_some();
     let live = options.live.clone();
@@ -395,6 +406,7 @@ pub fn run(
     summary.checkpoints = checkpoints;
     summary.stopped = live.is_some_and(|l| l.is_stopping());
     summary.process = options.cluster.as_ref().map(|c| (c.process, c.processes()));
+    summary.bytes_to_peers = sent.map(|s| s.load(Ordering::Relaxed));
     Ok(summary)
 }
 

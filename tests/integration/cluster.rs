@@ -216,3 +216,42 @@ fn processes_share_fate_a_lost_or_failed_peer_stops_the_others_with_a_clear_line
     assert_eq!(code0, Some(75), "{err0}");
     assert!(err0.contains("lost process 1"), "{err0}");
 }
+
+#[test]
+fn the_cluster_bench_measures_two_processes_beside_one_with_the_bytes_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tickflow()
+        .args([
+            "bench",
+            "--cluster",
+            "--ticks",
+            "20000",
+            "--instruments",
+            "100",
+        ])
+        .args(["--runs", "1", "--shapes", "easy", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("| easy |"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let number = |i: usize| row[i].parse::<f64>().unwrap_or_else(|_| panic!("{row:?}"));
+    assert!(
+        number(2) > 0.0 && number(3) > 0.0 && number(4) > 0.0,
+        "{row:?}"
+    );
+    // Ticks cross between the processes (the file is read on process 0, bars are written on
+    // process 1): bytes per tick are counted.
+    assert!(number(5) > 10.0, "{row:?}");
+}
