@@ -175,15 +175,22 @@ fn processes_share_fate_a_lost_or_failed_peer_stops_the_others_with_a_clear_line
         std::fs::create_dir_all(d).unwrap();
     }
 
+    // Both processes, on fresh ports.
+    let pair = || {
+        let ports = free_ports(2);
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+        )
+        .unwrap();
+        (
+            start(&dirs[0], &graph, &hosts, 0, 2),
+            start(&dirs[1], &graph, &hosts, 1, 2),
+        )
+    };
+
     // kill -9 of process 1 mid-run: process 0 halts with the peer-lost code, naming it.
-    let ports = free_ports(2);
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
-    let p0 = start(&dirs[0], &graph, &hosts, 0, 2);
-    let mut p1 = start(&dirs[1], &graph, &hosts, 1, 2);
+    let (p0, mut p1) = pair();
     std::thread::sleep(Duration::from_secs(2));
     p1.kill().unwrap();
     let _ = p1.wait();
@@ -198,14 +205,7 @@ fn processes_share_fate_a_lost_or_failed_peer_stops_the_others_with_a_clear_line
     // other halts as above.
     let _ = std::fs::remove_dir_all(dirs[1].join("out"));
     std::fs::write(dirs[1].join("out"), "not a directory").unwrap();
-    let ports = free_ports(2);
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
-    let p0 = start(&dirs[0], &graph, &hosts, 0, 2);
-    let p1 = start(&dirs[1], &graph, &hosts, 1, 2);
+    let (p0, p1) = pair();
     let (code1, err1) = finish(p1, 60);
     let (code0, err0) = finish(p0, 60);
     assert_eq!(code1, Some(1), "{err1}");

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::common::stderr;
-use crate::security::{boundary, graph};
+use crate::security::boundary;
 use crate::serve::VIEWER_KEY;
 
 fn repo() -> &'static Path {
@@ -143,16 +143,7 @@ fn the_dashboard_names_only_metrics_a_live_server_exports_and_its_queries_parse(
 
     // A live server with a deployment that ran (checkpoints included).
     let b = boundary("", "");
-    let toml = format!(
-        "{}\n[checkpoint]\ninterval = \"2s\"\nmin_pause = \"0ms\"\n",
-        graph("m", "ticks.jsonl", "instruments.csv", "bars.jsonl")
-    );
-    assert_eq!(b.submit(&toml).0, 201);
-    let (status, body) = b.server.post(
-        "/api/v1/deployments",
-        &json!({"graph": "m", "version": 1, "reason": "dashboard"}),
-    );
-    assert_eq!(status, 201, "{body}");
+    b.deploy_checkpointed("dashboard");
     b.server.wait_for("/api/v1/deployments/1", "the end", |v| {
         v["state"] == "finished"
     });

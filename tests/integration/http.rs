@@ -213,16 +213,7 @@ fn promtool(text: &str) -> String {
 #[test]
 fn metrics_pass_promtool_and_ended_deployments_leave_them() {
     let b = boundary("metrics_grace_secs = 2", "");
-    let toml = format!(
-        "{}\n[checkpoint]\ninterval = \"2s\"\nmin_pause = \"0ms\"\n",
-        graph("m", "ticks.jsonl", "instruments.csv", "bars.jsonl")
-    );
-    assert_eq!(b.submit(&toml).0, 201);
-    let (status, body) = b.server.post(
-        "/api/v1/deployments",
-        &json!({"graph": "m", "version": 1, "reason": "metrics"}),
-    );
-    assert_eq!(status, 201, "{body}");
+    b.deploy_checkpointed("metrics");
     let metrics = || {
         let (status, body) = b.server.call("GET", "/metrics", Some(VIEWER_KEY), None);
         assert_eq!(status, 200);

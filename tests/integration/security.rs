@@ -71,6 +71,21 @@ impl Boundary {
             .call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml))
     }
 
+    /// Submits graph `m` (the data's ticks to bars, checkpoints every 2 s) and deploys it as
+    /// deployment 1 with `reason`.
+    pub(crate) fn deploy_checkpointed(&self, reason: &str) {
+        let toml = format!(
+            "{}\n[checkpoint]\ninterval = \"2s\"\nmin_pause = \"0ms\"\n",
+            graph("m", "ticks.jsonl", "instruments.csv", "bars.jsonl")
+        );
+        assert_eq!(self.submit(&toml).0, 201);
+        let (status, body) = self.server.post(
+            "/api/v1/deployments",
+            &json!({"graph": "m", "version": 1, "reason": reason}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+
     /// The decoys are as they were, byte for byte and in modification time.
     pub(crate) fn decoys_untouched(&self) {
         for (path, bytes, mtime) in &self.decoys {
