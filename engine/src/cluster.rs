@@ -99,13 +99,20 @@ impl Cluster {
         self.addresses.len()
     }
 
-    /// Connects to every peer and builds the communication of `threads` workers on it, for
+    /// Connects to every peer (see [`Cluster::connect`]).
+    pub fn connect_peers(&self) -> Result<Peers, EngineError> {
+        Ok(Peers {
+            process: self.process,
+            sockets: self.connect().map_err(EngineError::Dataflow)?,
+        })
+    }
+
+    /// Builds the communication of `threads` workers on the connections `peers`, for
     /// `timely::execute::execute_from`, counting the bytes sent to the peers.
-    pub fn communication(&self, threads: usize) -> Result<Network, EngineError> {
+    pub fn network(&self, peers: Peers, threads: usize) -> Result<Network, EngineError> {
         let sent = Arc::new(AtomicU64::new(0));
-        let sockets: Vec<Option<Counted>> = self
-            .connect()
-            .map_err(EngineError::Dataflow)?
+        let sockets: Vec<Option<Counted>> = peers
+            .sockets
             .into_iter()
             .map(|s| {
                 s.map(|stream| Counted {
@@ -216,6 +223,49 @@ impl Cluster {
         }
         tracing::info!("process {me} of {n}: connected to every peer");
         Ok(sockets)
+    }
+}
+
+/// The connections to every other process, before Timely takes them: the processes can agree
+/// on something first (which checkpoint to restore).
+pub struct Peers {
+    process: usize,
+    sockets: Vec<Option<TcpStream>>,
+}
+
+impl Peers {
+    /// Sends `mine` to every other process and returns what each sent, in process order
+    /// (`mine` at this process's place). Every process must call it the same number of times.
+    pub fn exchange(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>, EngineError> {
+        let lost = |j: usize, e: std::io::Error| {
+            EngineError::Dataflow(format!("process {j} of the cluster, at start: {e}"))
+        };
+        for (j, socket) in self.sockets.iter_mut().enumerate() {
+            if let Some(s) = socket {
+                s.write_all(&(mine.len() as u64).to_be_bytes())
+                    .and_then(|()| s.write_all(mine))
+                    .map_err(|e| lost(j, e))?;
+            }
+        }
+        let mut all = Vec::new();
+        for (j, socket) in self.sockets.iter_mut().enumerate() {
+            match socket {
+                None => all.push(mine.to_vec()),
+                Some(s) => {
+                    let mut len = [0u8; 8];
+                    s.read_exact(&mut len).map_err(|e| lost(j, e))?;
+                    let mut theirs = vec![0u8; u64::from_be_bytes(len) as usize];
+                    s.read_exact(&mut theirs).map_err(|e| lost(j, e))?;
+                    all.push(theirs);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// This process's index.
+    pub fn process(&self) -> usize {
+        self.process
     }
 }
 

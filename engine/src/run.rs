@@ -227,13 +227,12 @@ pub fn run(
 ) -> Result<Summary, EngineError> {
     let workers = options.workers.max(1);
     crate::policy::check_plan_files(&plan, options.data_dir.as_deref(), &[])?;
-    if options.cluster.is_some() && options.data_dir.is_some() {
-        return Err(EngineError::Files(
-            "--data-dir with --processes: checkpoints across processes are not built yet; run \
-             a cluster without a data directory, or one process with it"
-                .into(),
-        ));
-    }
+    // In a cluster, connect first: the processes agree on the checkpoint to restore over
+    // these connections before Timely takes them.
+    let mut peers = match &options.cluster {
+        Some(c) => Some(c.connect_peers()?),
+        None => None,
+    };
     let failure: Failure = Arc::default();
     let start = Instant::now();
     let mut restored_from = None;
@@ -242,8 +241,28 @@ pub fn run(
     let durability = match &options.data_dir {
         None => None,
         Some(path) => {
-            let dir = Arc::new(DataDir::open(path, &plan, options.fresh, options.adopt)?);
-            let manifest = dir.prepare_restore()?;
+            let own_path = match &options.cluster {
+                Some(c) => cluster_data_dir(path, c.process)?,
+                None if path.join("process-0").exists() => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "data dir {} holds a cluster's state (process-0, ...); restoring it on \
+                         one process is not built yet: run the cluster's shape with \
+                         --processes, or use another --data-dir",
+                        path.display()
+                    )))
+                }
+                None => path.clone(),
+            };
+            let dir = Arc::new(DataDir::open(
+                &own_path,
+                &plan,
+                options.fresh,
+                options.adopt,
+            )?);
+            let manifest = match (&options.cluster, peers.as_mut()) {
+                (Some(c), Some(peers)) => agree_restore(&dir, c, peers, workers)?,
+                _ => dir.prepare_restore()?,
+            };
             plan = Arc::new(pin_to_data_dir(&plan, &dir)?);
             let read_started = Instant::now();
             let mut restored = HashMap::new();
@@ -266,12 +285,24 @@ pub fn run(
                 tracing::info!("resuming from checkpoint {} ({})", m.id, m.time_label());
             }
             let (tx, rx) = crossbeam_channel::unbounded();
-            let expected = expected_parts(&plan, workers);
-            let sink_files = plan
-                .sinks
-                .iter()
-                .filter_map(|s| s.component.output_file().map(PathBuf::from))
-                .collect();
+            // This process's workers, among all of the cluster's.
+            let (mine, peers_count) = match &options.cluster {
+                Some(c) => (
+                    c.process * workers..(c.process + 1) * workers,
+                    c.processes() * workers,
+                ),
+                None => (0..workers, workers),
+            };
+            let expected = expected_parts(&plan, mine.clone(), peers_count);
+            // Sink files are written (and synced) by the process of the sink worker only.
+            let sink_files = if mine.contains(&render::sink::sink_worker(peers_count)) {
+                plan.sinks
+                    .iter()
+                    .filter_map(|s| s.component.output_file().map(PathBuf::from))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let resumed_at = manifest.as_ref().map_or(0, |m| m.id);
             let epochs = Arc::new(Epochs::new(plan.checkpoint.interval_ms, resumed_at));
             let c = Coordinator::new(
@@ -282,6 +313,30 @@ pub fn run(
                 Arc::clone(&epochs),
             )
             .with_metrics(Arc::clone(&metrics));
+            // In a cluster, the coordinators talk through a relay in the dataflow.
+            let (c, relay) = match &options.cluster {
+                None => (c, None),
+                Some(cluster) => {
+                    let (to_relay, outbox) = crossbeam_channel::unbounded();
+                    let (inbox, from_relay) = crossbeam_channel::unbounded();
+                    let wake = Arc::new(std::sync::Mutex::new(None));
+                    let link = crate::checkpoint::Link {
+                        process: cluster.process,
+                        processes: cluster.processes(),
+                        send: to_relay,
+                        wake: Arc::clone(&wake),
+                        recv: from_relay,
+                    };
+                    let ends = render::relay::RelayEnds {
+                        process: cluster.process,
+                        worker: mine.start,
+                        outbox,
+                        inbox,
+                        wake,
+                    };
+                    (c.in_cluster(link), Some(ends))
+                }
+            };
             coordinator = Some(
                 std::thread::Builder::new()
                     .name("checkpoint-coordinator".into())
@@ -296,6 +351,7 @@ pub fn run(
                 reports: tx,
                 epochs,
                 restore_us: Arc::new(AtomicU64::new(0)),
+                relay,
             })
         }
     };
@@ -309,7 +365,10 @@ pub fn run(
             (builders, guard, None)
         }
         Some(c) => {
-            let n = c.communication(workers)?;
+            let peers = peers
+                .take()
+                .ok_or_else(|| EngineError::Dataflow("the cluster is not connected".into()))?;
+            let n = c.network(peers, workers)?;
             (n.builders, n.guard, Some(n.sent))
         }
     };
@@ -436,24 +495,112 @@ fn pin_to_data_dir(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
     Ok(plan)
 }
 
-/// Every part a checkpoint of `plan` on `workers` workers needs a save from.
-fn expected_parts(plan: &Plan, workers: usize) -> Vec<PartId> {
+/// Every part a checkpoint of `plan` needs a save from, on the workers `mine` (all of them in
+/// one process; this process's in a cluster) of `peers`.
+fn expected_parts(plan: &Plan, mine: std::ops::Range<usize>, peers: usize) -> Vec<PartId> {
     let mut parts: Vec<PartId> = Vec::new();
-    for s in &plan.sources {
+    for (id, s) in plan.sources.iter().enumerate() {
         if s.component.driver().parallel {
-            parts.extend((0..workers).map(|w| PartId::SourceWorker(s.name.clone(), w)))
-        } else {
+            parts.extend(
+                mine.clone()
+                    .map(|w| PartId::SourceWorker(s.name.clone(), w)),
+            )
+        } else if mine.contains(&crate::components::file_source::reading_worker(
+            id as u32, peers,
+        )) {
             parts.push(PartId::Source(s.name.clone()))
         }
     }
-    parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
+    if mine.contains(&render::sink::sink_worker(peers)) {
+        parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
+    }
     let stateful: BTreeSet<String> = checkpointed_tables(plan)
         .into_iter()
         .map(|t| t.0)
         .filter(|name| plan.operators.iter().any(|o| o.name == *name))
         .collect();
     for op in stateful {
-        parts.extend((0..workers).map(|w| PartId::Operator(op.clone(), w)));
+        parts.extend(mine.clone().map(|w| PartId::Operator(op.clone(), w)));
     }
     parts
+}
+
+/// Process `process`'s own data directory under a cluster's `--data-dir`. A directory that
+/// holds a one-process run's state is refused: restoring it on a cluster is not built.
+fn cluster_data_dir(path: &std::path::Path, process: usize) -> Result<PathBuf, EngineError> {
+    if path.join("graph.json").exists() {
+        return Err(EngineError::Checkpoint(format!(
+            "data dir {} holds the state of a one-process run; a cluster keeps each process's \
+             state in <dir>/process-<index>, and restoring a one-process checkpoint on a cluster \
+             is not built yet: use another --data-dir",
+            path.display()
+        )));
+    }
+    Ok(path.join(format!("process-{process}")))
+}
+
+/// In a cluster: agrees with the other processes on the newest checkpoint every one of them
+/// has a marker for, prepares this process's directory to restore it, and returns the marker
+/// merged from every process's (what one coordinator would have written).
+fn agree_restore(
+    dir: &DataDir,
+    cluster: &crate::cluster::Cluster,
+    peers: &mut crate::cluster::Peers,
+    workers: usize,
+) -> Result<Option<crate::checkpoint::Manifest>, EngineError> {
+    fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, EngineError> {
+        serde_json::to_vec(value).map_err(|source| EngineError::Encode {
+            what: what.to_string(),
+            source,
+        })
+    }
+    let mine = dir.usable_markers()?;
+    let lists: Vec<Vec<(u64, usize, usize)>> = peers
+        .exchange(&encode("marker list", &mine)?)?
+        .iter()
+        .map(|b| serde_json::from_slice(b))
+        .collect::<Result<_, _>>()
+        .map_err(|e| EngineError::Checkpoint(format!("a peer's marker list: {e}")))?;
+    // Checked on every process before any drops anything: a checkpoint of another shape.
+    if let Some((id, processes, of)) = lists
+        .iter()
+        .flatten()
+        .find(|(_, p, w)| (*p, *w) != (cluster.processes(), workers))
+    {
+        return Err(EngineError::Checkpoint(format!(
+            "checkpoint {id} in this data dir was taken by {processes} process(es) of {of} \
+             worker(s); restoring it on {} of {workers} is not built yet: run that shape, or \
+             start over with --fresh on every process",
+            cluster.processes()
+        )));
+    }
+    let ids: Vec<Vec<u64>> = lists
+        .iter()
+        .map(|l| l.iter().map(|m| m.0).collect())
+        .collect();
+    let agreed = ids
+        .get(cluster.process)
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|id| ids.iter().all(|l| l.contains(id)))
+        .max();
+    if agreed.is_none() && ids.iter().any(|l| !l.is_empty()) {
+        tracing::warn!(
+            "no checkpoint is complete on every process (markers per process: {ids:?}); \
+             starting from the beginning"
+        );
+    }
+    let Some(own) = dir.prepare_restore_at(agreed)? else {
+        return Ok(None);
+    };
+    let mut merged = own.clone();
+    for (j, bytes) in peers.exchange(&encode("marker", &own)?)?.iter().enumerate() {
+        if j != cluster.process {
+            let theirs: crate::checkpoint::Manifest = serde_json::from_slice(bytes)
+                .map_err(|e| EngineError::Checkpoint(format!("process {j}'s marker: {e}")))?;
+            merged.merge(&theirs);
+        }
+    }
+    Ok(Some(merged))
 }

@@ -118,10 +118,21 @@ fn a_cluster_is_refused_with_a_clear_error_when_its_settings_do_not_fit() {
     assert!(err.contains("needs --hosts"), "{err}");
 }
 
-/// Starts process `i` of a cluster on `hosts`, in `dir`, its stderr piped.
+/// Starts process `i` of a cluster of `processes` on `hosts`, in `dir`, its stderr piped.
 fn start(dir: &Path, graph: &Path, hosts: &Path, i: usize, processes: usize) -> Child {
-    tickflow()
-        .current_dir(dir)
+    start_with(dir, graph, hosts, (i, processes), None)
+}
+
+/// [`start`], with the data directory `state` if given, and the summary in `dir`.
+fn start_with(
+    dir: &Path,
+    graph: &Path,
+    hosts: &Path,
+    (i, processes): (usize, usize),
+    state: Option<&Path>,
+) -> Child {
+    let mut c = tickflow();
+    c.current_dir(dir)
         .arg("run")
         .arg(graph)
         .args(["--workers", "1", "--processes", &processes.to_string()])
@@ -133,10 +144,23 @@ fn start(dir: &Path, graph: &Path, hosts: &Path, i: usize, processes: usize) -> 
             "--hosts",
         ])
         .arg(hosts)
+        .arg("--summary-json")
+        .arg(dir.join("summary.json"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    if let Some(state) = state {
+        c.arg("--data-dir").arg(state);
+    }
+    c.spawn().unwrap()
+}
+
+/// Hosts on fresh ports for `n` processes, written to `hosts`.
+fn fresh_hosts(hosts: &Path, n: usize) {
+    let lines: Vec<String> = free_ports(n)
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    std::fs::write(hosts, lines.join("\n")).unwrap();
 }
 
 /// Waits for `child` at most `secs` seconds (killing it and failing after that): exit code
@@ -254,4 +278,159 @@ fn the_cluster_bench_measures_two_processes_beside_one_with_the_bytes_between_th
     // Ticks cross between the processes (the file is read on process 0, bars are written on
     // process 1): bytes per tick are counted.
     assert!(number(5) > 10.0, "{row:?}");
+}
+
+/// Newest commit marker's file name in process `process`'s directory of a cluster's data dir.
+fn newest_marker_of(data_dir: &Path, process: usize) -> Option<std::ffi::OsString> {
+    crate::common::newest_marker(&data_dir.join(format!("process-{process}")))
+}
+
+/// Every process of a cluster of `dirs.len()` with data dir `state`, on fresh ports.
+fn start_all(dirs: &[PathBuf], graph: &Path, hosts: &Path, state: &Path) -> Vec<Child> {
+    fresh_hosts(hosts, dirs.len());
+    (0..dirs.len())
+        .map(|i| start_with(&dirs[i], graph, hosts, (i, dirs.len()), Some(state)))
+        .collect()
+}
+
+#[test]
+fn kill_9_of_either_process_then_a_restart_of_both_resumes_exactly_once() {
+    use rand::{Rng, SeedableRng};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    gen(&data, 300_000, 200, 11, &["--bad-ratio", "0.02"]);
+    let graph = root.path().join("g.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market-bars.toml"),
+    )
+    .unwrap()
+    .replace("examples/data", data.to_str().unwrap());
+    std::fs::write(
+        &graph,
+        format!("{example}\n[checkpoint]\ninterval = \"10s\"\nmin_pause = \"200ms\"\n"),
+    )
+    .unwrap();
+    // The reference: one process, no data directory.
+    let one = root.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let o = tickflow()
+        .current_dir(&one)
+        .arg("run")
+        .arg(&graph)
+        .args(["--workers", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let dirs: Vec<PathBuf> = (0..2).map(|i| root.path().join(format!("p{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (hosts, state) = (root.path().join("hosts"), root.path().join("state"));
+    let seed: u64 = std::env::var("TICKFLOW_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("cluster kill -9 test seed (TICKFLOW_TEST_SEED): {seed}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut kills, mut attempts) = (0, 0);
+    while kills < 3 {
+        attempts += 1;
+        assert!(attempts < 20, "could not kill the cluster 3 times");
+        // A random moment after this attempt committed a checkpoint of its own.
+        let before = newest_marker_of(&state, 0);
+        let mut children = start_all(&dirs, &graph, &hosts, &state);
+        let started = Instant::now();
+        let delay = Duration::from_millis(rng.gen_range(0..600));
+        let mut committed_at: Option<Instant> = None;
+        let mut exited = false;
+        while committed_at.is_none_or(|t| t.elapsed() < delay) {
+            if children.iter_mut().any(|c| c.try_wait().unwrap().is_some()) {
+                exited = true;
+                break;
+            }
+            if committed_at.is_none() && newest_marker_of(&state, 0) != before {
+                committed_at = Some(Instant::now());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no checkpoint in 2 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if exited {
+            for mut c in children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            std::fs::remove_dir_all(&state).unwrap();
+            let _ = std::fs::remove_dir_all(dirs[1].join("out"));
+            continue;
+        }
+        // SIGKILL one of them; the other halts on its own (shared fate).
+        let victim = kills % 2;
+        children[victim].kill().unwrap();
+        let mut rest = children.into_iter();
+        let (first, second) = (rest.next().unwrap(), rest.next().unwrap());
+        let (killed, other) = if victim == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let mut killed = killed;
+        killed.wait().unwrap();
+        let (code, err) = finish(other, 60);
+        assert_eq!(code, Some(75), "{err}");
+        kills += 1;
+    }
+    // Both again, to the end.
+    let children = start_all(&dirs, &graph, &hosts, &state);
+    for c in children {
+        let (code, err) = finish(c, 300);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[0].join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["restored_from"].as_u64().is_some(), "{summary}");
+    for f in OUTPUTS {
+        let want = std::fs::read(one.join("out").join(f)).unwrap();
+        let got = std::fs::read(dirs[1].join("out").join(f)).unwrap();
+        assert!(
+            got == want,
+            "{f} after 3 kills differs from the uninterrupted run"
+        );
+    }
+    // Another shape is refused, naming both, until restoring across shapes is built; so is
+    // one process on the cluster's directory.
+    let three: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("t{i}"))).collect();
+    for d in &three {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for child in start_all(&three, &graph, &hosts, &state) {
+        let (code, err) = finish(child, 60);
+        assert_ne!(code, Some(0), "{err}");
+        assert!(
+            err.contains("was taken by 2 process(es) of 1 worker(s); restoring it on 3 of 1"),
+            "{err}"
+        );
+    }
+    let one_on_cluster = tickflow()
+        .current_dir(&one)
+        .arg("run")
+        .arg(&graph)
+        .arg("--data-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!one_on_cluster.status.success());
+    assert!(
+        String::from_utf8_lossy(&one_on_cluster.stderr).contains("holds a cluster's state"),
+        "{}",
+        String::from_utf8_lossy(&one_on_cluster.stderr)
+    );
 }

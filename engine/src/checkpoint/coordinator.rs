@@ -27,6 +27,49 @@ pub struct CheckpointStats {
     pub save_ms_total: f64,
 }
 
+/// What the coordinators of a cluster's processes tell each other (through
+/// [`crate::render::relay`]). Process 0 chooses checkpoints; each process writes its own
+/// marker; a checkpoint is committed once every process has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ctrl {
+    /// Process 0: take checkpoint `.0`.
+    Arm(u64),
+    /// A process: a source here has already passed `at` (it is at `furthest`).
+    Missed {
+        /// The checkpoint.
+        at: u64,
+        /// Where the furthest source here is.
+        furthest: u64,
+    },
+    /// A process: my marker for this checkpoint is written.
+    Durable(u64),
+    /// Process 0: every process has written its marker for this checkpoint.
+    Committed(u64),
+}
+
+/// A coordinator's line to the others of its cluster.
+pub struct Link {
+    /// This process.
+    pub process: usize,
+    /// How many there are.
+    pub processes: usize,
+    /// To the relay, which sends to every other process: `(from, message)`.
+    pub send: crossbeam_channel::Sender<(usize, Ctrl)>,
+    /// Wakes the relay (set once it is built).
+    pub wake: Arc<std::sync::Mutex<Option<timely::scheduling::SyncActivator>>>,
+    /// From the relay: what the others sent.
+    pub recv: crossbeam_channel::Receiver<(usize, Ctrl)>,
+}
+
+impl Link {
+    fn tell(&self, message: Ctrl) {
+        let _ = self.send.send((self.process, message));
+        if let Some(wake) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = wake.activate();
+        }
+    }
+}
+
 /// Collects part reports and commits checkpoints every part has passed.
 pub struct Coordinator {
     dir: Arc<DataDir>,
@@ -38,6 +81,16 @@ pub struct Coordinator {
     stats: CheckpointStats,
     metrics: Option<Arc<crate::Metrics>>,
     epochs: Arc<Epochs>,
+    /// In a cluster: the line to the other processes, and what process 0 tracks.
+    link: Option<Link>,
+    /// In a cluster, the newest checkpoint every process has a marker for (this process's
+    /// newest marker otherwise): retention never drops it.
+    global: u64,
+    /// Process 0: the checkpoint armed and not yet committed everywhere, which processes
+    /// have written their marker for which checkpoint, and where to arm the next past.
+    pending: Option<u64>,
+    durable: BTreeMap<u64, std::collections::BTreeSet<usize>>,
+    hint: u64,
 }
 
 impl Coordinator {
@@ -60,6 +113,82 @@ impl Coordinator {
             reports: HashMap::new(),
             stats: CheckpointStats::default(),
             metrics: None,
+            link: None,
+            global: restored,
+            pending: None,
+            durable: BTreeMap::new(),
+            hint: restored,
+        }
+    }
+
+    /// Runs as one process's coordinator in a cluster.
+    pub fn in_cluster(mut self, link: Link) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Handles what the other processes sent, and (process 0) arms the next checkpoint.
+    fn cluster_step(&mut self, may_arm: bool) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let mut committed_now = None;
+        for (from, message) in link.recv.try_iter() {
+            match message {
+                Ctrl::Arm(at) => {
+                    if let Err(furthest) = self.epochs.arm_exact(at) {
+                        link.tell(Ctrl::Missed { at, furthest });
+                    }
+                }
+                Ctrl::Missed { at, furthest } if link.process == 0 => {
+                    self.hint = self.hint.max(furthest);
+                    if self.pending == Some(at) {
+                        self.pending = None;
+                    }
+                }
+                Ctrl::Durable(id) if link.process == 0 => {
+                    self.durable.entry(id).or_default().insert(from);
+                }
+                Ctrl::Committed(id) if link.process != 0 => committed_now = Some(id),
+                _ => {}
+            }
+        }
+        if link.process == 0 {
+            let processes = link.processes;
+            if let Some((&id, _)) = self
+                .durable
+                .iter()
+                .rev()
+                .find(|(_, who)| who.len() == processes)
+            {
+                if id > self.global {
+                    link.tell(Ctrl::Committed(id));
+                    committed_now = Some(id);
+                }
+                self.durable.retain(|k, _| *k > id);
+            }
+            if self
+                .pending
+                .is_some_and(|p| p <= self.global.max(committed_now.unwrap_or(0)))
+            {
+                self.pending = None;
+            }
+            if may_arm && self.pending.is_none() {
+                match self.epochs.arm_past(self.hint, self.global) {
+                    Some(Ok(at)) => {
+                        self.pending = Some(at);
+                        link.tell(Ctrl::Arm(at));
+                    }
+                    Some(Err(furthest)) => self.hint = self.hint.max(furthest),
+                    None => {}
+                }
+            }
+        }
+        if let Some(id) = committed_now.filter(|id| *id > self.global) {
+            self.global = id;
+            if let Some(metrics) = &self.metrics {
+                metrics.last_checkpoint.store(id, Ordering::Relaxed);
+            }
         }
     }
 
@@ -85,14 +214,24 @@ impl Coordinator {
         loop {
             let pending = self.epochs.armed() > self.committed;
             let due = last_arm.is_none_or(|t| t.elapsed() >= pause);
-            if result.is_ok() && !pending && due && self.epochs.arm(self.committed).is_some() {
+            if self.link.is_some() {
+                let before = self.pending;
+                self.cluster_step(result.is_ok() && due);
+                if self.pending.is_some() && self.pending != before {
+                    last_arm = Some(Instant::now());
+                }
+            } else if result.is_ok() && !pending && due && self.epochs.arm(self.committed).is_some()
+            {
                 last_arm = Some(Instant::now());
             }
             let wait = match last_arm {
                 Some(t) if !pending => pause.saturating_sub(t.elapsed()),
                 _ => Duration::from_millis(100),
             }
-            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+            .clamp(
+                Duration::from_millis(1),
+                Duration::from_millis(if self.link.is_some() { 10 } else { 100 }),
+            );
             let (first, open) = match reports.recv_timeout(wait) {
                 Ok(r) => (Some(r), true),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => (None, true),
@@ -111,6 +250,11 @@ impl Coordinator {
             if !open {
                 break;
             }
+        }
+        // The others may still write markers after this process is done: let process 0 commit
+        // what it can see (the markers on disk decide what a restore uses anyway).
+        if self.link.is_some() {
+            self.cluster_step(false);
         }
         result.map(|_| self.stats)
     }
@@ -134,6 +278,7 @@ impl Coordinator {
             graph: self.dir.identity.clone(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             workers: self.workers,
+            processes: self.link.as_ref().map_or(1, |l| l.processes),
             sources: BTreeMap::new(),
             sinks: BTreeMap::new(),
             operators: BTreeMap::new(),
@@ -181,15 +326,27 @@ impl Coordinator {
             }
         }
         m.align_ms = first.map_or(0.0, |f| f.elapsed().as_secs_f64() * 1000.0);
-        self.dir.commit(&m, &self.sink_files)?;
+        // In a cluster only a checkpoint every process has a marker for is committed: until
+        // then retention keeps the newest such one.
+        let protect = if self.link.is_some() { self.global } else { id };
+        self.dir.commit(&m, &self.sink_files, protect)?;
         self.committed = id;
         self.stats.committed += 1;
         self.stats.last_id = Some(id);
         self.stats.align_ms.push(m.align_ms);
         if let Some(metrics) = &self.metrics {
             metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-            metrics.last_checkpoint.store(id, Ordering::Relaxed);
+            if self.link.is_none() {
+                metrics.last_checkpoint.store(id, Ordering::Relaxed);
+            }
             metrics.observe_align(m.align_ms);
+        }
+        if let Some(link) = &self.link {
+            if link.process == 0 {
+                self.durable.entry(id).or_default().insert(0);
+            } else {
+                link.tell(Ctrl::Durable(id));
+            }
         }
         self.stats.write_ms.push(m.write_ms);
         for rs in self.reports.values_mut() {

@@ -168,10 +168,79 @@ impl DataDir {
         Ok(chosen)
     }
 
+    /// The usable commit markers here, newest first, as `(id, processes, workers)`: what a
+    /// cluster's processes tell each other at start, to agree on the newest checkpoint every
+    /// one of them has, taken by the same shape.
+    pub fn usable_markers(&self) -> Result<Vec<(u64, usize, usize)>, EngineError> {
+        let base = self.store.base_version().map_err(|e| self.state_error(e))?;
+        Ok(list_markers(&self.path)?
+            .into_iter()
+            .filter_map(|m| m.manifest.ok())
+            .filter(|m| self.identity.can_restore(&m.graph) && m.id >= base)
+            .map(|m| (m.id, m.processes, m.workers))
+            .collect())
+    }
+
+    /// The marker of checkpoint `id`, if it is here and usable.
+    pub fn marker(&self, id: u64) -> Result<Option<Manifest>, EngineError> {
+        Ok(list_markers(&self.path)?
+            .into_iter()
+            .filter_map(|m| m.manifest.ok())
+            .find(|m| m.id == id && self.identity.can_restore(&m.graph)))
+    }
+
+    /// In a cluster: restores checkpoint `agreed`, the newest one every process has a marker
+    /// for (`None`: there is none), dropping this process's markers and state after it (they
+    /// were never complete on every process).
+    pub fn prepare_restore_at(&self, agreed: Option<u64>) -> Result<Option<Manifest>, EngineError> {
+        let base = self.store.base_version().map_err(|e| self.state_error(e))?;
+        let keep = agreed.unwrap_or(0);
+        if base > keep {
+            return Err(EngineError::Checkpoint(format!(
+                "data dir {} holds state folded through checkpoint {base}, past the newest \
+                 checkpoint complete on every process ({}); use --fresh on every process to \
+                 start over",
+                self.path.display(),
+                agreed.map_or("none".to_string(), |a| a.to_string())
+            )));
+        }
+        let mut chosen = None;
+        for marker in list_markers(&self.path)? {
+            match &marker.manifest {
+                Ok(m) if m.id > keep || agreed.is_none() => {
+                    tracing::warn!(
+                        "dropping checkpoint {}: not complete on every process",
+                        marker.path.display()
+                    );
+                    fs::remove_file(&marker.path).map_err(|e| io(&marker.path, e))?;
+                }
+                Ok(m) if m.id == keep => chosen = Some(m.clone()),
+                _ => {}
+            }
+        }
+        if agreed.is_some() && chosen.is_none() {
+            return Err(EngineError::Checkpoint(format!(
+                "data dir {} has no usable marker for checkpoint {keep}",
+                self.path.display()
+            )));
+        }
+        self.store
+            .discard_after(keep)
+            .map_err(|e| self.state_error(e))?;
+        Ok(chosen)
+    }
+
     /// Writes the commit marker for `m` once the state log and the sink files are synced,
     /// then applies retention: keeps the newest `retain` markers and deletes older ones; once it
     /// is [`FOLD_EVERY`] intervals behind, state older than the oldest kept marker is folded into the base.
-    pub fn commit(&self, m: &Manifest, sink_files: &[PathBuf]) -> Result<(), EngineError> {
+    /// Markers at or after `protect` are kept whatever their number (in a cluster, the newest
+    /// checkpoint complete on every process), and nothing is folded past it.
+    pub fn commit(
+        &self,
+        m: &Manifest,
+        sink_files: &[PathBuf],
+        protect: u64,
+    ) -> Result<(), EngineError> {
         self.store.sync().map_err(|e| self.state_error(e))?;
         for path in sink_files {
             File::open(path)
@@ -188,10 +257,11 @@ impl DataDir {
         if let Some(oldest_kept) = valid.get(keep - 1).and_then(|f| f.manifest.as_ref().ok()) {
             // Old markers go first, right after the new one is durable (a crash between the
             // two leaves one marker more than `retain`, never fewer), then the slow fold.
+            let oldest_kept_id = oldest_kept.id.min(protect);
             for old in markers.iter().filter(|f| {
                 f.manifest
                     .as_ref()
-                    .map_or(true, |om| om.id < oldest_kept.id)
+                    .map_or(true, |om| om.id < oldest_kept_id)
             }) {
                 fs::remove_file(&old.path).map_err(|e| io(&old.path, e))?;
             }
@@ -199,9 +269,9 @@ impl DataDir {
             // Deltas of deleted markers stay readable (a restore reads base + every delta up to
             // its checkpoint), so folding can wait and batch many checkpoints into one pass.
             let batch = FOLD_EVERY.saturating_mul(self.config.interval_ms);
-            if oldest_kept.id > base && oldest_kept.id - base >= batch {
+            if oldest_kept_id > base && oldest_kept_id - base >= batch {
                 self.store
-                    .fold_through(oldest_kept.id)
+                    .fold_through(oldest_kept_id)
                     .map_err(|e| self.state_error(e))?;
             }
         }

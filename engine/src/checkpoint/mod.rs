@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::plan::Plan;
 use crate::EngineError;
 
-pub use coordinator::{CheckpointStats, Coordinator};
+pub use coordinator::{CheckpointStats, Coordinator, Ctrl, Link};
 pub use data_dir::DataDir;
 pub use manifest::{
     decode_manifest, encode_manifest, list_markers, write_atomic, ManifestError, MarkerFile,
@@ -179,6 +179,57 @@ impl Epochs {
         }
         self.armed.store(next, std::sync::atomic::Ordering::Release);
         Some(next)
+    }
+}
+
+impl Epochs {
+    /// Arms `at`, chosen by another process of a cluster, unless a source here has already
+    /// moved past it (it would pass it without saving): then nothing is armed and the
+    /// furthest position here is returned, for the next choice to be past it.
+    pub fn arm_exact(&self, at: u64) -> Result<(), u64> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let furthest = sources
+            .values()
+            .copied()
+            .filter(|t| *t != u64::MAX)
+            .max()
+            .unwrap_or(0);
+        if furthest >= at {
+            return Err(furthest);
+        }
+        self.armed.store(at, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The furthest position a source here has moved to (finished sources aside).
+    pub fn furthest(&self) -> u64 {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources
+            .values()
+            .copied()
+            .filter(|t| *t != u64::MAX)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Arms the first multiple of the interval past `past` and `committed` (a cluster's first
+    /// process choosing for all of them), unless one here is past it already (as
+    /// [`Epochs::arm_exact`]). `None` once every source here is finished, or at the end.
+    pub fn arm_past(&self, past: u64, committed: u64) -> Option<Result<u64, u64>> {
+        {
+            let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            if !sources.is_empty() && sources.values().all(|t| *t == u64::MAX) {
+                return None;
+            }
+        }
+        let ahead = past.max(committed).max(self.furthest());
+        let next = (ahead / self.interval)
+            .checked_add(1)?
+            .checked_mul(self.interval)?;
+        if next >= final_id(self.interval) {
+            return None;
+        }
+        Some(self.arm_exact(next).map(|()| next))
     }
 }
 
@@ -374,8 +425,12 @@ pub struct Manifest {
     pub graph: GraphIdentity,
     /// Wall-clock time the marker was written (RFC 3339).
     pub created_at: String,
-    /// Workers of the run that wrote it.
+    /// Workers of the run that wrote it (per process, in a cluster).
     pub workers: usize,
+    /// Processes of the run that wrote it (1 but in a cluster, where each process writes
+    /// its own marker holding its own parts).
+    #[serde(default = "one")]
+    pub processes: usize,
     /// Source positions by source name.
     pub sources: BTreeMap<String, SourcePosition>,
     /// Sink positions by sink name.
@@ -388,7 +443,33 @@ pub struct Manifest {
     pub write_ms: f64,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Manifest {
+    /// Folds the marker another process of a cluster wrote for the same checkpoint into this
+    /// one: what one coordinator would have written for the whole cluster.
+    pub fn merge(&mut self, other: &Manifest) {
+        for (name, p) in &other.sources {
+            match self.sources.get_mut(name) {
+                Some(merged) => merged.merge(p),
+                None => {
+                    self.sources.insert(name.clone(), p.clone());
+                }
+            }
+        }
+        self.sinks
+            .extend(other.sinks.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, o) in &other.operators {
+            let e = self.operators.entry(name.clone()).or_default();
+            e.entries += o.entries;
+            e.bytes_written += o.bytes_written;
+        }
+        self.align_ms = self.align_ms.max(other.align_ms);
+        self.write_ms = self.write_ms.max(other.write_ms);
+    }
+
     /// The checkpoint time as RFC 3339, or `final`.
     pub fn time_label(&self) -> String {
         if self.complete {
@@ -483,6 +564,21 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_chosen_elsewhere_is_armed_only_if_no_source_here_passed_it() {
+        let e = Epochs::new(10, 0);
+        let a = PartId::SourceWorker("a".into(), 1);
+        assert_eq!(e.source_moves(&a, 47), 0);
+        assert_eq!(e.arm_exact(40), Err(47), "passed already: said, not armed");
+        assert_eq!(e.armed(), 0);
+        assert_eq!(e.arm_exact(50), Ok(()));
+        assert_eq!(e.armed(), 50);
+        // Process 0 chooses past what the others said and what it sees.
+        assert_eq!(e.arm_past(63, 50), Some(Ok(70)));
+        e.source_moves(&a, u64::MAX);
+        assert_eq!(e.arm_past(0, 70), None, "every source here is finished");
+    }
+
+    #[test]
     fn checkpoints_are_armed_past_every_source() {
         let e = Epochs::new(10, 20);
         assert_eq!(e.arm(20), Some(30), "past the committed one");
@@ -499,6 +595,7 @@ mod tests {
     #[test]
     fn manifest_round_trip_and_damage_is_detected() {
         let m = Manifest {
+            processes: 1,
             format: MANIFEST_FORMAT,
             id: 20_000,
             complete: false,

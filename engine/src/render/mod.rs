@@ -24,6 +24,7 @@ pub mod dedup;
 pub mod failure;
 pub mod flow;
 pub mod part;
+pub mod relay;
 pub mod sink;
 pub mod source;
 pub mod split;
@@ -203,6 +204,9 @@ pub fn build(
             }
             streams.insert(&op.name, output, stream);
         }
+    }
+    if let Some(ends) = durable.and_then(|d| d.relay.as_ref()) {
+        relay::render(scope, ends, probe.clone());
     }
     let names = Arc::new(plan.source_names());
     for s in &plan.sinks {

@@ -34,6 +34,8 @@ pub struct Durability {
     pub epochs: Arc<Epochs>,
     /// Longest time a worker spent taking its state back, µs.
     pub restore_us: Arc<AtomicU64>,
+    /// In a cluster, the checkpoint coordinators' line between the processes.
+    pub relay: Option<super::relay::RelayEnds>,
 }
 
 impl Durability {
