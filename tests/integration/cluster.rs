@@ -51,9 +51,12 @@ fn the_example_on_two_and_three_processes_writes_the_one_process_outputs_byte_fo
         let dirs: Vec<PathBuf> = (0..processes)
             .map(|i| example_dir(root.path(), &format!("{shape}-{i}")))
             .collect();
-        let summaries = run_cluster(Path::new("market-bars.toml"), processes, workers, |i| {
-            dirs[i].clone()
-        });
+        let summaries = run_cluster(
+            Path::new("market-bars.toml"),
+            (processes, workers),
+            |i| dirs[i].clone(),
+            &[],
+        );
         for (i, s) in summaries.iter().enumerate() {
             assert_eq!(s["process"], serde_json::json!([i, processes]), "{shape}");
         }

@@ -179,13 +179,13 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// Runs `graph` on a cluster of `processes` tickflow processes of `workers` threads each, on
-/// 127.0.0.1: process `i` runs in working directory `cwd(i)`. Every process must succeed
-/// within 5 minutes; returns their summaries, in process order.
+/// 127.0.0.1: process `i` runs in working directory `cwd(i)`, with `extra` arguments. Every
+/// process must succeed within 5 minutes; returns their summaries, in process order.
 pub fn run_cluster(
     graph: &Path,
-    processes: usize,
-    workers: usize,
+    (processes, workers): (usize, usize),
     cwd: impl Fn(usize) -> PathBuf,
+    extra: &[&str],
 ) -> Vec<serde_json::Value> {
     let hosts_dir = tempfile::tempdir().unwrap();
     let hosts = hosts_dir.path().join("hosts");
@@ -209,6 +209,7 @@ pub fn run_cluster(
                 .arg(&hosts)
                 .arg("--summary-json")
                 .arg(&summaries[i])
+                .args(extra)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
