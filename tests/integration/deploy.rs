@@ -89,6 +89,7 @@ fn the_kubernetes_manifests_validate_against_kubernetes_1_31() {
     }
     let run = std::fs::read_to_string(dir.join("run-cluster.yaml")).unwrap();
     assert!(run.contains("TICKFLOW_PROCESSES") && run.contains("TICKFLOW_HOSTS"));
+    assert!(run.contains("--data-dir") && run.contains("volumeClaimTemplates:"));
 }
 
 /// Metric families of a `/metrics` text: `# TYPE` names, with a histogram's series names.
