@@ -1,13 +1,108 @@
 //! `tickflow checkpoints list|inspect`: what a data directory holds.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use tickflow_engine::checkpoint::{list_markers, Manifest};
 use tickflow_state::{Store, TableStats};
 
-/// Prints every commit marker of `dir`, newest first, usable or not.
+/// The per-process directories of a cluster's data directory (`process-<index>`), by index;
+/// empty for a one-process data directory.
+fn process_dirs(dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
+    if dir.join("checkpoints").exists() || !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let index = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("process-"))
+            .and_then(|i| i.parse::<usize>().ok());
+        if let Some(i) = index {
+            out.push((i, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A cluster's checkpoints: per id, the marker of every process that wrote one, newest first.
+fn cluster_checkpoints(
+    processes: &[(usize, PathBuf)],
+) -> anyhow::Result<Vec<(u64, BTreeMap<usize, Manifest>)>> {
+    let mut by_id: BTreeMap<u64, BTreeMap<usize, Manifest>> = BTreeMap::new();
+    for (i, path) in processes {
+        for m in list_markers(path)? {
+            if let Ok(man) = m.manifest {
+                by_id.entry(man.id).or_default().insert(*i, man);
+            }
+        }
+    }
+    Ok(by_id.into_iter().rev().collect())
+}
+
+/// Whether every process of the shape that took it has a marker.
+fn complete(markers: &BTreeMap<usize, Manifest>) -> bool {
+    markers
+        .values()
+        .next()
+        .is_some_and(|m| (0..m.processes).all(|i| markers.contains_key(&i)))
+}
+
+/// `list` for a cluster's data directory.
+fn list_cluster(dir: &Path, processes: &[(usize, PathBuf)], json: bool) -> anyhow::Result<()> {
+    let checkpoints = cluster_checkpoints(processes)?;
+    if json {
+        let rows: Vec<serde_json::Value> = checkpoints
+            .iter()
+            .map(|(id, markers)| {
+                serde_json::json!({
+                    "id": id,
+                    "complete": complete(markers),
+                    "processes": markers.keys().collect::<Vec<_>>(),
+                    "shape": markers.values().next().map(|m| (m.processes, m.workers)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "cluster data dir {} ({} process directories)",
+        dir.display(),
+        processes.len()
+    );
+    println!(
+        "{:<20} {:<26} {:<12} {:<16} complete",
+        "id", "event time", "shape", "markers on"
+    );
+    for (id, markers) in &checkpoints {
+        let Some(any) = markers.values().next() else {
+            continue;
+        };
+        let on: Vec<String> = markers.keys().map(usize::to_string).collect();
+        println!(
+            "{:<20} {:<26} {:<12} {:<16} {}",
+            id,
+            any.time_label(),
+            format!("{} x {}", any.processes, any.workers),
+            on.join(","),
+            if complete(markers) { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+/// Prints every commit marker of `dir`, newest first, usable or not; for a cluster's data
+/// directory, every checkpoint with the processes that wrote a marker for it.
 pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let processes = process_dirs(dir)?;
+    if !processes.is_empty() {
+        return list_cluster(dir, &processes, json);
+    }
     let markers = list_markers(dir)?;
     if json {
         let rows: Vec<serde_json::Value> = markers
@@ -50,25 +145,63 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints one checkpoint: positions, sink lengths and per-table state sizes.
+/// Prints one checkpoint: positions, sink lengths and per-table state sizes; of a cluster,
+/// a checkpoint complete on every process, its markers merged and its tables summed.
 pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let markers = list_markers(dir)?;
     let wanted = (id != "latest")
         .then(|| id.parse::<u64>())
         .transpose()
         .with_context(|| format!("checkpoint id {id:?} is not a number or `latest`"))?;
-    let manifest: Manifest = match markers
-        .iter()
-        .filter_map(|m| m.manifest.as_ref().ok())
-        .find(|m| wanted.is_none_or(|w| m.id == w))
-    {
-        Some(m) => m.clone(),
-        None => bail!("no usable checkpoint {id} in {}", dir.display()),
+    let processes = process_dirs(dir)?;
+    let (manifest, stores): (Manifest, Vec<PathBuf>) = if processes.is_empty() {
+        let markers = list_markers(dir)?;
+        match markers
+            .iter()
+            .filter_map(|m| m.manifest.as_ref().ok())
+            .find(|m| wanted.is_none_or(|w| m.id == w))
+        {
+            Some(m) => (m.clone(), vec![dir.to_path_buf()]),
+            None => bail!("no usable checkpoint {id} in {}", dir.display()),
+        }
+    } else {
+        let Some((_, markers)) = cluster_checkpoints(&processes)?
+            .into_iter()
+            .find(|(i, markers)| complete(markers) && wanted.is_none_or(|w| *i == w))
+        else {
+            bail!(
+                "no checkpoint {id} complete on every process in {}",
+                dir.display()
+            );
+        };
+        let mut all = markers.into_iter();
+        let Some((first_process, mut merged)) = all.next() else {
+            bail!("no checkpoint {id} in {}", dir.display());
+        };
+        let mut dirs = vec![(first_process, merged.clone())];
+        for (i, m) in all {
+            merged.merge(&m);
+            dirs.push((i, m));
+        }
+        let stores = dirs
+            .iter()
+            .filter_map(|(i, _)| processes.iter().find(|(p, _)| p == i))
+            .map(|(_, path)| path.clone())
+            .collect();
+        (merged, stores)
     };
-    let store = Store::open_read_only(&dir.join("state"))?;
     let mut tables: Vec<(String, TableStats)> = Vec::new();
-    for table in store.tables() {
-        tables.push((table.clone(), store.stats(table, manifest.id)?));
+    for path in &stores {
+        let store = Store::open_read_only(&path.join("state"))?;
+        for table in store.tables() {
+            let stats = store.stats(table, manifest.id)?;
+            match tables.iter_mut().find(|(t, _)| t == table) {
+                Some((_, sum)) => {
+                    sum.entries += stats.entries;
+                    sum.bytes += stats.bytes;
+                }
+                None => tables.push((table.clone(), stats)),
+            }
+        }
     }
     if json {
         let t: serde_json::Map<String, serde_json::Value> = tables
@@ -92,7 +225,14 @@ pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
         "  graph {} v{} (fingerprint {})",
         m.graph.name, m.graph.version, m.graph.fingerprint
     );
-    println!("  written at {} by {} worker(s)", m.created_at, m.workers);
+    if m.processes > 1 {
+        println!(
+            "  written at {} by {} process(es) of {} worker(s)",
+            m.created_at, m.processes, m.workers
+        );
+    } else {
+        println!("  written at {} by {} worker(s)", m.created_at, m.workers);
+    }
     println!(
         "  align {:.1} ms (first save to commit), longest save {:.1} ms",
         m.align_ms, m.write_ms

@@ -408,6 +408,29 @@ fn kill_9_of_either_process_then_a_restart_of_both_resumes_exactly_once() {
             "{f} after 3 kills differs from the uninterrupted run"
         );
     }
+    // The cluster's checkpoints, as an operator lists and inspects them.
+    let list = crate::common::run_cli(&["checkpoints", "list", state.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let final_row = text
+        .lines()
+        .find(|l| l.contains(" final "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        final_row.contains("2 x 1") && final_row.contains("0,1") && final_row.ends_with("yes"),
+        "{text}"
+    );
+    let inspect =
+        crate::common::run_cli(&["checkpoints", "inspect", state.to_str().unwrap(), "latest"]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("by 2 process(es) of 1 worker(s)") && text.contains("bars/windows"),
+        "{text}"
+    );
     // Another shape is refused, naming both, until restoring across shapes is built; so is
     // one process on the cluster's directory.
     let three: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("t{i}"))).collect();
