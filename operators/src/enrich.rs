@@ -145,8 +145,14 @@ impl ReferenceData {
     /// Joins one tick with its instrument, or dead-letters it as `unknown_instrument`.
     pub fn enrich(&self, tick: Tick) -> Result<EnrichedTick, DeadLetter> {
         match self.by_symbol.get(&*tick.symbol) {
+            // Joined, the tick can no longer be dead-lettered: its raw line (kept for that) is
+            // dropped here rather than carried through the window's exchange (across
+            // processes in a cluster, where it was most of the bytes).
             Some(instrument) => Ok(EnrichedTick {
-                tick,
+                tick: Tick {
+                    raw: String::new(),
+                    ..tick
+                },
                 instrument: Arc::clone(instrument),
             }),
             None => Err(DeadLetter {
