@@ -250,3 +250,18 @@ pub fn run_cluster(
         })
         .collect()
 }
+
+/// A random test's seed: `TICKFLOW_TEST_SEED` when set (to replay a failure), else the clock;
+/// printed with `what`.
+pub fn test_seed(what: &str) -> u64 {
+    let seed = std::env::var("TICKFLOW_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{what} (TICKFLOW_TEST_SEED): {seed}");
+    seed
+}

@@ -423,8 +423,7 @@ fn kafka_run_killed_three_times_still_writes_each_bar_once() {
         .replace("idle_timeout = \"5s\"", "idle_timeout = \"1s\"");
     std::fs::write(&graph, text).unwrap();
     let state = s.root.path().join("state");
-    let seed: u64 = rand::random();
-    eprintln!("kill seed {seed}");
+    let seed = crate::common::test_seed("Kafka kill -9 test seed");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut kills = 0;
     let mut attempts = 0;

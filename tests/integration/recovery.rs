@@ -146,15 +146,7 @@ fn crashed(o: &Output) -> bool {
 fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let case = Case::new(500_000, 1_000, "10s");
     let data_dir = case.root.path().join("dd");
-    let seed: u64 = std::env::var("TICKFLOW_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        });
-    eprintln!("kill -9 test seed (TICKFLOW_TEST_SEED): {seed}");
+    let seed = crate::common::test_seed("kill -9 test seed");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut kills = 0;
     let mut newest = Vec::new();
