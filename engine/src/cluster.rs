@@ -102,7 +102,6 @@ impl Cluster {
     /// Connects to every peer (see [`Cluster::connect`]).
     pub fn connect_peers(&self) -> Result<Peers, EngineError> {
         Ok(Peers {
-            process: self.process,
             sockets: self.connect().map_err(EngineError::Dataflow)?,
         })
     }
@@ -229,7 +228,6 @@ impl Cluster {
 /// The connections to every other process, before Timely takes them: the processes can agree
 /// on something first (which checkpoint to restore).
 pub struct Peers {
-    process: usize,
     sockets: Vec<Option<TcpStream>>,
 }
 
@@ -261,11 +259,6 @@ impl Peers {
             }
         }
         Ok(all)
-    }
-
-    /// This process's index.
-    pub fn process(&self) -> usize {
-        self.process
     }
 }
 

@@ -174,13 +174,10 @@ impl Coordinator {
                 self.pending = None;
             }
             if may_arm && self.pending.is_none() {
-                match self.epochs.arm_past(self.hint, self.global) {
-                    Some(Ok(at)) => {
-                        self.pending = Some(at);
-                        link.tell(Ctrl::Arm(at));
-                    }
-                    Some(Err(furthest)) => self.hint = self.hint.max(furthest),
-                    None => {}
+                // Under the lock sources take here, so never behind a source of this process.
+                if let Some(at) = self.epochs.arm(self.hint.max(self.global)) {
+                    self.pending = Some(at);
+                    link.tell(Ctrl::Arm(at));
                 }
             }
         }

@@ -181,14 +181,6 @@ impl DataDir {
             .collect())
     }
 
-    /// The marker of checkpoint `id`, if it is here and usable.
-    pub fn marker(&self, id: u64) -> Result<Option<Manifest>, EngineError> {
-        Ok(list_markers(&self.path)?
-            .into_iter()
-            .filter_map(|m| m.manifest.ok())
-            .find(|m| m.id == id && self.identity.can_restore(&m.graph)))
-    }
-
     /// In a cluster: restores checkpoint `agreed`, the newest one every process has a marker
     /// for (`None`: there is none), dropping this process's markers and state after it (they
     /// were never complete on every process).

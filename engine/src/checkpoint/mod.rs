@@ -158,19 +158,15 @@ impl Epochs {
     }
 
     /// Arms the next checkpoint: the first multiple of the interval past every source's
-    /// watermark and past `committed`. `None` (nothing armed) once every source is finished.
-    pub fn arm(&self, committed: u64) -> Option<u64> {
+    /// watermark and past `past` (the newest committed checkpoint; in a cluster, process 0
+    /// also passes where the others said their sources are). `None` (nothing armed) once every
+    /// source is finished.
+    pub fn arm(&self, past: u64) -> Option<u64> {
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if !sources.is_empty() && sources.values().all(|t| *t == u64::MAX) {
             return None;
         }
-        let ahead = sources
-            .values()
-            .copied()
-            .filter(|t| *t != u64::MAX)
-            .chain(std::iter::once(committed))
-            .max()
-            .unwrap_or(committed);
+        let ahead = furthest(&sources).max(past);
         let next = (ahead / self.interval)
             .checked_add(1)?
             .checked_mul(self.interval)?;
@@ -180,57 +176,29 @@ impl Epochs {
         self.armed.store(next, std::sync::atomic::Ordering::Release);
         Some(next)
     }
-}
 
-impl Epochs {
     /// Arms `at`, chosen by another process of a cluster, unless a source here has already
     /// moved past it (it would pass it without saving): then nothing is armed and the
     /// furthest position here is returned, for the next choice to be past it.
     pub fn arm_exact(&self, at: u64) -> Result<(), u64> {
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let furthest = sources
-            .values()
-            .copied()
-            .filter(|t| *t != u64::MAX)
-            .max()
-            .unwrap_or(0);
+        let furthest = furthest(&sources);
         if furthest >= at {
             return Err(furthest);
         }
         self.armed.store(at, std::sync::atomic::Ordering::Release);
         Ok(())
     }
+}
 
-    /// The furthest position a source here has moved to (finished sources aside).
-    pub fn furthest(&self) -> u64 {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources
-            .values()
-            .copied()
-            .filter(|t| *t != u64::MAX)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Arms the first multiple of the interval past `past` and `committed` (a cluster's first
-    /// process choosing for all of them), unless one here is past it already (as
-    /// [`Epochs::arm_exact`]). `None` once every source here is finished, or at the end.
-    pub fn arm_past(&self, past: u64, committed: u64) -> Option<Result<u64, u64>> {
-        {
-            let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            if !sources.is_empty() && sources.values().all(|t| *t == u64::MAX) {
-                return None;
-            }
-        }
-        let ahead = past.max(committed).max(self.furthest());
-        let next = (ahead / self.interval)
-            .checked_add(1)?
-            .checked_mul(self.interval)?;
-        if next >= final_id(self.interval) {
-            return None;
-        }
-        Some(self.arm_exact(next).map(|()| next))
-    }
+/// The furthest position a source has moved to, finished sources aside (0 if none has).
+fn furthest(sources: &HashMap<PartId, u64>) -> u64 {
+    sources
+        .values()
+        .copied()
+        .filter(|t| *t != u64::MAX)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The id of the final checkpoint of a bounded run, written once every input is consumed.
@@ -573,9 +541,9 @@ mod tests {
         assert_eq!(e.arm_exact(50), Ok(()));
         assert_eq!(e.armed(), 50);
         // Process 0 chooses past what the others said and what it sees.
-        assert_eq!(e.arm_past(63, 50), Some(Ok(70)));
+        assert_eq!(e.arm(63), Some(70));
         e.source_moves(&a, u64::MAX);
-        assert_eq!(e.arm_past(0, 70), None, "every source here is finished");
+        assert_eq!(e.arm(70), None, "every source here is finished");
     }
 
     #[test]
