@@ -8,6 +8,7 @@ mod deploy;
 mod fuzz;
 mod http;
 mod kafka;
+mod kafka_cluster;
 mod kafka_partitions;
 mod oracle;
 mod pipeline;
