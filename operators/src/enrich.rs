@@ -200,6 +200,9 @@ mod tests {
         let r = ReferenceData::from_rows("ref.csv", &header(), &rows).unwrap();
         let e = r.enrich(tick("AAPL")).unwrap();
         assert_eq!(&*e.instrument.instrument_id, "INS-1");
+        // Joined, it can no longer be dead-lettered: its raw line is not carried on.
+        assert_eq!(e.tick.raw, "");
+        assert_eq!((e.tick.seq, e.tick.ordinal.line), (1, 9));
         assert_eq!(
             e.instrument.attributes,
             vec![
