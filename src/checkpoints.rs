@@ -4,52 +4,41 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use tickflow_engine::checkpoint::{list_markers, Manifest};
+use tickflow_engine::checkpoint::{layout, list_markers, Manifest};
 use tickflow_state::{Store, TableStats};
 
 /// The per-process directories of a cluster's data directory (`process-<index>`), by index;
 /// empty for a one-process data directory.
 fn process_dirs(dir: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
-    if dir.join("checkpoints").exists() || !dir.is_dir() {
+    if layout::is_flat(dir) {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        let index = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("process-"))
-            .and_then(|i| i.parse::<usize>().ok());
-        if let Some(i) = index {
-            out.push((i, path));
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(layout::process_dirs(dir)?)
 }
 
 /// A cluster's checkpoints: per id, the marker of every process that wrote one, newest first.
 fn cluster_checkpoints(
     processes: &[(usize, PathBuf)],
 ) -> anyhow::Result<Vec<(u64, BTreeMap<usize, Manifest>)>> {
-    let mut by_id: BTreeMap<u64, BTreeMap<usize, Manifest>> = BTreeMap::new();
-    for (i, path) in processes {
-        for m in list_markers(path)? {
-            if let Ok(man) = m.manifest {
-                by_id.entry(man.id).or_default().insert(*i, man);
-            }
-        }
-    }
-    Ok(by_id.into_iter().rev().collect())
+    Ok(layout::markers_by_id(processes)?
+        .into_iter()
+        .rev()
+        .collect())
 }
 
-/// Whether every process of the shape that took it has a marker.
-fn complete(markers: &BTreeMap<usize, Manifest>) -> bool {
-    markers
-        .values()
-        .next()
-        .is_some_and(|m| (0..m.processes).all(|i| markers.contains_key(&i)))
+/// Says so when `dir` holds another shape's checkpoint not yet taken over by the current one.
+fn note_pending(dir: &Path, json: bool) -> anyhow::Result<()> {
+    if let (Some(r), false) = (layout::pending(dir)?, json) {
+        println!(
+            "pending: checkpoint {} of {} process(es) x {} worker(s) in {}, restored on another \
+             shape; kept until the new shape commits one on every process",
+            r.id,
+            r.processes,
+            r.workers,
+            r.from.display()
+        );
+    }
+    Ok(())
 }
 
 /// `list` for a cluster's data directory.
@@ -61,7 +50,7 @@ fn list_cluster(dir: &Path, processes: &[(usize, PathBuf)], json: bool) -> anyho
             .map(|(id, markers)| {
                 serde_json::json!({
                     "id": id,
-                    "complete": complete(markers),
+                    "complete": layout::is_complete(markers),
                     "processes": markers.keys().collect::<Vec<_>>(),
                     "shape": markers.values().next().map(|m| (m.processes, m.workers)),
                 })
@@ -90,7 +79,11 @@ fn list_cluster(dir: &Path, processes: &[(usize, PathBuf)], json: bool) -> anyho
             any.time_label(),
             format!("{} x {}", any.processes, any.workers),
             on.join(","),
-            if complete(markers) { "yes" } else { "no" }
+            if layout::is_complete(markers) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
     Ok(())
@@ -99,6 +92,7 @@ fn list_cluster(dir: &Path, processes: &[(usize, PathBuf)], json: bool) -> anyho
 /// Prints every commit marker of `dir`, newest first, usable or not; for a cluster's data
 /// directory, every checkpoint with the processes that wrote a marker for it.
 pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
+    note_pending(dir, json)?;
     let processes = process_dirs(dir)?;
     if !processes.is_empty() {
         return list_cluster(dir, &processes, json);
@@ -166,7 +160,7 @@ pub fn inspect(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     } else {
         let Some((_, markers)) = cluster_checkpoints(&processes)?
             .into_iter()
-            .find(|(i, markers)| complete(markers) && wanted.is_none_or(|w| *i == w))
+            .find(|(i, markers)| layout::is_complete(markers) && wanted.is_none_or(|w| *i == w))
         else {
             bail!(
                 "no checkpoint {id} complete on every process in {}",

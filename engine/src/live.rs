@@ -161,10 +161,13 @@ impl ProjectionView {
         error.map_or(Ok(ops), Err)
     }
 
-    /// Takes stored entries back (all of them: one worker keeps the view).
+    /// Takes stored entries back (all of them: one worker keeps the view); with `rewrite`
+    /// (restored from another cluster shape, into a store that holds none of them) the next
+    /// snapshot writes them all.
     pub fn restore<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        rewrite: bool,
     ) -> Result<(), StateError> {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in entries {
@@ -174,6 +177,9 @@ impl ProjectionView {
             t.insert(key, value);
         }
         t.forget_changes();
+        if rewrite {
+            t.mark_all_changed();
+        }
         Ok(())
     }
 }
@@ -201,9 +207,20 @@ mod tests {
         }
         assert!(v.snapshot().unwrap().is_empty());
         let back = ProjectionView::new("instrument_id");
-        back.restore(stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-            .unwrap();
+        back.restore(
+            stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            false,
+        )
+        .unwrap();
         assert_eq!(back.get("A"), v.get("A"));
         assert!(back.snapshot().unwrap().is_empty());
+        let moved = ProjectionView::new("instrument_id");
+        moved
+            .restore(
+                stored.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                true,
+            )
+            .unwrap();
+        assert_eq!(moved.snapshot().unwrap().len(), 2, "rewritten whole");
     }
 }

@@ -1,6 +1,6 @@
 //! Runs a plan on N worker threads and summarizes what happened.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tickflow_operators::record::DeadLetterReason;
 
-use crate::checkpoint::{state_tables, CheckpointStats, Coordinator, DataDir, Epochs, PartId};
+use crate::checkpoint::{CheckpointStats, Coordinator, Epochs, PartId};
 use crate::cluster::Cluster;
 use crate::live::Live;
 use crate::render::{self, Durability, Failure};
@@ -241,45 +241,23 @@ pub fn run(
     let durability = match &options.data_dir {
         None => None,
         Some(path) => {
-            let own_path = match &options.cluster {
-                Some(c) => cluster_data_dir(path, c.process)?,
-                None if path.join("process-0").exists() => {
-                    return Err(EngineError::Checkpoint(format!(
-                        "data dir {} holds a cluster's state (process-0, ...); restoring it on \
-                         one process is not built yet: run the cluster's shape with \
-                         --processes, or use another --data-dir",
-                        path.display()
-                    )))
-                }
-                None => path.clone(),
-            };
-            let dir = Arc::new(DataDir::open(
-                &own_path,
-                &plan,
-                options.fresh,
-                options.adopt,
-            )?);
-            let manifest = match (&options.cluster, peers.as_mut()) {
-                (Some(c), Some(peers)) => agree_restore(&dir, c, peers, workers)?,
-                _ => dir.prepare_restore()?,
-            };
-            plan = Arc::new(pin_to_data_dir(&plan, &dir)?);
             let read_started = Instant::now();
-            let mut restored = HashMap::new();
+            let cluster = options.cluster.as_ref().zip(peers.as_mut());
+            let opened = crate::checkpoint::restore::open(
+                &mut plan,
+                path,
+                (options.fresh, options.adopt),
+                cluster,
+                workers,
+            )?;
+            let (dir, manifest, restored) = (opened.dir, opened.manifest, opened.restored);
+            let reshaped = opened.reshape.is_some();
+            // Process 0 deletes the old shape's state once the new one has committed.
+            let retire = opened
+                .reshape
+                .filter(|_| options.cluster.as_ref().is_none_or(|c| c.process == 0))
+                .map(|r| r.from);
             if let Some(m) = &manifest {
-                for (_, cf, _) in checkpointed_tables(&plan) {
-                    let mut entries = Vec::new();
-                    dir.store
-                        .load(&cf, m.id, |k, v| {
-                            entries.push((k.to_vec(), v.to_vec()));
-                            Ok(())
-                        })
-                        .map_err(|source| EngineError::State {
-                            part: format!("restoring {cf}"),
-                            source,
-                        })?;
-                    restored.insert(cf, entries);
-                }
                 restored_from = Some(m.id);
                 restore_read = Some(read_started.elapsed());
                 tracing::info!("resuming from checkpoint {} ({})", m.id, m.time_label());
@@ -312,7 +290,8 @@ pub fn run(
                 resumed_at,
                 Arc::clone(&epochs),
             )
-            .with_metrics(Arc::clone(&metrics));
+            .with_metrics(Arc::clone(&metrics))
+            .retiring(retire);
             // In a cluster, the coordinators talk through a relay in the dataflow.
             let (c, relay) = match &options.cluster {
                 None => (c, None),
@@ -348,6 +327,7 @@ pub fn run(
                 interval_ms: plan.checkpoint.interval_ms,
                 restore: manifest.map(Arc::new),
                 restored: Arc::new(restored),
+                rewrite: reshaped,
                 reports: tx,
                 epochs,
                 restore_us: Arc::new(AtomicU64::new(0)),
@@ -469,32 +449,6 @@ pub fn run(
     Ok(summary)
 }
 
-/// The tables saved at every checkpoint (not those a component writes once per data
-/// directory, such as enrich's reference copy), projection sinks' included.
-fn checkpointed_tables(plan: &Plan) -> Vec<(String, String, &'static str)> {
-    let once: BTreeSet<&str> = plan
-        .operators
-        .iter()
-        .filter(|o| !o.component.checkpointed())
-        .map(|o| o.name.as_str())
-        .collect();
-    state_tables(plan)
-        .into_iter()
-        .filter(|t| !once.contains(t.0.as_str()))
-        .collect()
-}
-
-/// Lets every operator pin what it read at validation to what the data directory stored.
-fn pin_to_data_dir(plan: &Plan, dir: &DataDir) -> Result<Plan, EngineError> {
-    let mut plan = plan.clone();
-    for op in &mut plan.operators {
-        if let Some(pinned) = op.component.pin(&op.name, dir)? {
-            op.component = pinned;
-        }
-    }
-    Ok(plan)
-}
-
 /// Every part a checkpoint of `plan` needs a save from, on the workers `mine` (all of them in
 /// one process; this process's in a cluster) of `peers`.
 fn expected_parts(plan: &Plan, mine: std::ops::Range<usize>, peers: usize) -> Vec<PartId> {
@@ -514,7 +468,7 @@ fn expected_parts(plan: &Plan, mine: std::ops::Range<usize>, peers: usize) -> Ve
     if mine.contains(&render::sink::sink_worker(peers)) {
         parts.extend(plan.sinks.iter().map(|s| PartId::Sink(s.name.clone())));
     }
-    let stateful: BTreeSet<String> = checkpointed_tables(plan)
+    let stateful: BTreeSet<String> = crate::checkpoint::restore::checkpointed_tables(plan)
         .into_iter()
         .map(|t| t.0)
         .filter(|name| plan.operators.iter().any(|o| o.name == *name))
@@ -523,84 +477,4 @@ fn expected_parts(plan: &Plan, mine: std::ops::Range<usize>, peers: usize) -> Ve
         parts.extend(mine.clone().map(|w| PartId::Operator(op.clone(), w)));
     }
     parts
-}
-
-/// Process `process`'s own data directory under a cluster's `--data-dir`. A directory that
-/// holds a one-process run's state is refused: restoring it on a cluster is not built.
-fn cluster_data_dir(path: &std::path::Path, process: usize) -> Result<PathBuf, EngineError> {
-    if path.join("graph.json").exists() {
-        return Err(EngineError::Checkpoint(format!(
-            "data dir {} holds the state of a one-process run; a cluster keeps each process's \
-             state in <dir>/process-<index>, and restoring a one-process checkpoint on a cluster \
-             is not built yet: use another --data-dir",
-            path.display()
-        )));
-    }
-    Ok(path.join(format!("process-{process}")))
-}
-
-/// In a cluster: agrees with the other processes on the newest checkpoint every one of them
-/// has a marker for, prepares this process's directory to restore it, and returns the marker
-/// merged from every process's (what one coordinator would have written).
-fn agree_restore(
-    dir: &DataDir,
-    cluster: &crate::cluster::Cluster,
-    peers: &mut crate::cluster::Peers,
-    workers: usize,
-) -> Result<Option<crate::checkpoint::Manifest>, EngineError> {
-    fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, EngineError> {
-        serde_json::to_vec(value).map_err(|source| EngineError::Encode {
-            what: what.to_string(),
-            source,
-        })
-    }
-    let mine = dir.usable_markers()?;
-    let lists: Vec<Vec<(u64, usize, usize)>> = peers
-        .exchange(&encode("marker list", &mine)?)?
-        .iter()
-        .map(|b| serde_json::from_slice(b))
-        .collect::<Result<_, _>>()
-        .map_err(|e| EngineError::Checkpoint(format!("a peer's marker list: {e}")))?;
-    // Checked on every process before any drops anything: a checkpoint of another shape.
-    if let Some((id, processes, of)) = lists
-        .iter()
-        .flatten()
-        .find(|(_, p, w)| (*p, *w) != (cluster.processes(), workers))
-    {
-        return Err(EngineError::Checkpoint(format!(
-            "checkpoint {id} in this data dir was taken by {processes} process(es) of {of} \
-             worker(s); restoring it on {} of {workers} is not built yet: run that shape, or \
-             start over with --fresh on every process",
-            cluster.processes()
-        )));
-    }
-    let ids: Vec<Vec<u64>> = lists
-        .iter()
-        .map(|l| l.iter().map(|m| m.0).collect())
-        .collect();
-    let agreed = ids
-        .get(cluster.process)
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|id| ids.iter().all(|l| l.contains(id)))
-        .max();
-    if agreed.is_none() && ids.iter().any(|l| !l.is_empty()) {
-        tracing::warn!(
-            "no checkpoint is complete on every process (markers per process: {ids:?}); \
-             starting from the beginning"
-        );
-    }
-    let Some(own) = dir.prepare_restore_at(agreed)? else {
-        return Ok(None);
-    };
-    let mut merged = own.clone();
-    for (j, bytes) in peers.exchange(&encode("marker", &own)?)?.iter().enumerate() {
-        if j != cluster.process {
-            let theirs: crate::checkpoint::Manifest = serde_json::from_slice(bytes)
-                .map_err(|e| EngineError::Checkpoint(format!("process {j}'s marker: {e}")))?;
-            merged.merge(&theirs);
-        }
-    }
-    Ok(Some(merged))
 }

@@ -236,6 +236,12 @@ impl InstrumentRows {
         self.0.insert(Arc::clone(id), Arc::clone(instrument));
     }
 
+    /// Forgets which rows are stored: the next snapshot writes the row of every bar it writes
+    /// (into a store that holds none yet).
+    pub(crate) fn forget_stored(&mut self) {
+        self.0.clear();
+    }
+
     /// Takes a stored row back if `owns` its instrument id.
     pub(crate) fn restore(
         &mut self,

@@ -410,6 +410,18 @@ impl Durable for Deduper {
         self.advance(as_of.saturating_sub(1));
     }
 
+    fn rewrite_all(&mut self) {
+        if let Some(added) = self.added.as_mut() {
+            let mut all: Vec<(u32, u64, u64)> = self
+                .seen
+                .iter()
+                .map(|(&(venue, seq), &expiry)| (venue, seq, expiry))
+                .collect();
+            all.sort_unstable();
+            *added = all;
+        }
+    }
+
     fn entries(&self) -> u64 {
         self.seen.len() as u64
     }
@@ -610,6 +622,20 @@ mod tests {
         v.finish_restore(50_000);
         w.finish_restore(50_000);
         assert_eq!((v.entries(), w.entries()), (1, 0));
+        // Restored for another cluster shape: the next snapshot writes the whole share into an
+        // empty store, which alone restores it.
+        v.rewrite_all();
+        let mut ops = vec![];
+        v.snapshot(50_000, &mut ops).unwrap();
+        let mut own = std::collections::BTreeMap::new();
+        ops.into_iter().for_each(|(_, op)| op.apply(&mut own));
+        let mut u = Deduper::durable(30_000, 2);
+        for (k, val) in &own {
+            u.restore_entry("dedup", k, val, &|_| true).unwrap();
+        }
+        u.finish_restore(50_000);
+        assert_eq!(u.entries(), 1);
+        assert!(!u.first_seen(&tick("V", 2, 45_000)), "rewritten key");
         assert!(!v.first_seen(&tick("V", 2, 45_000)), "restored key");
         assert!(
             v.first_seen(&tick("V", 1, 46_000)),

@@ -385,6 +385,11 @@ impl Durable for SessionState {
         self.advance(as_of.saturating_sub(1), &mut Vec::new());
     }
 
+    fn rewrite_all(&mut self) {
+        self.stored_instruments.forget_stored();
+        self.sessions.mark_all_changed();
+    }
+
     fn entries(&self) -> u64 {
         self.sessions.len() as u64
     }

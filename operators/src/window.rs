@@ -403,6 +403,11 @@ impl Durable for WindowState {
         self.advance(as_of.saturating_sub(1), &mut Vec::new());
     }
 
+    fn rewrite_all(&mut self) {
+        self.stored_instruments.forget_stored();
+        self.windows.mark_all_changed();
+    }
+
     fn entries(&self) -> u64 {
         self.windows.len() as u64
     }
@@ -694,6 +699,18 @@ mod tests {
         a.finish_restore(80_000);
         b.finish_restore(80_000);
         assert_eq!((a.entries(), b.entries()), (1, 0));
+        // Restored for another cluster shape, `a` writes its whole share into an empty store,
+        // with the rows its windows need; that store alone restores the same window.
+        a.rewrite_all();
+        let mut ops = vec![];
+        a.snapshot(90_000, &mut ops).unwrap();
+        let mut own = Model::new();
+        store(&mut own, ops);
+        assert_eq!(own["windows"], model["windows"]);
+        assert_eq!(own["instruments"].len(), 1, "only A's row");
+        let mut again = vec![];
+        a.snapshot(100_000, &mut again).unwrap();
+        assert!(again.is_empty(), "written once");
         // The restored window continues exactly like the original.
         let (mut x, mut y) = (vec![], vec![]);
         w.apply(90_000, tick("A", 62_000, "W", 4, "9", "1"), &mut x);

@@ -92,6 +92,11 @@ pub trait Durable {
     /// before the checkpoint and are not emitted again.
     fn finish_restore(&mut self, as_of: u64);
 
+    /// Called after [`Durable::finish_restore`] when the state was restored from a checkpoint
+    /// of another cluster shape into a store that holds none of it: the next snapshot writes
+    /// every entry held, as if all were new.
+    fn rewrite_all(&mut self);
+
     /// Number of entries held in memory.
     fn entries(&self) -> u64;
 }

@@ -37,8 +37,8 @@ pub trait Entries<K, V>: Default {
     fn take(&mut self, key: &K) -> Option<(V, bool)>;
     /// Number of entries.
     fn count(&self) -> usize;
-    /// Calls `f` on every entry's changed flag.
-    fn for_each_flag(&mut self, f: impl FnMut(&mut bool));
+    /// Calls `f` on every key with its entry's changed flag.
+    fn for_each_flag(&mut self, f: impl FnMut(&K, &mut bool));
     /// The entry under `key`, made with `make` when absent, and whether it was made.
     fn get_or_make(&mut self, key: K, make: impl FnOnce() -> (V, bool)) -> (&mut (V, bool), bool);
 }
@@ -62,8 +62,8 @@ macro_rules! entries_for {
             fn count(&self) -> usize {
                 self.len()
             }
-            fn for_each_flag(&mut self, mut f: impl FnMut(&mut bool)) {
-                self.values_mut().for_each(|(_, dirty)| f(dirty));
+            fn for_each_flag(&mut self, mut f: impl FnMut(&K, &mut bool)) {
+                self.iter_mut().for_each(|(k, (_, dirty))| f(k, dirty));
             }
             fn get_or_make(
                 &mut self,
@@ -203,9 +203,23 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
     /// Forgets which keys changed (after loading entries that storage already holds).
     pub fn forget_changes(&mut self) {
         if self.changed.is_some() {
-            self.entries.for_each_flag(|dirty| *dirty = false);
+            self.entries.for_each_flag(|_, dirty| *dirty = false);
             self.changed = Some(Default::default());
         }
+    }
+
+    /// Marks every entry changed, so the next drain lists them all: for state restored into
+    /// a store that holds none of it (a checkpoint taken by another cluster shape).
+    pub fn mark_all_changed(&mut self) {
+        let Some((keys, _)) = self.changed.as_mut() else {
+            return;
+        };
+        self.entries.for_each_flag(|k, dirty| {
+            if !*dirty {
+                *dirty = true;
+                keys.push(k.clone());
+            }
+        });
     }
 
     /// The changes since the last call, one per changed key, with the key's current value,
@@ -300,6 +314,22 @@ mod tests {
         );
         assert!(t.take_changes().is_empty());
         assert_eq!(t.range((100, String::new())..).count(), 1);
+    }
+
+    #[test]
+    fn marking_all_changed_lists_every_entry_once_in_the_next_drain() {
+        let mut t: HashTable<u64, u32> = HashTable::new(true);
+        for k in [3, 1, 2] {
+            t.insert(k, k as u32 * 10);
+        }
+        t.forget_changes();
+        *t.get_mut(&2).unwrap() += 1;
+        t.mark_all_changed();
+        assert_eq!(
+            t.take_changes(),
+            vec![Change::Put(1, 10), Change::Put(2, 21), Change::Put(3, 30)]
+        );
+        assert!(t.take_changes().is_empty());
     }
 
     #[test]

@@ -426,32 +426,4 @@ fn kill_9_of_either_process_then_a_restart_of_both_resumes_exactly_once() {
         text.contains("by 2 process(es) of 1 worker(s)") && text.contains("bars/windows"),
         "{text}"
     );
-    // Another shape is refused, naming both, until restoring across shapes is built; so is
-    // one process on the cluster's directory.
-    let three: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("t{i}"))).collect();
-    for d in &three {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    for child in start_all(&three, &graph, &hosts, &state) {
-        let (code, err) = finish(child, 60);
-        assert_ne!(code, Some(0), "{err}");
-        assert!(
-            err.contains("was taken by 2 process(es) of 1 worker(s); restoring it on 3 of 1"),
-            "{err}"
-        );
-    }
-    let one_on_cluster = tickflow()
-        .current_dir(&one)
-        .arg("run")
-        .arg(&graph)
-        .arg("--data-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(!one_on_cluster.status.success());
-    assert!(
-        String::from_utf8_lossy(&one_on_cluster.stderr).contains("holds a cluster's state"),
-        "{}",
-        String::from_utf8_lossy(&one_on_cluster.stderr)
-    );
 }

@@ -14,6 +14,7 @@ mod oracle;
 mod pipeline;
 mod recovery;
 mod registry;
+mod reshape;
 mod security;
 mod serve;
 mod session;

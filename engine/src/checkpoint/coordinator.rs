@@ -91,6 +91,9 @@ pub struct Coordinator {
     pending: Option<u64>,
     durable: BTreeMap<u64, std::collections::BTreeSet<usize>>,
     hint: u64,
+    /// The old shape's state a reshape restored from: deleted at the first commit complete on
+    /// every process (see [`super::layout`]).
+    retire: Option<PathBuf>,
 }
 
 impl Coordinator {
@@ -118,6 +121,27 @@ impl Coordinator {
             pending: None,
             durable: BTreeMap::new(),
             hint: restored,
+            retire: None,
+        }
+    }
+
+    /// Deletes `from`, the old shape's state a reshape restored from, once a checkpoint is
+    /// committed on every process.
+    pub fn retiring(mut self, from: Option<PathBuf>) -> Self {
+        self.retire = from;
+        self
+    }
+
+    fn committed_everywhere(&mut self) {
+        if let Some(from) = self.retire.take() {
+            match super::layout::retire(&from) {
+                Ok(()) => tracing::info!(
+                    "the new shape committed a checkpoint: deleted the old shape's state {}",
+                    from.display()
+                ),
+                // The next start deletes it (it sees the newer complete checkpoint).
+                Err(e) => tracing::warn!("could not delete the old shape's state: {e}"),
+            }
         }
     }
 
@@ -183,6 +207,7 @@ impl Coordinator {
         }
         if let Some(id) = committed_now.filter(|id| *id > self.global) {
             self.global = id;
+            self.committed_everywhere();
             if let Some(metrics) = &self.metrics {
                 metrics.last_checkpoint.store(id, Ordering::Relaxed);
             }
@@ -337,6 +362,9 @@ impl Coordinator {
                 metrics.last_checkpoint.store(id, Ordering::Relaxed);
             }
             metrics.observe_align(m.align_ms);
+        }
+        if self.link.is_none() {
+            self.committed_everywhere();
         }
         if let Some(link) = &self.link {
             if link.process == 0 {

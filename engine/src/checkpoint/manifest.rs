@@ -96,7 +96,7 @@ pub(super) fn io(path: &Path, e: std::io::Error) -> EngineError {
     EngineError::Checkpoint(format!("{}: {e}", path.display()))
 }
 
-fn sync_dir(path: &Path) -> Result<(), EngineError> {
+pub(super) fn sync_dir(path: &Path) -> Result<(), EngineError> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(path, e))

@@ -25,7 +25,9 @@
 
 mod coordinator;
 mod data_dir;
+pub mod layout;
 mod manifest;
+pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -57,7 +57,8 @@ impl Sink for Projection {
         }
         let table = PROJECTION_TABLES[0].name;
         let entries = cx.restored_table(table).into_iter().flatten();
-        view.restore(entries.map(|(k, v)| (k.as_slice(), v.as_slice())))
+        let rewrite = cx.durable.as_ref().is_some_and(|d| d.rewrite);
+        view.restore(entries.map(|(k, v)| (k.as_slice(), v.as_slice())), rewrite)
             .map_err(|source| EngineError::State {
                 part: format!("restoring {}/{table}", cx.name),
                 source,

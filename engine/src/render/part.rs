@@ -28,6 +28,9 @@ pub struct Durability {
     pub restore: Option<Arc<Manifest>>,
     /// Stored entries by column family (`operator/table`), as of `restore`.
     pub restored: Arc<HashMap<String, RestoredTable>>,
+    /// The state was restored from another cluster shape: the store holds none of it, so
+    /// every part's first snapshot writes all it holds.
+    pub rewrite: bool,
     /// Where parts report their saves.
     pub reports: crossbeam_channel::Sender<Report>,
     /// Which checkpoint is being taken.
@@ -165,6 +168,9 @@ impl OperatorPart {
             }
         }
         state.finish_restore(manifest.id);
+        if self.part.ctx.rewrite {
+            state.rewrite_all();
+        }
         self.part
             .ctx
             .restore_us
