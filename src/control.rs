@@ -7,7 +7,9 @@ use anyhow::Context;
 use tickflow_api::auth::{hash_key, Keys};
 use tickflow_api::config::ServeConfig;
 use tickflow_engine::control::ControlState;
-use tickflow_engine::supervisor::{read_events, LoggedEvent, Supervisor, SupervisorConfig};
+use tickflow_engine::supervisor::{
+    read_events, LoggedEvent, ServeCluster, Supervisor, SupervisorConfig,
+};
 use tickflow_state::events::EventKind;
 use tickflow_state::OpenReport;
 
@@ -33,6 +35,61 @@ pub struct ServeArgs {
     /// instead of refusing to start.
     #[arg(long)]
     repair: bool,
+    /// `serve` on several processes: process 0 leads (the API's commands, the event log),
+    /// the others follow it; each deployment runs on all of them, on the hosts file's ports
+    /// plus the deployment id.
+    #[command(flatten)]
+    cluster: crate::ClusterArgs,
+    /// On a follower (process 1 and up): process 0's API, whose events it follows, with
+    /// the key in `TICKFLOW_LEADER_KEY` (a viewer's is enough).
+    #[arg(long, env = "TICKFLOW_LEADER")]
+    leader: Option<String>,
+}
+
+/// A follower's loop: reads the leader's events after the last one seen, every 200 ms, and
+/// folds them ([`Supervisor::follow`]); says so, every 10 s at most, while the leader cannot be
+/// reached (its deployments' runs then wait for it too).
+fn follow_leader(sup: &Supervisor, leader: &str, key: &str) {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        events: Vec<LoggedEvent>,
+    }
+    // A new connection per poll (loopback or a cluster network): no pooled connection that
+    // the leader's idle timeout closed under it.
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(5))
+        .max_idle_connections(0)
+        .build();
+    let mut after = 0;
+    let mut complained: Option<std::time::Instant> = None;
+    loop {
+        let url = format!("{leader}/api/v1/events?after={after}&limit=1000");
+        let page = agent
+            .get(&url)
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_json::<Page>().map_err(|e| e.to_string()));
+        match page {
+            Ok(page) => {
+                let full = page.events.len() == 1000;
+                after = sup.follow(page.events);
+                complained = None;
+                if full {
+                    continue;
+                }
+            }
+            Err(e) => {
+                if complained.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                    eprintln!("warning: cannot read the leader's events at {leader}: {e}");
+                    complained = Some(std::time::Instant::now());
+                }
+                sup.follow(Vec::new());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn report_open(path: &Path, report: &OpenReport) {
@@ -102,6 +159,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "warning: no API keys configured ([[api.keys]]): every route but /health/* answers 401"
         );
     }
+    let cluster = args.cluster.resolve()?;
+    let follow = match (&cluster, args.leader) {
+        (Some(c), Some(url)) if c.process > 0 => {
+            let key = std::env::var("TICKFLOW_LEADER_KEY").map_err(|_| {
+                anyhow::anyhow!(
+                    "a follower needs process 0's API key in TICKFLOW_LEADER_KEY (a viewer's \
+                     is enough)"
+                )
+            })?;
+            Some((url.trim_end_matches('/').to_string(), key))
+        }
+        (Some(c), None) if c.process > 0 => anyhow::bail!(
+            "process {} of a serve cluster follows process 0: give its API with --leader \
+             (or TICKFLOW_LEADER)",
+            c.process
+        ),
+        _ => None,
+    };
     let (sup, report) = Supervisor::start(SupervisorConfig {
         data_dir: config.data_dir.clone(),
         workers: config.workers,
@@ -111,7 +186,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_graph_nodes: config.max_graph_nodes,
         stop_timeout: std::time::Duration::from_secs(config.stop_timeout_secs),
         metrics_grace: std::time::Duration::from_secs(config.metrics_grace_secs),
+        cluster: cluster.map(|c| ServeCluster {
+            process: c.process,
+            connect_timeout: c.connect_timeout,
+            addresses: c.addresses,
+            leader: follow.as_ref().map(|(url, _)| url.clone()),
+        }),
     })?;
+    if let Some((url, key)) = follow {
+        let sup = std::sync::Arc::clone(&sup);
+        std::thread::Builder::new()
+            .name("follow-leader".into())
+            .spawn(move || follow_leader(&sup, &url, &key))?;
+    }
     report_open(&config.data_dir.join("events.log"), &report);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

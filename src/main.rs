@@ -366,7 +366,7 @@ struct ClusterArgs {
 
 impl ClusterArgs {
     /// The cluster this process is part of, or `None` when it runs alone.
-    fn resolve(&self) -> anyhow::Result<Option<tickflow_engine::cluster::Cluster>> {
+    pub(crate) fn resolve(&self) -> anyhow::Result<Option<tickflow_engine::cluster::Cluster>> {
         let processes = usize::from(self.processes);
         let Some(hosts) = &self.hosts else {
             if processes > 1 {

@@ -26,6 +26,7 @@ fn start() -> Api {
         max_graph_nodes: 100,
         stop_timeout: std::time::Duration::from_secs(30),
         metrics_grace: std::time::Duration::from_secs(300),
+        cluster: None,
     })
     .unwrap();
     let key = |name: &str, role| KeyConfig {

@@ -9,17 +9,22 @@
 //! last worker (of the last process): outputs are those of a one-process run.
 
 //!
-//! Processes of a cluster share fate: Timely cannot go on without a peer. A process that loses
-//! a peer, fails, or is told to stop halts at once (logging why), without the orderly goodbye
-//! that would leave its peers waiting: they then lose it in turn and halt too. Restarting every
-//! process resumes from the newest checkpoint complete on all of them.
+//! Processes of a cluster share fate: Timely cannot go on without a peer. A `tickflow run`
+//! process that loses a peer, fails, or is told to stop halts at once (logging why), without
+//! the orderly goodbye that would leave its peers waiting: they then lose it in turn and halt
+//! too. Restarting every process resumes from the newest checkpoint complete on all of them.
+//!
+//! Under `tickflow serve` a process runs many deployments and must outlive each: there a
+//! deployment's run that fails or is stopped drops its dataflow in order, and a run whose peer
+//! closed a connection without Timely's goodbye (a crash, a lost network) fails at once: see
+//! [`Cluster::halts`] and [`Counted`].
 
 use std::any::Any;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
@@ -37,6 +42,15 @@ pub const EXIT_PEER_LOST: i32 = 75;
 /// How long a process waits for its peers at start, by default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The failure of a run under `tickflow serve` whose peer closed a connection without
+/// Timely's goodbye.
+pub const PEER_CLOSED: &str = "a peer closed its connection without a goodbye (it crashed or \
+                               the network failed)";
+
+/// Whether a lost peer halts the whole process (`tickflow run`) or only fails the run that
+/// lost it (`tickflow serve`): the panic hook of Timely's network threads reads it.
+static HALTS: AtomicBool = AtomicBool::new(true);
+
 /// This process's place in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
@@ -46,6 +60,9 @@ pub struct Cluster {
     pub addresses: Vec<String>,
     /// How long to wait for every peer at start.
     pub connect_timeout: Duration,
+    /// Whether this process halts when the run fails, stops or loses a peer (`tickflow run`:
+    /// one run per process), or only the run ends (`tickflow serve`; see the module docs).
+    pub halts: bool,
 }
 
 impl Cluster {
@@ -91,6 +108,7 @@ impl Cluster {
             process,
             addresses,
             connect_timeout: CONNECT_TIMEOUT,
+            halts: true,
         })
     }
 
@@ -99,10 +117,10 @@ impl Cluster {
         self.addresses.len()
     }
 
-    /// Connects to every peer (see [`Cluster::connect`]).
-    pub fn connect_peers(&self) -> Result<Peers, EngineError> {
+    /// Connects to every peer (see [`Cluster::connect`]); gives up early once `cancel` holds.
+    pub fn connect_peers(&self, cancel: &dyn Fn() -> bool) -> Result<Peers, EngineError> {
         Ok(Peers {
-            sockets: self.connect().map_err(EngineError::Dataflow)?,
+            sockets: self.connect(cancel).map_err(EngineError::Dataflow)?,
         })
     }
 
@@ -110,6 +128,8 @@ impl Cluster {
     /// `timely::execute::execute_from`, counting the bytes sent to the peers.
     pub fn network(&self, peers: Peers, threads: usize) -> Result<Network, EngineError> {
         let sent = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicBool::new(false));
         let sockets: Vec<Option<Counted>> = peers
             .sockets
             .into_iter()
@@ -117,10 +137,14 @@ impl Cluster {
                 s.map(|stream| Counted {
                     stream,
                     sent: Arc::clone(&sent),
+                    closed: Arc::clone(&closed),
+                    released: (!self.halts).then(|| Arc::clone(&released)),
+                    frames: Arc::new(Mutex::new(Frames::default())),
                 })
             })
             .collect();
-        halt_on_lost_peer();
+        HALTS.store(self.halts, Ordering::Relaxed);
+        report_lost_peer();
         let hooks = Hooks::default();
         let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), None);
         let (builders, guard) =
@@ -132,6 +156,8 @@ impl Cluster {
             builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
             guard: Box::new(guard),
             sent,
+            closed,
+            released,
         })
     }
 
@@ -139,7 +165,7 @@ impl Cluster {
     /// listens on its address, connects to every lower process and is connected to by every
     /// higher one, which each first send their index (8 bytes, big-endian, as Timely's own
     /// start-up does). Waits up to [`Cluster::connect_timeout`], saying whom it waits for.
-    fn connect(&self) -> Result<Vec<Option<TcpStream>>, String> {
+    fn connect(&self, cancel: &dyn Fn() -> bool) -> Result<Vec<Option<TcpStream>>, String> {
         let (me, n) = (self.process, self.processes());
         let deadline = Instant::now() + self.connect_timeout;
         let listener = TcpListener::bind(&self.addresses[me]).map_err(|e| {
@@ -154,6 +180,9 @@ impl Cluster {
         let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
         let mut told = Instant::now();
         let mut waiting = |what: String| -> Result<(), String> {
+            if cancel() {
+                return Err(format!("{what}: stopped while waiting"));
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "{what}: gave up after {:?} (every process of the cluster must be started)",
@@ -270,29 +299,120 @@ pub struct Network {
     pub guard: Box<dyn Any + Send>,
     /// Bytes written to the peers so far (Timely's framing included).
     pub sent: Arc<AtomicU64>,
+    /// Set once a peer has closed its connection without Timely's goodbye.
+    pub closed: Arc<AtomicBool>,
+    /// Under `serve`: set once every worker of this process is done with the run (see
+    /// [`Counted`]).
+    pub released: Arc<AtomicBool>,
 }
 
-/// A connection to a peer that counts the bytes written to it.
+/// A connection to a peer that counts the bytes written to it and notes when the peer closes
+/// it.
+///
+/// It follows Timely's framing of what it reads ([`Frames`]) to tell a peer that finished the
+/// dataflow and said goodbye (a zero-length message, then the end of the stream) from one that
+/// vanished: only the second sets `closed`.
+///
+/// Under `serve` ([`Cluster::halts`] off) it also keeps Timely's network threads from
+/// panicking while this process's workers still run: a panic there poisons the queues the
+/// workers share with them, and the workers' own clean-up then panics again and aborts the
+/// whole process. So writes to a peer that is gone are dropped, and a read that finds the
+/// connection closed without a goodbye waits until the workers are done (`released`) before it
+/// reports the end of the stream.
 struct Counted {
     stream: TcpStream,
     sent: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+    released: Option<Arc<AtomicBool>>,
+    frames: Arc<Mutex<Frames>>,
+}
+
+/// Where the stream read from a peer is in Timely's framing: each message is a header of six
+/// big-endian `u64`s (channel, source, target lower and upper, length, sequence number; see
+/// `timely::communication::networking::MessageHeader`), then `length` bytes; a message of
+/// length 0 is the peer's goodbye.
+#[derive(Debug, Default)]
+struct Frames {
+    header: Vec<u8>,
+    body_left: u64,
+    goodbye: bool,
+}
+
+impl Frames {
+    const HEADER: usize = 6 * 8;
+    const LENGTH_AT: usize = 4 * 8;
+
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = bytes.len().min(Self::HEADER - self.header.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == Self::HEADER {
+                let mut length = [0u8; 8];
+                length.copy_from_slice(&self.header[Self::LENGTH_AT..Self::LENGTH_AT + 8]);
+                self.body_left = u64::from_be_bytes(length);
+                self.goodbye = self.body_left == 0;
+                self.header.clear();
+            }
+        }
+    }
+
+    /// Whether the stream so far ends with the peer's goodbye.
+    fn said_goodbye(&self) -> bool {
+        self.goodbye && self.header.is_empty() && self.body_left == 0
+    }
 }
 
 impl Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stream.read(buf)
+        let read = self.stream.read(buf);
+        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(n) = read {
+            frames.observe(&buf[..n]);
+        }
+        let vanished = matches!(read, Ok(0) | Err(_)) && !buf.is_empty() && !frames.said_goodbye();
+        drop(frames);
+        if vanished {
+            self.closed.store(true, Ordering::Relaxed);
+            if let Some(released) = &self.released {
+                while !released.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // Let the workers' allocators drop before this thread reports the end.
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(0);
+            }
+        }
+        read
     }
 }
 
 impl Write for Counted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.stream.write(buf)?;
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        match self.stream.write(buf) {
+            Ok(n) => {
+                self.sent.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            // The reads tell a crash from a peer that finished and left.
+            Err(_) if self.released.is_some() => Ok(buf.len()),
+            Err(e) => Err(e),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush()
+        match self.stream.flush() {
+            Err(_) if self.released.is_some() => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -301,6 +421,9 @@ impl Stream for Counted {
         Ok(Counted {
             stream: self.stream.try_clone()?,
             sent: Arc::clone(&self.sent),
+            closed: Arc::clone(&self.closed),
+            released: self.released.clone(),
+            frames: Arc::clone(&self.frames),
         })
     }
 
@@ -309,14 +432,18 @@ impl Stream for Counted {
     }
 
     fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
-        self.stream.shutdown(how)
+        match self.stream.shutdown(how) {
+            Err(_) if self.released.is_some() => Ok(()),
+            other => other,
+        }
     }
 }
 
 /// Makes the loss of a peer halt this process with a clear line instead of a panic in
 /// Timely's network threads (named `timely:send-J` and `timely:recv-J` for peer `J`), which
-/// would otherwise leave this process's workers failing one by one.
-fn halt_on_lost_peer() {
+/// would otherwise leave this process's workers failing one by one; under `tickflow serve`
+/// ([`HALTS`] off), it only says so: the run that lost it sees its connection closed.
+fn report_lost_peer() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -327,6 +454,11 @@ fn halt_on_lost_peer() {
                 .strip_prefix("timely:recv-")
                 .or_else(|| name.strip_prefix("timely:send-"));
             match peer {
+                Some(peer) if !HALTS.load(Ordering::Relaxed) => eprintln!(
+                    "tickflow: a deployment lost process {peer} of its cluster ({}); it \
+                     restarts from its newest checkpoint complete on every process",
+                    crate::error::panic_message(info.payload())
+                ),
                 Some(peer) => halt(
                     EXIT_PEER_LOST,
                     &format!(
@@ -336,6 +468,12 @@ fn halt_on_lost_peer() {
                         crate::error::panic_message(info.payload())
                     ),
                 ),
+                // Joining the network threads of a run that lost a peer, under `serve`: the
+                // run reports it (see `run`).
+                None if !HALTS.load(Ordering::Relaxed) && {
+                    let m = crate::error::panic_message(info.payload());
+                    m.starts_with("Send thread panic") || m.starts_with("Recv thread panic")
+                } => {}
                 None => previous(info),
             }
         }));
@@ -388,6 +526,44 @@ pub fn ordinal_of_hostname(hostname: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framing_tells_a_goodbye_from_a_stream_cut_short_in_timelys_own_format() {
+        use timely::communication::networking::MessageHeader;
+        let header = |length: usize| {
+            let mut bytes = Vec::new();
+            MessageHeader {
+                channel: 3,
+                source: 1,
+                target_lower: 0,
+                target_upper: 2,
+                length,
+                seqno: 9,
+            }
+            .write_to(&mut bytes)
+            .unwrap();
+            bytes
+        };
+        let mut stream = header(5);
+        stream.extend_from_slice(b"hello");
+        stream.extend(header(0));
+        // Read in chunks of every size: only the whole stream ends with the goodbye.
+        for chunk in 1..stream.len() {
+            let mut f = Frames::default();
+            for (i, piece) in stream.chunks(chunk).enumerate() {
+                f.observe(piece);
+                let end = (i + 1) * chunk >= stream.len();
+                assert_eq!(f.said_goodbye(), end, "chunks of {chunk}, after piece {i}");
+            }
+        }
+        // A stream cut inside a message, or after a message that is not the goodbye.
+        let mut f = Frames::default();
+        f.observe(&stream[..50]);
+        assert!(!f.said_goodbye());
+        let mut f = Frames::default();
+        f.observe(&stream[..53]);
+        assert!(!f.said_goodbye());
+    }
 
     #[test]
     fn a_hosts_file_lists_one_address_per_process() {

@@ -78,6 +78,11 @@ pub enum EngineError {
     /// The dataflow could not start or a worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
+    /// A run of a cluster under `tickflow serve` lost a peer (it closed its connections
+    /// before the dataflow finished, or could not be reached at start): the run can be
+    /// started again once every process is back.
+    #[error("lost a peer: {0}")]
+    PeerLost(String),
     /// The control plane (event log, supervisor) failed.
     #[error("control plane: {0}")]
     Control(String),

@@ -230,7 +230,16 @@ pub fn run(
     // In a cluster, connect first: the processes agree on the checkpoint to restore over
     // these connections before Timely takes them.
     let mut peers = match &options.cluster {
-        Some(c) => Some(c.connect_peers()?),
+        Some(c) => {
+            let live = options.live.clone();
+            let cancel = move || live.as_ref().is_some_and(|l| l.is_stopping());
+            match c.connect_peers(&cancel) {
+                Err(EngineError::Dataflow(why)) if !c.halts && !cancel() => {
+                    return Err(EngineError::PeerLost(why))
+                }
+                other => Some(other?),
+            }
+        }
         None => None,
     };
     let failure: Failure = Arc::default();
@@ -349,12 +358,18 @@ pub fn run(
                 .take()
                 .ok_or_else(|| EngineError::Dataflow("the cluster is not connected".into()))?;
             let n = c.network(peers, workers)?;
-            (n.builders, n.guard, Some(n.sent))
+            (n.builders, n.guard, Some((n.sent, n.closed, n.released)))
         }
     };
-    let in_cluster = options.cluster.is_some();
+    // `tickflow run` on a cluster halts the process; `serve` ends only the run.
+    let halts = options.cluster.as_ref().is_some_and(|c| c.halts);
+    let closed = sent.as_ref().map(|(_, closed, _)| Arc::clone(closed));
+    // Under `serve`, the network threads learn when every worker here is done (see `cluster`).
+    let released = sent.as_ref().map(|(_, _, released)| Arc::clone(released));
+    let done_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let live = options.live.clone();
     let guards = {
+        let closed = closed.clone();
         let plan = Arc::clone(&plan);
         let metrics = Arc::clone(&metrics);
         let failure = Arc::clone(&failure);
@@ -382,7 +397,11 @@ pub fn run(
                     // Step until done, told to stop, or failed (here or on another worker); a
                     // stop or a failure drops the dataflow unflushed.
                     while worker.has_dataflows() {
-                        if in_cluster {
+                        // Under `serve`, a peer that vanished fails this run (see `cluster`).
+                        if !halts && closed.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                            render::fail(&failure, crate::cluster::PEER_CLOSED.to_string());
+                        }
+                        if halts {
                             // No orderly drop in a cluster: the peers would wait for this
                             // process's workers for ever (see `cluster`).
                             if let Some(why) = failure.message() {
@@ -414,6 +433,11 @@ pub fn run(
                         worker.drop_dataflow(index);
                     }
                 }
+                if done_workers.fetch_add(1, Ordering::SeqCst) + 1 == workers {
+                    if let Some(released) = &released {
+                        released.store(true, Ordering::SeqCst);
+                    }
+                }
             },
         )
         .map_err(EngineError::Dataflow)?
@@ -421,7 +445,9 @@ pub fn run(
     if let Some(live) = &live {
         live.started(restored_from);
     }
-    let results = guards.join();
+    // Under `serve`, Timely's network threads of a run that lost a peer panicked, and joining
+    // them (when the guards drop) panics in turn: that ends this run, not the process.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
     let elapsed = start.elapsed().as_secs_f64();
     metrics.finished.store(true, Ordering::Relaxed);
     let checkpoints = match coordinator {
@@ -430,11 +456,33 @@ pub fn run(
             .map_err(|_| EngineError::Checkpoint("the checkpoint coordinator panicked".into()))??,
         None => CheckpointStats::default(),
     };
+    let stopped = live.as_ref().is_some_and(|l| l.is_stopping());
+    let results = match joined {
+        Ok(results) => results,
+        Err(_) if stopped => Vec::new(),
+        Err(panic) if options.cluster.is_some() && !halts => {
+            return Err(EngineError::PeerLost(format!(
+                "the connections to the other processes broke ({})",
+                crate::error::panic_message(&*panic)
+            )))
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let peer_gone =
+        !halts && !stopped && closed.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     for r in results {
-        r.map_err(EngineError::Dataflow)?;
+        match r {
+            Err(e) if peer_gone => return Err(EngineError::PeerLost(e)),
+            r => r.map_err(EngineError::Dataflow)?,
+        };
     }
     if let Some(message) = failure.message() {
-        return Err(EngineError::Connector(message));
+        if message == crate::cluster::PEER_CLOSED && !stopped {
+            return Err(EngineError::PeerLost(message));
+        }
+        if message != crate::cluster::PEER_CLOSED {
+            return Err(EngineError::Connector(message));
+        }
     }
     let mut summary = Summary::of(&plan, workers, &metrics, elapsed);
     summary.restored_from = restored_from;
@@ -443,9 +491,9 @@ pub fn run(
         read.as_secs_f64() * 1000.0 + workers_us as f64 / 1000.0
     });
     summary.checkpoints = checkpoints;
-    summary.stopped = live.is_some_and(|l| l.is_stopping());
+    summary.stopped = stopped;
     summary.process = options.cluster.as_ref().map(|c| (c.process, c.processes()));
-    summary.bytes_to_peers = sent.map(|s| s.load(Ordering::Relaxed));
+    summary.bytes_to_peers = sent.map(|(s, _, _)| s.load(Ordering::Relaxed));
     Ok(summary)
 }
 

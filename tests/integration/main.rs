@@ -17,6 +17,7 @@ mod registry;
 mod reshape;
 mod security;
 mod serve;
+mod serve_cluster;
 mod session;
 mod shapes;
 mod validation;

@@ -11,7 +11,7 @@ use crate::common::*;
 
 pub(crate) const OPERATOR_KEY: &str = "op-secret-1";
 pub(crate) const VIEWER_KEY: &str = "viewer-secret-1";
-const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
+pub(crate) const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
 
 fn hash(key: &str) -> String {
     use std::io::Write;
@@ -189,13 +189,13 @@ fn unique(path: PathBuf) -> PathBuf {
 
 /// Generated ticks, the example-shaped graph with a projection of the latest bar per
 /// instrument, and the outputs of an uninterrupted `tickflow run` of it.
-struct Setup {
-    root: tempfile::TempDir,
-    toml: String,
-    reference: Vec<Vec<u8>>,
+pub(crate) struct Setup {
+    pub(crate) root: tempfile::TempDir,
+    pub(crate) toml: String,
+    pub(crate) reference: Vec<Vec<u8>>,
 }
 
-fn setup(ticks: u64) -> Setup {
+pub(crate) fn setup(ticks: u64) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     gen(

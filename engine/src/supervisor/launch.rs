@@ -133,7 +133,7 @@ impl Supervisor {
             fresh: false,
             adopt: true,
             live: Some(Arc::clone(&live)),
-            cluster: None,
+            cluster: self.deployment_cluster(d.id)?,
         };
         let tx = self.notices.clone();
         let dir_lock = Arc::clone(inner.dir_locks.entry(d.state_dir.clone()).or_default());
@@ -162,6 +162,7 @@ impl Supervisor {
                             id,
                             generation,
                             result,
+                            peer_lost: false,
                         });
                         return;
                     };
@@ -176,12 +177,13 @@ impl Supervisor {
                             "the deployment panicked: {what}"
                         )))
                     })
-                    .map(Box::new)
-                    .map_err(|e| e.to_string());
+                    .map(Box::new);
+                    let peer_lost = matches!(result, Err(EngineError::PeerLost(_)));
                     let _ = tx.send(Notice::Ended {
                         id,
                         generation,
-                        result,
+                        result: result.map_err(|e| e.to_string()),
+                        peer_lost,
                     });
                 })
                 .map_err(EngineError::Thread)?

@@ -26,6 +26,7 @@ use crate::policy::GraphPolicy;
 use crate::run::{NodeSummary, RunOptions, Summary};
 use crate::{compile_confined, EngineError, Metrics, Plan, RuleError};
 
+mod follow;
 mod launch;
 mod log;
 
@@ -57,6 +58,27 @@ pub struct SupervisorConfig {
     pub stop_timeout: std::time::Duration,
     /// How long `/metrics` keeps the series of a deployment that ended.
     pub metrics_grace: std::time::Duration,
+    /// `serve` on several processes (see [`ServeCluster`]); none: this process alone.
+    pub cluster: Option<ServeCluster>,
+}
+
+/// `tickflow serve` on several processes. Process 0 is the **leader**: it serves the API's
+/// commands and owns the event log, as one process does. The others **follow** it: they read
+/// its events over its API ([`Supervisor::follow`]), fold them with the same
+/// [`ControlState::apply`], and run their share of every active deployment, each deployment a
+/// Timely cluster of its own (see [`ServeCluster::deployment`]). A follower appends nothing and
+/// refuses commands; restarting it replays the leader's events and rejoins.
+#[derive(Debug, Clone)]
+pub struct ServeCluster {
+    /// This process's index (0: the leader).
+    pub process: usize,
+    /// `host:port` of every process, in process order: deployment `d`'s processes connect on
+    /// `port + d`.
+    pub addresses: Vec<String>,
+    /// How long a deployment's run waits for the other processes at start.
+    pub connect_timeout: std::time::Duration,
+    /// On a follower, the leader's API (named in refusals of commands).
+    pub leader: Option<String>,
 }
 
 /// Why a command did not happen.
@@ -71,7 +93,7 @@ pub enum CommandError {
 }
 
 /// One appended event with its sequence number.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LoggedEvent {
     /// Sequence number in the log.
     pub seq: u64,
@@ -124,6 +146,8 @@ enum Notice {
         id: u64,
         generation: u64,
         result: Result<Box<Summary>, String>,
+        /// The run of a cluster lost a peer (see [`EngineError::PeerLost`]).
+        peer_lost: bool,
     },
     /// A stopped dataflow did not end within the stop timeout.
     StopTimedOut { id: u64, generation: u64 },
@@ -139,7 +163,8 @@ struct RunHandle {
 }
 
 struct Inner {
-    log: EventLog,
+    /// The event log; none on a follower (see [`ServeCluster`]).
+    log: Option<EventLog>,
     events: Vec<LoggedEvent>,
     state: ControlState,
     runs: BTreeMap<u64, RunHandle>,
@@ -148,6 +173,8 @@ struct Inner {
     /// continuing another's directory waits for the old dataflow to let go, on its own
     /// thread, never the supervisor's.
     dir_locks: BTreeMap<String, Arc<Mutex<()>>>,
+    /// Leader: runs of each deployment ended by a lost peer, in a row.
+    peer_losses: BTreeMap<u64, u32>,
 }
 
 /// The engine of `tickflow serve`.
@@ -181,7 +208,13 @@ impl Supervisor {
             &config.data_dir,
         )?
         .with_max_nodes(config.max_graph_nodes);
-        let (log, report, events) = read_log(&config.data_dir, config.repair)?;
+        let follower = config.cluster.as_ref().is_some_and(|c| c.process > 0);
+        let (log, report, events) = if follower {
+            (None, OpenReport::default(), Vec::new())
+        } else {
+            let (log, report, events) = read_log(&config.data_dir, config.repair)?;
+            (Some(log), report, events)
+        };
         let mut state = ControlState::fold(events.iter().map(|e| (e.seq, &e.event)));
         let used = [
             Some(config.data_dir.join("deployments")),
@@ -205,6 +238,7 @@ impl Supervisor {
                 runs: BTreeMap::new(),
                 generation: 0,
                 dir_locks: BTreeMap::new(),
+                peer_losses: BTreeMap::new(),
             }),
             notices: tx,
             ready: AtomicBool::new(false),
@@ -260,6 +294,13 @@ impl Supervisor {
         if let Some(reason) = &reason {
             free_text("reason", reason).map_err(CommandError::Refused)?;
         }
+        if let Some(leader) = self.leader() {
+            return Err(CommandError::Refused(Refusal::Conflict(format!(
+                "this is process {} of a cluster, which follows process 0 ({leader}): send \
+                 commands to process 0",
+                self.config.cluster.as_ref().map_or(0, |c| c.process)
+            ))));
+        }
         let mut inner = self.lock();
         let kinds = decide(&inner.state, command).map_err(CommandError::Refused)?;
         self.check_placement(&inner, &kinds)
@@ -276,8 +317,12 @@ impl Supervisor {
     }
 
     fn append(&self, inner: &mut Inner, event: Event) -> Result<LoggedEvent, CommandError> {
-        let seq = inner
-            .log
+        let Some(log) = inner.log.as_mut() else {
+            return Err(CommandError::Internal(
+                "a follower appends no events".to_string(),
+            ));
+        };
+        let seq = log
             .append(&event.encode())
             .map_err(|e| CommandError::Internal(format!("event log: {e}")))?;
         self.appends.fetch_add(1, Ordering::Relaxed);
@@ -328,10 +373,10 @@ impl Supervisor {
             .collect();
         for d in active {
             let paused = d.state == DeploymentState::Paused;
-            match inner.runs.get(&d.id).filter(|r| r.thread.is_some()) {
-                Some(run) if paused => run.live.pause(),
-                Some(run) => run.live.resume(),
-                None => {
+            match inner.runs.get(&d.id) {
+                Some(run) if run.thread.is_some() && paused => run.live.pause(),
+                Some(run) if run.thread.is_some() => run.live.resume(),
+                _ => {
                     if let Err(error) = self.launch(inner, &d, paused) {
                         tracing::error!("deployment {}: {error}", d.id);
                         let error = error.to_string();
@@ -366,6 +411,7 @@ impl Supervisor {
             .get(&id)
             .is_some_and(|d| d.state.is_active());
         match notice {
+            Notice::Started { .. } | Notice::StopTimedOut { .. } if self.leader().is_some() => {}
             Notice::Started { restored_from, .. } if active => {
                 let reason = restored_from.map(|c| {
                     format!(
@@ -388,12 +434,29 @@ impl Supervisor {
                 tracing::error!("deployment {id}: {error}");
                 self.append_system(&mut inner, None, EventKind::DeploymentFailed { id, error });
             }
-            Notice::Ended { result, .. } => {
+            Notice::Ended {
+                result, peer_lost, ..
+            } => {
                 if let Some(run) = inner.runs.get_mut(&id) {
                     if let Some(t) = run.thread.take() {
                         let _ = t.join();
                     }
                 }
+                if self.leader().is_some() {
+                    // A follower records nothing. It starts its share again at its next poll
+                    // while the deployment is active: if the leader is finishing, that waits
+                    // for a peer until the leader's `deployment_finished` stops it; if the
+                    // leader restarted the deployment, that rejoins it.
+                    if let Err(error) = &result {
+                        tracing::warn!("deployment {id}: this process's share ended: {error}");
+                    }
+                    return;
+                }
+                if peer_lost && active {
+                    self.peer_lost(&mut inner, id, result.err().unwrap_or_default());
+                    return;
+                }
+                inner.peer_losses.remove(&id);
                 match result {
                     Ok(summary) if active && !summary.stopped => {
                         tracing::info!("deployment {id}: finished");
@@ -475,7 +538,7 @@ impl Supervisor {
                 .map(|r| (Arc::clone(&r.plan), Arc::clone(&r.metrics)));
             (d, run)
         };
-        let dir = self.deployment_dir(&deployment);
+        let dir = self.own_dir(self.deployment_dir(&deployment));
         let last_checkpoint = list_markers(&dir)
             .ok()
             .and_then(|m| m.into_iter().find_map(|m| m.manifest.ok()))
@@ -564,7 +627,7 @@ impl Supervisor {
         if let Some(view) = live.and_then(|l| l.view(sink)) {
             return Ok(view.get(key));
         }
-        stored_view(&self.deployment_dir(&deployment), sink, key)
+        stored_view(&self.own_dir(self.deployment_dir(&deployment)), sink, key)
             .map_err(|e| Refusal::Invalid(format!("deployment {id}: {e}")))
     }
 
