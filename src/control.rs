@@ -159,8 +159,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "warning: no API keys configured ([[api.keys]]): every route but /health/* answers 401"
         );
     }
-    let cluster = args.cluster.resolve()?;
-    let follow = match (&cluster, args.leader) {
+    let cluster = args.cluster.or(&config.cluster).resolve()?;
+    let follow = match (
+        &cluster,
+        args.leader.or_else(|| config.cluster.leader.clone()),
+    ) {
         (Some(c), Some(url)) if c.process > 0 => {
             let key = std::env::var("TICKFLOW_LEADER_KEY").map_err(|_| {
                 anyhow::anyhow!(

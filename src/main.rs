@@ -346,12 +346,12 @@ fn spawn_progress(metrics: Arc<Metrics>) -> Option<std::thread::JoinHandle<()>> 
 
 /// Running as one process of a cluster (Timely's cluster mode); every process runs the same
 /// graph with the same `--workers`.
-#[derive(clap::Args, Debug, Default)]
-struct ClusterArgs {
-    /// The number of processes in the cluster (1: this process alone).
-    #[arg(long, env = "TICKFLOW_PROCESSES", default_value_t = 1,
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// The number of processes in the cluster (1, the default: this process alone).
+    #[arg(long, env = "TICKFLOW_PROCESSES",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
-    processes: u16,
+    processes: Option<u16>,
     /// This process's index, from 0. Without it, a cluster takes it from the trailing number
     /// of `$HOSTNAME` (a Kubernetes StatefulSet pod `tickflow-2` is process 2).
     #[arg(long, env = "TICKFLOW_PROCESS")]
@@ -359,15 +359,26 @@ struct ClusterArgs {
     /// A file with one `host:port` per process, in process order (`#` starts a comment).
     #[arg(long, env = "TICKFLOW_HOSTS")]
     hosts: Option<PathBuf>,
-    /// Seconds to wait at start for every other process of the cluster.
-    #[arg(long, env = "TICKFLOW_CONNECT_TIMEOUT", default_value_t = 300)]
-    connect_timeout: u64,
+    /// Seconds to wait at start for every other process of the cluster (300 by default).
+    #[arg(long, env = "TICKFLOW_CONNECT_TIMEOUT")]
+    connect_timeout: Option<u64>,
 }
 
 impl ClusterArgs {
+    /// These flags, each taking `config`'s value where it is not given (`serve`'s
+    /// `[cluster]`).
+    pub(crate) fn or(self, config: &tickflow_api::config::ClusterConfig) -> ClusterArgs {
+        ClusterArgs {
+            processes: self.processes.or(config.processes),
+            process: self.process.or(config.process),
+            hosts: self.hosts.or_else(|| config.hosts.clone()),
+            connect_timeout: self.connect_timeout.or(config.connect_timeout_secs),
+        }
+    }
+
     /// The cluster this process is part of, or `None` when it runs alone.
     pub(crate) fn resolve(&self) -> anyhow::Result<Option<tickflow_engine::cluster::Cluster>> {
-        let processes = usize::from(self.processes);
+        let processes = usize::from(self.processes.unwrap_or(1));
         let Some(hosts) = &self.hosts else {
             if processes > 1 {
                 anyhow::bail!("--processes {processes} needs --hosts (or TICKFLOW_HOSTS)");
@@ -386,8 +397,11 @@ impl ClusterArgs {
                 })?
             }
         };
-        let cluster =
+        let mut cluster =
             tickflow_engine::cluster::Cluster::from_hosts_file(hosts, processes, process)?;
+        if let Some(secs) = self.connect_timeout {
+            cluster.connect_timeout = std::time::Duration::from_secs(secs);
+        }
         Ok((processes > 1).then_some(cluster))
     }
 }

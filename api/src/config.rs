@@ -29,6 +29,28 @@ pub struct ServeConfig {
     pub stop_timeout_secs: u64,
     /// Seconds `/metrics` keeps the series of a deployment after it ended.
     pub metrics_grace_secs: u64,
+    /// `serve` on several processes; the `--processes`, `--process`, `--hosts`,
+    /// `--connect-timeout` and `--leader` flags (and their `TICKFLOW_*` variables) override it.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this process's place in a `serve` cluster (process 0 leads, the others follow
+/// it; see the README's *Cluster mode*).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The number of processes (1: this process alone).
+    pub processes: Option<u16>,
+    /// This process's index; without it, the trailing number of `$HOSTNAME`.
+    pub process: Option<u16>,
+    /// A file with one `host:port` per process: each deployment's processes connect on that
+    /// port plus the deployment id.
+    pub hosts: Option<PathBuf>,
+    /// On a follower: process 0's API (the key is read from `TICKFLOW_LEADER_KEY`).
+    pub leader: Option<String>,
+    /// Seconds a deployment's run waits for every process at start.
+    pub connect_timeout_secs: Option<u64>,
 }
 
 /// `[paths]`: the only places a graph submitted over the API may touch. The default grants
@@ -95,6 +117,7 @@ impl Default for ServeConfig {
             max_graph_nodes: tickflow_engine::policy::DEFAULT_MAX_NODES,
             stop_timeout_secs: 30,
             metrics_grace_secs: 300,
+            cluster: ClusterConfig::default(),
         }
     }
 }
