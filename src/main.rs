@@ -5,6 +5,7 @@ mod bench;
 mod bench_kafka;
 mod checkpoints;
 mod control;
+mod diff_cmd;
 mod gen;
 mod kafka_cmd;
 
@@ -94,6 +95,10 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Backtest: run two versions of a graph on the same recorded input (their outputs
+    /// redirected, never to production files or topics) and print a keyed diff of their
+    /// outputs; exits 0 when they are the same, 1 when they differ.
+    Diff(diff_cmd::DiffArgs),
     /// List or inspect the checkpoints of a data directory.
     Checkpoints {
         #[command(subcommand)]
@@ -285,6 +290,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Diff(args) => diff_cmd::diff(args),
         Command::Checkpoints { command } => {
             match command {
                 CheckpointsCommand::List { dir, json } => checkpoints::list(&dir, json)?,

@@ -83,6 +83,9 @@ pub enum EngineError {
     /// started again once every process is back.
     #[error("lost a peer: {0}")]
     PeerLost(String),
+    /// A backtest cannot run these graphs.
+    #[error("backtest: {0}")]
+    Backtest(String),
     /// The control plane (event log, supervisor) failed.
     #[error("control plane: {0}")]
     Control(String),

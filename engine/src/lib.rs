@@ -23,6 +23,7 @@ pub mod compile;
 pub mod component;
 pub mod components;
 pub mod control;
+pub mod diff;
 mod error;
 pub mod fault;
 pub mod live;

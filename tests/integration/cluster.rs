@@ -300,19 +300,7 @@ fn start_all(dirs: &[PathBuf], graph: &Path, hosts: &Path, state: &Path) -> Vec<
 fn kill_9_of_either_process_then_a_restart_of_both_resumes_exactly_once() {
     use rand::{Rng, SeedableRng};
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    gen(&data, 300_000, 200, 11, &["--bad-ratio", "0.02"]);
-    let graph = root.path().join("g.toml");
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market-bars.toml"),
-    )
-    .unwrap()
-    .replace("examples/data", data.to_str().unwrap());
-    std::fs::write(
-        &graph,
-        format!("{example}\n[checkpoint]\ninterval = \"10s\"\nmin_pause = \"200ms\"\n"),
-    )
-    .unwrap();
+    let graph = crate::common::checkpointed_example(root.path());
     // The reference: one process, no data directory.
     let one = root.path().join("one");
     std::fs::create_dir_all(&one).unwrap();

@@ -34,6 +34,26 @@ pub fn gen(dir: &Path, ticks: u64, instruments: u32, seed: u64, extra: &[&str]) 
     assert!(o.status.success(), "gen failed: {}", stderr(&o));
 }
 
+/// 300,000 generated ticks (2 % bad) under `root/data` and the example graph reading them,
+/// checkpointing every 10 s of event time at most every 200 ms, as `root/g.toml`: what the
+/// cluster tests crash and restore.
+pub fn checkpointed_example(root: &Path) -> std::path::PathBuf {
+    let data = root.join("data");
+    gen(&data, 300_000, 200, 11, &["--bad-ratio", "0.02"]);
+    let graph = root.join("g.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market-bars.toml"),
+    )
+    .unwrap()
+    .replace("examples/data", data.to_str().unwrap());
+    std::fs::write(
+        &graph,
+        format!("{example}\n[checkpoint]\ninterval = \"10s\"\nmin_pause = \"200ms\"\n"),
+    )
+    .unwrap();
+    graph
+}
+
 /// The window settings of a test graph.
 #[derive(Clone, Copy)]
 pub struct Win {

@@ -1,6 +1,7 @@
 //! tickflow's integration tests: one binary, a module per area. Every test drives the real
 //! `tickflow` executable on real files, as a user would.
 
+mod backtest;
 mod cluster;
 mod common;
 mod csv_input;

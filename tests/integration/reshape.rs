@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{gen, run_cli, run_cluster, run_cluster_with, tickflow};
+use crate::common::{run_cli, run_cluster, run_cluster_with, tickflow};
 
 const OUTPUTS: [&str; 3] = ["bars.jsonl", "dead_letters.jsonl", "late.jsonl"];
 
@@ -47,19 +47,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_checkpoint_of_two_processes_restores_on_one_and_on_three_with_identical_outputs() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    gen(&data, 300_000, 200, 11, &["--bad-ratio", "0.02"]);
-    let graph = root.path().join("g.toml");
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market-bars.toml"),
-    )
-    .unwrap()
-    .replace("examples/data", data.to_str().unwrap());
-    std::fs::write(
-        &graph,
-        format!("{example}\n[checkpoint]\ninterval = \"10s\"\nmin_pause = \"200ms\"\n"),
-    )
-    .unwrap();
+    let graph = crate::common::checkpointed_example(root.path());
     let reference = root.path().join("reference");
     std::fs::create_dir_all(&reference).unwrap();
     let o = tickflow()

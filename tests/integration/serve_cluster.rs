@@ -63,7 +63,14 @@ fn serve_on_two_processes_runs_each_deployment_on_both_and_a_killed_process_rejo
     let other = tempfile::tempdir().unwrap();
     let root1 = other.path();
     let hosts = root0.join("hosts");
-    let ports = free_ports(3);
+    // Deployment 1's processes listen on their host's port + 1: pick ports where that is free.
+    let ports = loop {
+        let ports = free_ports(3);
+        let next_free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok();
+        if next_free(ports[0]) && next_free(ports[1]) {
+            break ports;
+        }
+    };
     let api = ports[2];
     std::fs::write(
         &hosts,

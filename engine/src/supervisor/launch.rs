@@ -138,6 +138,11 @@ impl Supervisor {
         let tx = self.notices.clone();
         let dir_lock = Arc::clone(inner.dir_locks.entry(d.state_dir.clone()).or_default());
         let stop_timeout = self.config.stop_timeout;
+        // After runs that lost a peer in a row, a growing pause before the next (0.5 s more
+        // each, at most 10 s): a peer that is not back, or a port still taken.
+        let losses = inner.peer_losses.get(&id).copied().unwrap_or(0);
+        let pause = std::time::Duration::from_millis(500 * u64::from(losses))
+            .min(std::time::Duration::from_secs(10));
         let thread = {
             let plan = Arc::clone(&plan);
             let metrics = Arc::clone(&metrics);
@@ -145,6 +150,10 @@ impl Supervisor {
             std::thread::Builder::new()
                 .name(format!("deployment-{id}"))
                 .spawn(move || {
+                    let until = std::time::Instant::now() + pause;
+                    while std::time::Instant::now() < until && !live.is_stopping() {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                     // The data directory is free once the dataflow before it has ended.
                     let Some(_dir) = wait_for_dir(&dir_lock, &live, stop_timeout) else {
                         let result = if live.is_stopping() {

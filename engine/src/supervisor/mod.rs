@@ -173,7 +173,8 @@ struct Inner {
     /// continuing another's directory waits for the old dataflow to let go, on its own
     /// thread, never the supervisor's.
     dir_locks: BTreeMap<String, Arc<Mutex<()>>>,
-    /// Leader: runs of each deployment ended by a lost peer, in a row.
+    /// Runs of each deployment ended by a lost peer in a row (a follower: by any failure),
+    /// for the pause before the next and (leader) the limit.
     peer_losses: BTreeMap<u64, u32>,
 }
 
@@ -444,11 +445,18 @@ impl Supervisor {
                 }
                 if self.leader().is_some() {
                     // A follower records nothing. It starts its share again at its next poll
-                    // while the deployment is active: if the leader is finishing, that waits
-                    // for a peer until the leader's `deployment_finished` stops it; if the
-                    // leader restarted the deployment, that rejoins it.
-                    if let Err(error) = &result {
-                        tracing::warn!("deployment {id}: this process's share ended: {error}");
+                    // while the deployment is active (after a pause that grows with failures
+                    // in a row): if the leader is finishing, that waits for a peer until the
+                    // leader's `deployment_finished` stops it; if the leader restarted the
+                    // deployment, that rejoins it.
+                    match &result {
+                        Err(error) => {
+                            tracing::warn!("deployment {id}: this process's share ended: {error}");
+                            *inner.peer_losses.entry(id).or_default() += 1;
+                        }
+                        Ok(_) => {
+                            inner.peer_losses.remove(&id);
+                        }
                     }
                     return;
                 }

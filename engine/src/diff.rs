@@ -1,0 +1,327 @@
+//! A keyed diff of two versions' outputs: which records match, which differ (and in which
+//! fields), which only one version wrote. `tickflow diff` runs it on a recorded input (a
+//! backtest); tickflow's outputs are deterministic, so an unchanged graph gives no difference
+//! and any difference is the change itself.
+//!
+//! A record's key is, by the fields it has: a bar's `instrument_id`, `window_start` and
+//! `window_end` (a bar emitted again with a later `revision` replaces the earlier one: the
+//! last revision is compared); a dead letter's `source` and `line`; a tick's `venue` and `seq`
+//! (late ticks); else the whole line. Records with the same key in one output are told apart
+//! by their order (`#2`, `#3`, ...).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::EngineError;
+
+/// Field sets that key a record, tried in order.
+const KEYS: [&[&str]; 3] = [
+    &["instrument_id", "window_start", "window_end"],
+    &["source", "line"],
+    &["venue", "seq"],
+];
+
+/// How two versions' outputs of one sink compare.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SinkDiff {
+    /// Keys whose records are equal.
+    pub matched: u64,
+    /// Keys whose records differ.
+    pub differing: u64,
+    /// Keys only the old (current) version wrote.
+    pub only_old: u64,
+    /// Keys only the new version wrote.
+    pub only_new: u64,
+    /// Per field, how many differing records differ in it.
+    pub fields: BTreeMap<String, u64>,
+    /// The first few differences of each kind.
+    pub samples: Vec<Sample>,
+}
+
+impl SinkDiff {
+    /// Whether the two outputs are the same.
+    pub fn is_same(&self) -> bool {
+        self.differing == 0 && self.only_old == 0 && self.only_new == 0
+    }
+}
+
+/// One difference, for a person to look at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Sample {
+    /// The record of `key` differs in `fields`: `(field, old value, new value)`.
+    Differs {
+        key: String,
+        fields: Vec<(String, Value, Value)>,
+    },
+    /// Only the old version wrote `key`.
+    OnlyOld { key: String, record: Value },
+    /// Only the new version wrote `key`.
+    OnlyNew { key: String, record: Value },
+}
+
+/// A record's key (see the module docs) and the record.
+fn keyed(line: &str) -> (String, Value) {
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(_) => return (line.to_string(), Value::String(line.to_string())),
+    };
+    let key = value.as_object().and_then(|o| {
+        KEYS.iter()
+            .find(|fields| fields.iter().all(|f| o.contains_key(*f)))
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|f| match &o[*f] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+    });
+    (key.unwrap_or_else(|| line.to_string()), value)
+}
+
+/// Whether `new` is a later emission of the same bar than `old` (a higher `revision`).
+fn revises(old: &Value, new: &Value) -> bool {
+    let revision = |v: &Value| v.get("revision").and_then(Value::as_u64);
+    matches!((revision(old), revision(new)), (Some(a), Some(b)) if b > a)
+}
+
+/// An output's records by key.
+fn by_key<'a>(lines: impl Iterator<Item = &'a str>) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, Value> = BTreeMap::new();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let (key, value) = keyed(line);
+        match out.get_mut(&key) {
+            None => {
+                out.insert(key, value);
+            }
+            Some(old) if revises(old, &value) => *old = value,
+            Some(_) => {
+                let n = seen.entry(key.clone()).or_insert(1);
+                *n += 1;
+                out.insert(format!("{key} #{n}"), value);
+            }
+        }
+    }
+    out
+}
+
+/// The fields in which two records differ, with both values (`null` for a missing one).
+fn differing_fields(old: &Value, new: &Value) -> Vec<(String, Value, Value)> {
+    match (old.as_object(), new.as_object()) {
+        (Some(a), Some(b)) => {
+            let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+            names.sort();
+            names.dedup();
+            let get = |m: &Map<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Null);
+            names
+                .into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| (k.clone(), get(a, k), get(b, k)))
+                .collect()
+        }
+        _ => vec![("line".to_string(), old.clone(), new.clone())],
+    }
+}
+
+/// Compares the records (one JSON object per line) the old and the new version wrote to one
+/// sink, keeping up to `samples` examples of each kind of difference.
+pub fn diff_lines<'a>(
+    old: impl Iterator<Item = &'a str>,
+    new: impl Iterator<Item = &'a str>,
+    samples: usize,
+) -> SinkDiff {
+    let (old, mut new) = (by_key(old), by_key(new));
+    let mut d = SinkDiff::default();
+    let (mut differs, mut only_old) = (Vec::new(), Vec::new());
+    for (key, a) in old {
+        match new.remove(&key) {
+            Some(b) if a == b => d.matched += 1,
+            Some(b) => {
+                d.differing += 1;
+                let fields = differing_fields(&a, &b);
+                for (f, _, _) in &fields {
+                    *d.fields.entry(f.clone()).or_default() += 1;
+                }
+                if differs.len() < samples {
+                    differs.push(Sample::Differs { key, fields });
+                }
+            }
+            None => {
+                d.only_old += 1;
+                if only_old.len() < samples {
+                    only_old.push(Sample::OnlyOld { key, record: a });
+                }
+            }
+        }
+    }
+    d.only_new = new.len() as u64;
+    d.samples = differs;
+    d.samples.extend(only_old);
+    d.samples.extend(
+        new.into_iter()
+            .take(samples)
+            .map(|(key, record)| Sample::OnlyNew { key, record }),
+    );
+    d
+}
+
+/// The graph TOML `text` (from `file`) rewritten for a backtest: its one source reads the
+/// recorded `input` (a file source keeps its format settings; any other becomes a file
+/// source), and every sink but a projection (which stays in memory) writes the file
+/// `out/<sink>.jsonl` instead: never a production file or topic. Returns the new text and the
+/// sinks' files by sink name.
+pub fn backtest_graph(
+    text: &str,
+    file: &str,
+    input: &Path,
+    out: &Path,
+) -> Result<(String, BTreeMap<String, std::path::PathBuf>), EngineError> {
+    use toml_edit::{value, DocumentMut, Item, Table};
+    let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    let as_text = |p: &Path| p.display().to_string();
+    let sources = doc
+        .get_mut("sources")
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| invalid("has no [sources]".into()))?;
+    let names: Vec<String> = sources.iter().map(|(k, _)| k.to_string()).collect();
+    let [name] = names.as_slice() else {
+        return Err(invalid(format!(
+            "a backtest replaces the graph's one source with the recorded input, but it has \
+             {} ({})",
+            names.len(),
+            names.join(", ")
+        )));
+    };
+    let source = sources
+        .get_mut(name)
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| invalid(format!("sources.{name} is not a table")))?;
+    if source.get("type").and_then(Item::as_str) != Some("file") {
+        source.clear();
+        source.insert("type", value("file"));
+    }
+    source.insert("path", value(as_text(input)));
+    let mut files = BTreeMap::new();
+    if let Some(sinks) = doc.get_mut("sinks").and_then(Item::as_table_like_mut) {
+        for (name, sink) in sinks.iter_mut() {
+            let Some(sink) = sink.as_table_like_mut() else {
+                continue;
+            };
+            if sink.get("type").and_then(Item::as_str) == Some("projection") {
+                continue;
+            }
+            let input = sink.get("input").cloned().unwrap_or(Item::None);
+            let path = out.join(format!("{name}.jsonl"));
+            let mut table = Table::new();
+            table.insert("type", value("file"));
+            table.insert("input", input);
+            table.insert("path", value(as_text(&path)));
+            sink.clear();
+            for (k, v) in table.iter() {
+                sink.insert(k, v.clone());
+            }
+            files.insert(name.to_string(), path);
+        }
+    }
+    Ok((doc.to_string(), files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(id: &str, end: &str, close: &str, revision: u64) -> String {
+        format!(
+            r#"{{"instrument_id":"{id}","window_start":"s","window_end":"{end}","close":"{close}","revision":{revision}}}"#
+        )
+    }
+
+    #[test]
+    fn bars_are_keyed_by_instrument_and_window_and_compared_at_their_last_revision() {
+        let old = [
+            bar("A", "1", "10", 0),
+            bar("B", "1", "20", 0),
+            bar("B", "1", "21", 1),
+            bar("C", "1", "30", 0),
+        ]
+        .join("\n");
+        let new = [
+            bar("A", "1", "10", 0),
+            bar("B", "1", "22", 1),
+            bar("D", "1", "40", 0),
+        ]
+        .join("\n");
+        let d = diff_lines(old.lines(), new.lines(), 10);
+        assert_eq!(
+            (d.matched, d.differing, d.only_old, d.only_new),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(d.fields, [("close".to_string(), 1)].into());
+        assert_eq!(
+            d.samples[0],
+            Sample::Differs {
+                key: "B s 1".into(),
+                fields: vec![("close".into(), "21".into(), "22".into())],
+            }
+        );
+        assert!(!d.is_same());
+        let same = diff_lines(old.lines(), old.lines(), 10);
+        assert!(same.is_same() && same.matched == 3);
+    }
+
+    #[test]
+    fn a_backtest_graph_reads_the_recording_and_writes_no_production_output() {
+        let text = "[graph]\nname = \"g\"\nversion = 1\n[sources.ticks]\ntype = \"kafka\"\n\
+                    brokers = \"b:9092\"\ntopic = \"raw\"\n[sinks.bars]\ntype = \"kafka\"\n\
+                    input = \"bars\"\nbrokers = \"b:9092\"\ntopic = \"prod\"\n\
+                    [sinks.latest]\ntype = \"projection\"\ninput = \"bars\"\nkey = \"id\"\n";
+        let (out, files) = backtest_graph(
+            text,
+            "g.toml",
+            Path::new("/rec/ticks.jsonl"),
+            Path::new("/o"),
+        )
+        .unwrap();
+        let doc: toml::Table = out.parse().unwrap();
+        assert_eq!(doc["sources"]["ticks"]["type"].as_str(), Some("file"));
+        assert_eq!(
+            doc["sources"]["ticks"]["path"].as_str(),
+            Some("/rec/ticks.jsonl")
+        );
+        assert!(doc["sources"]["ticks"].get("topic").is_none());
+        assert_eq!(doc["sinks"]["bars"]["path"].as_str(), Some("/o/bars.jsonl"));
+        assert!(
+            doc["sinks"]["bars"].get("topic").is_none(),
+            "no production topic"
+        );
+        assert_eq!(doc["sinks"]["latest"]["type"].as_str(), Some("projection"));
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["bars"]);
+        let two = format!("{text}[sources.more]\ntype = \"file\"\npath = \"x\"\n");
+        let err = backtest_graph(&two, "g.toml", Path::new("r"), Path::new("o")).unwrap_err();
+        assert!(err.to_string().contains("has 2 (ticks, more)"), "{err}");
+    }
+
+    #[test]
+    fn dead_letters_ticks_and_other_lines_have_keys_of_their_own() {
+        let old = "{\"source\":\"t\",\"line\":3,\"reason\":\"malformed\"}\n{\"venue\":\"X\",\"seq\":1,\"price\":\"1\"}\nplain\nplain\n";
+        let new = "{\"source\":\"t\",\"line\":3,\"reason\":\"invalid_value\"}\n{\"venue\":\"X\",\"seq\":1,\"price\":\"1\"}\nplain\n";
+        let d = diff_lines(old.lines(), new.lines(), 1);
+        assert_eq!(
+            (d.matched, d.differing, d.only_old, d.only_new),
+            (2, 1, 1, 0)
+        );
+        assert_eq!(d.fields, [("reason".to_string(), 1)].into());
+        assert_eq!(d.samples.len(), 2, "one sample of each kind found");
+    }
+}
