@@ -152,7 +152,11 @@ fn a_backtest_of_an_unchanged_graph_is_empty_and_an_fx_change_differs_in_exactly
     assert_eq!(report["sinks"]["dead_letters"]["differing"], 0, "{report}");
     let late = &report["sinks"]["late"];
     assert!(
-        late["fields"].as_object().unwrap().keys().all(|f| f == "price"),
+        late["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|f| f == "price"),
         "{report}"
     );
     let eur = bars_with_eur(&data, &out.join("old"));
