@@ -286,6 +286,7 @@ fn describe(e: &LoggedEvent) -> String {
             state_dir,
             continues,
             rollback_of,
+            ..
         } => {
             let mut s = format!("deployment {id}: {graph} v{version} on {state_dir}");
             if let Some(c) = continues {

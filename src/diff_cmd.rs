@@ -165,3 +165,47 @@ fn print_text(
         }
     );
 }
+
+/// Flags of `tickflow plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The running version's graph TOML.
+    old: PathBuf,
+    /// The version to deploy.
+    new: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tickflow plan`: what deploying NEW over OLD does with each part's state.
+pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    use tickflow_engine::state_plan::{parts_of, StatePlan};
+    let compile = |path: &Path| -> anyhow::Result<tickflow_engine::Plan> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(compile_str(&text, &path.display().to_string())?)
+    };
+    let (old, new) = (compile(&args.old)?, compile(&args.new)?);
+    let plan = StatePlan::between(&parts_of(&old), &parts_of(&new));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!(
+            "state plan: {} v{} -> {} v{}",
+            old.name, old.version, new.name, new.version
+        );
+        for line in plan.lines() {
+            println!("  {line}");
+        }
+        println!(
+            "{}",
+            if plan.drops_state {
+                "drops state: a deploy needs \"allow_state_loss\": true"
+            } else {
+                "keeps all state"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -99,6 +99,9 @@ enum Command {
     /// redirected, never to production files or topics) and print a keyed diff of their
     /// outputs; exits 0 when they are the same, 1 when they differ.
     Diff(diff_cmd::DiffArgs),
+    /// The state plan of deploying NEW.toml over OLD.toml: per source, stateful operator and
+    /// sink (and its tables), whether its state is kept, starts empty, is replaced or dropped.
+    Plan(diff_cmd::PlanArgs),
     /// List or inspect the checkpoints of a data directory.
     Checkpoints {
         #[command(subcommand)]
@@ -291,6 +294,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff(args) => diff_cmd::diff(args),
+        Command::Plan(args) => diff_cmd::plan(args),
         Command::Checkpoints { command } => {
             match command {
                 CheckpointsCommand::List { dir, json } => checkpoints::list(&dir, json)?,

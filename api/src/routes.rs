@@ -160,7 +160,8 @@ pub fn routes() -> &'static [RouteSpec] {
             ),
             RouteSpec {
                 body: Some(schema::<DeployRequest>),
-                success: &[201],
+                success: &[200, 201],
+                query: &[DRY_RUN],
                 ..r(
                     "POST",
                     "/api/v1/deployments",
@@ -293,7 +294,28 @@ pub struct DeployRequest {
     #[serde(default)]
     #[schemars(regex(pattern = TEXT_PATTERN), length(max = 2000))]
     pub reason: Option<String>,
+    /// Deploy even if the state plan drops state (a changed or removed stateful operator or
+    /// sink); without it such a deploy is refused (409), naming each part's fate.
+    #[serde(default)]
+    pub allow_state_loss: bool,
 }
+
+/// Query of `POST /api/v1/deployments`.
+#[derive(Debug, Deserialize)]
+pub struct DeployQuery {
+    /// Only say what the deploy would do (its events, with the state plan): nothing is
+    /// appended.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+const DRY_RUN: QueryParam = QueryParam {
+    name: "dry_run",
+    kind: "boolean",
+    format: "",
+    description: "Only say what the deploy would do (its events and state plan); nothing is \
+                  appended",
+};
 
 /// Free text as the engine takes it: no control characters (U+0000-U+001F, U+007F-U+009F).
 const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
@@ -469,13 +491,22 @@ async fn graph_version(
 async fn deploy(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<DeployQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: DeployRequest = json_body(&body)?;
     let command = Command::Deploy {
         graph: req.graph,
         version: req.version,
+        allow_state_loss: req.allow_state_loss,
     };
+    if q.dry_run {
+        let events = blocking(move || Ok(app.sup.dry_run(&command)?)).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"dry_run": true, "events": events})),
+        ));
+    }
     let appended =
         blocking(move || Ok(app.sup.execute(&command, &caller.name, req.reason)?)).await?;
     let id = appended.iter().rev().find_map(|e| match e.event.kind {

@@ -168,6 +168,7 @@ impl ControlState {
             state_dir,
             continues,
             rollback_of,
+            ..
         } = &event.kind
         {
             self.deployments.insert(
@@ -263,6 +264,8 @@ pub enum Command {
         graph: String,
         /// Version.
         version: i64,
+        /// Deploy even if the state plan drops state (see [`crate::state_plan`]).
+        allow_state_loss: bool,
     },
     /// Hold the sources.
     Pause(u64),
@@ -334,7 +337,11 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                 plan: plan.clone(),
             }]),
         },
-        Command::Deploy { graph, version } => {
+        Command::Deploy {
+            graph,
+            version,
+            allow_state_loss,
+        } => {
             let Some(target) = state.graph_version(graph, *version) else {
                 return Err(Refusal::Invalid(match state.graphs.get(graph) {
                     None => format!("graph `{graph}` was never submitted"),
@@ -359,12 +366,27 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             let mut events: Vec<EventKind> = active_of(state, graph)
                 .map(|d| EventKind::DeploymentStopped { id: d.id })
                 .collect();
-            // Continue from the newest deployment of this graph whose state fits this version.
+            // Continue from the newest deployment of this graph that ran, with what the state
+            // plan keeps; a deploy that drops state must say it accepts that.
             let previous = state
                 .deployments
                 .values()
                 .rev()
                 .find(|d| d.graph == *graph && d.started);
+            if let Some((from, plan)) =
+                previous.and_then(|p| Some((p, state_plan(state, p, target)?)))
+            {
+                if plan.drops_state && !allow_state_loss {
+                    return Err(Refusal::Conflict(format!(
+                        "deploying `{graph}` v{version} over deployment {} (v{}) drops state: \
+                         {}; deploy with \"allow_state_loss\": true to accept that, or see \
+                         it first with ?dry_run=true",
+                        from.id,
+                        from.version,
+                        plan.lines().join("; ")
+                    )));
+                }
+            }
             events.push(requested(state, id, target, previous, None));
             Ok(events)
         }
@@ -449,8 +471,25 @@ fn active_of<'a>(state: &'a ControlState, graph: &'a str) -> impl Iterator<Item 
         .filter(move |d| d.graph == graph && d.state.is_active())
 }
 
+/// What deploying `target` over `from` does with `from`'s state, part by part, when both
+/// versions' compiled plans list their stateful parts (logs from before they did: `None`).
+pub fn state_plan(
+    state: &ControlState,
+    from: &Deployment,
+    target: &GraphVersion,
+) -> Option<crate::state_plan::StatePlan> {
+    type Parts = std::collections::BTreeMap<String, crate::state_plan::StatePart>;
+    let parts = |v: &GraphVersion| -> Option<Parts> {
+        serde_json::from_value(v.plan.get("state_parts")?.clone()).ok()
+    };
+    let old = parts(state.graph_version(&from.graph, from.version)?)?;
+    let new = parts(target)?;
+    (!old.is_empty() && !new.is_empty()).then(|| crate::state_plan::StatePlan::between(&old, &new))
+}
+
 /// A deployment request for `target`: on `from`'s data directory when its version's state fits
-/// `target`, else on a new one.
+/// `target` (the same state fingerprint, or a state plan that keeps every source), else on a
+/// new one.
 fn requested(
     state: &ControlState,
     id: u64,
@@ -458,11 +497,22 @@ fn requested(
     from: Option<&Deployment>,
     rollback_of: Option<u64>,
 ) -> EventKind {
-    let fits = from.filter(|f| {
+    let plan = from.and_then(|f| state_plan(state, f, target));
+    let same_state = from.is_some_and(|f| {
         state
             .graph_version(&f.graph, f.version)
             .is_some_and(|v| v.state_fingerprint == target.state_fingerprint)
     });
+    let fits = from.filter(|_| same_state || plan.as_ref().is_some_and(|p| p.continues));
+    // Recorded unless every part is kept (the audit trail says what a deploy did to state).
+    let state_plan = plan
+        .filter(|p| {
+            !p.continues
+                || p.parts
+                    .iter()
+                    .any(|x| x.fate != crate::state_plan::Fate::Kept)
+        })
+        .and_then(|p| serde_json::to_value(p).ok());
     EventKind::DeploymentRequested {
         id,
         graph: target.name.clone(),
@@ -470,6 +520,7 @@ fn requested(
         state_dir: fits.map_or_else(|| format!("d{id}"), |f| f.state_dir.clone()),
         continues: fits.map(|f| f.id),
         rollback_of,
+        state_plan,
     }
 }
 
@@ -492,6 +543,7 @@ mod tests {
         Command::Deploy {
             graph: "g".into(),
             version,
+            allow_state_loss: false,
         }
     }
 

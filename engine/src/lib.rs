@@ -33,6 +33,7 @@ pub mod policy;
 pub mod reference;
 pub mod render;
 pub mod run;
+pub mod state_plan;
 pub mod supervisor;
 
 pub use compile::{compile_confined, compile_file, compile_str};

@@ -139,6 +139,7 @@ impl Plan {
             "checkpoint_interval_ms": self.checkpoint.interval_ms,
             "fingerprint": self.fingerprint,
             "state_fingerprint": self.state_fingerprint(),
+            "state_parts": crate::state_plan::parts_of(self),
         })
     }
 

@@ -260,6 +260,7 @@ pub fn run(
                 workers,
             )?;
             let (dir, manifest, restored) = (opened.dir, opened.manifest, opened.restored);
+            let (wipe, fresh) = (Arc::new(opened.wipe), Arc::new(opened.fresh));
             let reshaped = opened.reshape.is_some();
             // Process 0 deletes the old shape's state once the new one has committed.
             let retire = opened
@@ -337,6 +338,8 @@ pub fn run(
                 restore: manifest.map(Arc::new),
                 restored: Arc::new(restored),
                 rewrite: reshaped,
+                wipe,
+                fresh,
                 reports: tx,
                 epochs,
                 restore_us: Arc::new(AtomicU64::new(0)),

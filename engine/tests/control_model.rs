@@ -165,6 +165,7 @@ fn command_of(step: &Step) -> Command {
         Step::Deploy(g, v) => Command::Deploy {
             graph: GRAPHS[*g].into(),
             version: *v,
+            allow_state_loss: false,
         },
         Step::Pause(id) => Command::Pause(*id),
         Step::Resume(id) => Command::Resume(*id),

@@ -70,6 +70,10 @@ pub enum EventKind {
         /// Set when this deployment is the target of a rollback of that deployment.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rollback_of: Option<u64>,
+        /// What it does with the state of the deployment it continues, part by part (kept,
+        /// empty, replaced, dropped), when that is not everything kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state_plan: Option<serde_json::Value>,
     },
     /// The deployment's dataflow was built and is processing (also after a restart).
     DeploymentStarted {

@@ -21,5 +21,6 @@ mod serve;
 mod serve_cluster;
 mod session;
 mod shapes;
+mod state_plan;
 mod validation;
 mod venues;

@@ -369,6 +369,7 @@ mod tests {
             version: 1,
             fingerprint: "f".into(),
             state: "s".into(),
+            parts: BTreeMap::new(),
         }
     }
 

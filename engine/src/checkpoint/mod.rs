@@ -356,6 +356,10 @@ pub struct GraphIdentity {
     /// this graph's checkpoints.
     #[serde(default)]
     pub state: String,
+    /// Each stateful part's identity ([`crate::state_plan`]): another version of the graph
+    /// continues the parts whose identity it shares, if it keeps every source.
+    #[serde(default)]
+    pub parts: BTreeMap<String, crate::state_plan::StatePart>,
 }
 
 impl GraphIdentity {
@@ -366,13 +370,24 @@ impl GraphIdentity {
             version: plan.version,
             fingerprint: plan.fingerprint.clone(),
             state: plan.state_fingerprint(),
+            parts: crate::state_plan::parts_of(plan),
         }
     }
 
-    /// Whether checkpoints made by `other` can be restored by this graph: the same graph, or
-    /// another version of it whose state has the same shape.
+    /// Whether checkpoints made by `other` can be restored by this graph: the same graph,
+    /// another version of it whose state has the same shape, or one that keeps every source
+    /// (the parts it does not keep start empty; see [`crate::state_plan`]).
     pub fn can_restore(&self, other: &GraphIdentity) -> bool {
-        self.same_graph(other) || (!self.state.is_empty() && self.state == other.state)
+        self.same_graph(other)
+            || (!self.state.is_empty() && self.state == other.state)
+            || (self.name == other.name && self.state_plan(other).is_some_and(|p| p.continues))
+    }
+
+    /// What continuing from `other`'s checkpoints does with each part's state, when both
+    /// identities list their parts.
+    pub fn state_plan(&self, other: &GraphIdentity) -> Option<crate::state_plan::StatePlan> {
+        (!self.parts.is_empty() && !other.parts.is_empty())
+            .then(|| crate::state_plan::StatePlan::between(&other.parts, &self.parts))
     }
 
     /// The same graph definition (`[checkpoint]` may differ).
@@ -574,6 +589,7 @@ mod tests {
                 version: 1,
                 fingerprint: "ab".into(),
                 state: "cd".into(),
+                parts: BTreeMap::new(),
             },
             created_at: "2026-01-01T00:00:00.000Z".into(),
             workers: 2,

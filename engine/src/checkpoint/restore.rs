@@ -24,6 +24,12 @@ pub struct Opened {
     pub restored: HashMap<String, RestoredTable>,
     /// The checkpoint came from another shape: its state is not in `dir` yet.
     pub reshape: Option<Reshape>,
+    /// Nodes whose stored tables hold another version's state, which they do not continue:
+    /// cleared by their first checkpoint (see [`continued_only`]).
+    pub wipe: BTreeSet<String>,
+    /// Sinks that start afresh (new, or changed) where another version's checkpoint is
+    /// continued.
+    pub fresh: BTreeSet<String>,
 }
 
 /// Opens the data directory `root` for `plan` on `workers` workers (of every process, in
@@ -116,12 +122,64 @@ pub fn open(
         }
     };
     *plan = Arc::new(pin_to_data_dir(plan, &dir)?);
+    let (mut manifest, mut restored) = (manifest, restored);
+    let (wipe, fresh) = match manifest.as_mut() {
+        Some(m) => continued_only(&identity, m, &mut restored),
+        None => Default::default(),
+    };
     Ok(Opened {
         dir,
         manifest,
         restored,
         reshape,
+        wipe,
+        fresh,
     })
+}
+
+/// Restoring another version's checkpoint: drops from the restore what this version does not
+/// continue ([`crate::state_plan`]): the tables and sink positions of parts it replaced or no
+/// longer has. Returns the replaced nodes (same names, so their tables hold the old state
+/// until their first checkpoint clears them) and the sinks that start afresh.
+fn continued_only(
+    identity: &GraphIdentity,
+    manifest: &mut Manifest,
+    restored: &mut HashMap<String, RestoredTable>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    use crate::state_plan::Fate;
+    let (mut wipe, mut fresh) = (BTreeSet::new(), BTreeSet::new());
+    if identity.same_graph(&manifest.graph) {
+        return (wipe, fresh);
+    }
+    let Some(plan) = identity.state_plan(&manifest.graph) else {
+        return (wipe, fresh);
+    };
+    if plan.parts.iter().all(|p| p.fate == Fate::Kept) {
+        return (wipe, fresh);
+    }
+    eprintln!(
+        "continuing checkpoint {} of graph `{}` v{}; its state, part by part:",
+        manifest.id, manifest.graph.name, manifest.graph.version
+    );
+    for line in plan.lines() {
+        eprintln!("  {line}");
+    }
+    for p in plan.parts.iter().filter(|p| p.fate != Fate::Kept) {
+        for table in &p.tables {
+            restored.remove(table);
+        }
+        let Some((kind, name)) = p.part.split_once('/') else {
+            continue;
+        };
+        if kind == "sink" {
+            manifest.sinks.remove(name);
+            fresh.insert(name.to_string());
+        }
+        if p.fate == Fate::Replaced && !p.tables.is_empty() {
+            wipe.insert(name.to_string());
+        }
+    }
+    (wipe, fresh)
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, EngineError> {

@@ -219,6 +219,7 @@ pub fn build(
                 durable: durable
                     .filter(|_| scope.index() == sink::sink_worker(scope.peers()))
                     .cloned(),
+                wipe: durable.is_some_and(|d| d.wipe.contains(&s.name)).into(),
             };
             sink::drive(lines.probe_with(&probe), s.component.as_ref(), cx);
         }

@@ -31,6 +31,11 @@ pub struct Durability {
     /// The state was restored from another cluster shape: the store holds none of it, so
     /// every part's first snapshot writes all it holds.
     pub rewrite: bool,
+    /// Nodes whose stored tables hold another version's state they do not continue: their
+    /// first snapshot clears them first.
+    pub wipe: Arc<std::collections::BTreeSet<String>>,
+    /// Sinks the state plan starts afresh (new or changed): no position to continue.
+    pub fresh: Arc<std::collections::BTreeSet<String>>,
     /// Where parts report their saves.
     pub reports: crossbeam_channel::Sender<Report>,
     /// Which checkpoint is being taken.
@@ -126,6 +131,17 @@ pub struct OperatorPart {
     part: Part,
     /// `(table, column family)`.
     tables: Vec<(&'static str, String)>,
+    /// Its tables hold another version's state: cleared by the first snapshot.
+    wipe: bool,
+}
+
+/// The range delete that clears a table before a part's first snapshot writes it afresh:
+/// every stored key sorts below it (keys start with a big-endian time, or are UTF-8, which
+/// never holds the byte `0xFF`).
+pub fn clear_all() -> DeltaOp {
+    DeltaOp::DeleteBelow {
+        key: vec![0xFF; 16],
+    }
 }
 
 impl OperatorPart {
@@ -136,6 +152,7 @@ impl OperatorPart {
         tables: &[tickflow_state::TableDescriptor],
     ) -> Self {
         OperatorPart {
+            wipe: ctx.wipe.contains(op),
             part: Part::new(ctx, PartId::Operator(op.to_string(), worker)),
             tables: tables
                 .iter()
@@ -197,7 +214,7 @@ impl OperatorPart {
                 part: self.part.id.to_string(),
                 source,
             })?;
-        let ops: Vec<(String, DeltaOp)> = ops
+        let mut ops: Vec<(String, DeltaOp)> = ops
             .into_iter()
             .filter_map(|(table, op)| {
                 self.tables
@@ -206,6 +223,10 @@ impl OperatorPart {
                     .map(|(_, cf)| (cf.clone(), op))
             })
             .collect();
+        if std::mem::take(&mut self.wipe) {
+            // Range deletes apply before the puts of the same snapshot.
+            ops.extend(self.tables.iter().map(|(_, cf)| (cf.clone(), clear_all())));
+        }
         fault::point("before-state-write");
         let bytes_written = if ops.is_empty() {
             0

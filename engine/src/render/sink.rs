@@ -42,6 +42,9 @@ pub struct SinkCx {
     pub live: Option<Arc<Live>>,
     /// Checkpointing, when the run has a data directory (the writing worker's copy).
     pub durable: Option<Durability>,
+    /// Its tables hold another version's state it does not continue: cleared at the first
+    /// write (see [`Durability::wipe`]).
+    pub wipe: std::sync::atomic::AtomicBool,
 }
 
 impl SinkCx {
@@ -62,7 +65,10 @@ impl SinkCx {
             return Ok(0);
         };
         let cf = table_key(&self.name, table);
-        let ops: Vec<(String, DeltaOp)> = ops.into_iter().map(|op| (cf.clone(), op)).collect();
+        let mut ops: Vec<(String, DeltaOp)> = ops.into_iter().map(|op| (cf.clone(), op)).collect();
+        if self.wipe.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            ops.push((cf.clone(), super::part::clear_all()));
+        }
         let part = PartId::Sink(self.name.clone()).to_string();
         d.store
             .write_delta(label, &part, &ops)
@@ -91,9 +97,11 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
     let mut writer: Option<Box<dyn SinkWriter>> = None;
     let mut lines_written = 0u64;
     if is_writer {
+        // A sink the state plan starts afresh (new, or changed) has no position to continue.
         let restored = cx
             .durable
             .as_ref()
+            .filter(|d| !d.fresh.contains(&name))
             .and_then(|d| d.restore.as_ref())
             .map(|m| m.sinks.get(&name).cloned().ok_or(m.id));
         let opened = match restored {

@@ -317,6 +317,21 @@ impl Supervisor {
         Ok(appended)
     }
 
+    /// What `command` would append now (a deploy's events carry its state plan), or why it
+    /// would be refused; nothing is appended.
+    pub fn dry_run(&self, command: &Command) -> Result<Vec<EventKind>, CommandError> {
+        if self.leader().is_some() {
+            return Err(CommandError::Refused(Refusal::Conflict(
+                "this process follows process 0: send commands to process 0".into(),
+            )));
+        }
+        let inner = self.lock();
+        let kinds = decide(&inner.state, command).map_err(CommandError::Refused)?;
+        self.check_placement(&inner, &kinds)
+            .map_err(CommandError::Refused)?;
+        Ok(kinds)
+    }
+
     fn append(&self, inner: &mut Inner, event: Event) -> Result<LoggedEvent, CommandError> {
         let Some(log) = inner.log.as_mut() else {
             return Err(CommandError::Internal(
