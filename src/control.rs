@@ -189,6 +189,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_graph_nodes: config.max_graph_nodes,
         stop_timeout: std::time::Duration::from_secs(config.stop_timeout_secs),
         metrics_grace: std::time::Duration::from_secs(config.metrics_grace_secs),
+        backtest_timeout: std::time::Duration::from_secs(config.backtest_timeout_secs),
+        backtest_max_input_bytes: config.backtest_max_input_bytes,
         cluster: cluster.map(|c| ServeCluster {
             process: c.process,
             connect_timeout: c.connect_timeout,

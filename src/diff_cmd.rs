@@ -2,14 +2,13 @@
 //! recorded input, their outputs redirected to files of their own, and a keyed diff of each
 //! sink's records is printed (see `tickflow_engine::diff`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use tickflow_engine::diff::{backtest_graph, diff_lines, Sample, SinkDiff};
-use tickflow_engine::{compile_str, Metrics, RunOptions};
+use tickflow_engine::compile_str;
+use tickflow_engine::diff::{backtest, Backtest, BacktestLimits, Sample, Version};
+use tickflow_engine::policy::GraphPolicy;
 
 /// Flags of `tickflow diff`.
 #[derive(Debug, clap::Args)]
@@ -35,32 +34,6 @@ pub struct DiffArgs {
     json: bool,
 }
 
-/// One version run on the recording: its sinks' files by name, and what it read.
-fn run_version(
-    graph: &Path,
-    input: &Path,
-    out: &Path,
-    workers: u16,
-) -> anyhow::Result<(BTreeMap<String, PathBuf>, u64)> {
-    let text =
-        std::fs::read_to_string(graph).with_context(|| format!("reading {}", graph.display()))?;
-    let file = graph.display().to_string();
-    let (text, files) = backtest_graph(&text, &file, input, out)?;
-    let plan = Arc::new(compile_str(&text, &file)?);
-    let metrics = Arc::new(Metrics::for_plan(&plan));
-    let options = RunOptions {
-        workers: usize::from(workers),
-        ..RunOptions::default()
-    };
-    let summary = tickflow_engine::run(plan, &options, metrics)
-        .with_context(|| format!("running {} on {}", graph.display(), input.display()))?;
-    Ok((files, summary.input_records))
-}
-
-fn lines(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
 /// Runs `tickflow diff`: exit 0 when the outputs are the same, 1 when they differ.
 pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let input = std::path::absolute(&args.input)?;
@@ -72,56 +45,58 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => std::path::absolute(dir)?,
         None => temp.path().to_path_buf(),
     };
-    let (old_files, read) = run_version(&args.old, &input, &root.join("old"), args.workers)?;
-    let (new_files, _) = run_version(&args.new, &input, &root.join("new"), args.workers)?;
-    let mut sinks: BTreeMap<String, SinkDiff> = BTreeMap::new();
-    let mut unpaired = Vec::new();
-    for (name, old_path) in &old_files {
-        let Some(new_path) = new_files.get(name) else {
-            unpaired.push(format!("sink `{name}` is only in the old version"));
-            continue;
-        };
-        let (a, b) = (lines(old_path)?, lines(new_path)?);
-        sinks.insert(name.clone(), diff_lines(a.lines(), b.lines(), args.samples));
-    }
-    unpaired.extend(
-        new_files
-            .keys()
-            .filter(|n| !old_files.contains_key(*n))
-            .map(|n| format!("sink `{n}` is only in the new version")),
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let (old_toml, new_toml) = (read(&args.old)?, read(&args.new)?);
+    let (old_file, new_file) = (
+        args.old.display().to_string(),
+        args.new.display().to_string(),
     );
-    let same = unpaired.is_empty() && sinks.values().all(SinkDiff::is_same);
+    let limits = BacktestLimits {
+        workers: usize::from(args.workers),
+        samples: args.samples,
+        timeout: None,
+    };
+    let report = backtest(
+        (
+            Version {
+                toml: &old_toml,
+                file: &old_file,
+            },
+            Version {
+                toml: &new_toml,
+                file: &new_file,
+            },
+        ),
+        &input,
+        &root,
+        &limits,
+        &GraphPolicy::free(),
+    )?;
     if args.json {
-        let report = serde_json::json!({
-            "old": args.old, "new": args.new, "input": input, "input_records": read,
-            "same": same, "sinks": sinks, "unpaired_sinks": unpaired,
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["old"] = serde_json::json!(args.old);
+        json["new"] = serde_json::json!(args.new);
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_text(&args, &input, read, &sinks, &unpaired, same);
+        print_text(&args, &report);
     }
-    Ok(if same {
+    Ok(if report.same {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-fn print_text(
-    args: &DiffArgs,
-    input: &Path,
-    read: u64,
-    sinks: &BTreeMap<String, SinkDiff>,
-    unpaired: &[String],
-    same: bool,
-) {
+fn print_text(args: &DiffArgs, report: &Backtest) {
     println!(
-        "backtest: {} (old) against {} (new) on {} ({read} input records)",
+        "backtest: {} (old) against {} (new) on {} ({} input records)",
         args.old.display(),
         args.new.display(),
-        input.display()
+        report.input.display(),
+        report.input_records
     );
-    for (name, d) in sinks {
+    for (name, d) in &report.sinks {
         if d.is_same() {
             println!("sink {name}: same ({} records)", d.matched);
             continue;
@@ -153,12 +128,12 @@ fn print_text(
             }
         }
     }
-    for u in unpaired {
+    for u in &report.unpaired_sinks {
         println!("{u}");
     }
     println!(
         "{}",
-        if same {
+        if report.same {
             "no differences"
         } else {
             "the versions differ"

@@ -29,6 +29,10 @@ pub struct ServeConfig {
     pub stop_timeout_secs: u64,
     /// Seconds `/metrics` keeps the series of a deployment after it ended.
     pub metrics_grace_secs: u64,
+    /// Seconds each run of a backtest over the API may take.
+    pub backtest_timeout_secs: u64,
+    /// Largest recorded input (bytes) a backtest over the API reads.
+    pub backtest_max_input_bytes: u64,
     /// `serve` on several processes; the `--processes`, `--process`, `--hosts`,
     /// `--connect-timeout` and `--leader` flags (and their `TICKFLOW_*` variables) override it.
     #[serde(default)]
@@ -117,6 +121,8 @@ impl Default for ServeConfig {
             max_graph_nodes: tickflow_engine::policy::DEFAULT_MAX_NODES,
             stop_timeout_secs: 30,
             metrics_grace_secs: 300,
+            backtest_timeout_secs: 300,
+            backtest_max_input_bytes: 1 << 30,
             cluster: ClusterConfig::default(),
         }
     }

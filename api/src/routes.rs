@@ -170,6 +170,18 @@ pub fn routes() -> &'static [RouteSpec] {
                     || post(deploy),
                 )
             },
+            RouteSpec {
+                body: Some(schema::<BacktestRequest>),
+                ..r(
+                    "POST",
+                    "/api/v1/backtests",
+                    Some(Operator),
+                    "Backtest: run two submitted versions of a graph on a recorded file in the \
+                     read roots and return the keyed diff of their outputs (nothing is \
+                     appended; one at a time, bounded in input size and time)",
+                    || post(run_backtest),
+                )
+            },
             r(
                 "GET",
                 "/api/v1/deployments",
@@ -298,6 +310,33 @@ pub struct DeployRequest {
     /// sink); without it such a deploy is refused (409), naming each part's fate.
     #[serde(default)]
     pub allow_state_loss: bool,
+}
+
+/// `POST /api/v1/backtests`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestRequest {
+    /// Graph name.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub graph: String,
+    /// The current version.
+    #[schemars(range(min = 1))]
+    pub old_version: i64,
+    /// The new version.
+    #[schemars(range(min = 1))]
+    pub new_version: i64,
+    /// The recorded input: a file in the server's read roots (relative paths are looked up
+    /// in each).
+    #[schemars(regex(pattern = TEXT_PATTERN), length(min = 1, max = 4096))]
+    pub input: String,
+    /// Differences returned as samples per kind and sink (at most 100).
+    #[serde(default = "five")]
+    #[schemars(range(max = 100))]
+    pub samples: usize,
+}
+
+fn five() -> usize {
+    5
 }
 
 /// Query of `POST /api/v1/deployments`.
@@ -517,6 +556,23 @@ async fn deploy(
         StatusCode::CREATED,
         Json(json!({"id": id, "events": appended})),
     ))
+}
+
+async fn run_backtest(State(app): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: BacktestRequest = json_body(&body)?;
+    if req.samples > 100 {
+        return Err(ApiError::invalid("samples: at most 100".to_string()));
+    }
+    let report = blocking(move || {
+        Ok(app.sup.backtest(
+            &req.graph,
+            (req.old_version, req.new_version),
+            &req.input,
+            req.samples,
+        )?)
+    })
+    .await?;
+    Ok(Json(json!(report)))
 }
 
 async fn list_deployments(State(app): State<AppState>) -> Json<Value> {

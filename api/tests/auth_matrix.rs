@@ -27,6 +27,8 @@ fn start() -> Api {
         stop_timeout: std::time::Duration::from_secs(30),
         metrics_grace: std::time::Duration::from_secs(300),
         cluster: None,
+        backtest_timeout: std::time::Duration::from_secs(60),
+        backtest_max_input_bytes: 1 << 20,
     })
     .unwrap();
     let key = |name: &str, role| KeyConfig {

@@ -10,12 +10,16 @@
 //! by their order (`#2`, `#3`, ...).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::EngineError;
+use crate::live::Live;
+use crate::policy::GraphPolicy;
+use crate::{compile_confined, compile_str, EngineError, Metrics, RunOptions};
 
 /// Field sets that key a record, tried in order.
 const KEYS: [&[&str]; 3] = [
@@ -235,6 +239,135 @@ pub fn backtest_graph(
         }
     }
     Ok((doc.to_string(), files))
+}
+
+/// One version of a backtest: its graph TOML, and the name errors give it.
+pub struct Version<'a> {
+    /// The TOML text.
+    pub toml: &'a str,
+    /// Its file, or `graph vN`.
+    pub file: &'a str,
+}
+
+/// How a backtest runs.
+pub struct BacktestLimits {
+    /// Worker threads of each run.
+    pub workers: usize,
+    /// Differences kept as samples per kind and sink.
+    pub samples: usize,
+    /// Longest a run may take before the backtest is given up.
+    pub timeout: Option<Duration>,
+}
+
+/// What a backtest found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backtest {
+    /// The recorded input.
+    pub input: PathBuf,
+    /// Records the input held.
+    pub input_records: u64,
+    /// Whether every sink's output is the same.
+    pub same: bool,
+    /// The keyed diff of each sink both versions have.
+    pub sinks: BTreeMap<String, SinkDiff>,
+    /// Sinks only one version has.
+    pub unpaired_sinks: Vec<String>,
+}
+
+/// Runs `old` and then `new` on the recorded `input` (see [`backtest_graph`]), their outputs
+/// under `out/old` and `out/new`, and diffs every sink both have. Each graph is first compiled
+/// as written under `policy` (what it reads must be allowed there); `input` must have been
+/// checked already.
+pub fn backtest(
+    (old, new): (Version<'_>, Version<'_>),
+    input: &Path,
+    out: &Path,
+    limits: &BacktestLimits,
+    policy: &GraphPolicy,
+) -> Result<Backtest, EngineError> {
+    let (old_files, read) = run_version(&old, input, &out.join("old"), limits, policy)?;
+    let (new_files, _) = run_version(&new, input, &out.join("new"), limits, policy)?;
+    let read_file = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| EngineError::File {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut sinks = BTreeMap::new();
+    let mut unpaired = Vec::new();
+    for (name, old_path) in &old_files {
+        let Some(new_path) = new_files.get(name) else {
+            unpaired.push(format!("sink `{name}` is only in the old version"));
+            continue;
+        };
+        let (a, b) = (read_file(old_path)?, read_file(new_path)?);
+        sinks.insert(
+            name.clone(),
+            diff_lines(a.lines(), b.lines(), limits.samples),
+        );
+    }
+    unpaired.extend(
+        new_files
+            .keys()
+            .filter(|n| !old_files.contains_key(*n))
+            .map(|n| format!("sink `{n}` is only in the new version")),
+    );
+    Ok(Backtest {
+        input: input.to_path_buf(),
+        input_records: read,
+        same: unpaired.is_empty() && sinks.values().all(SinkDiff::is_same),
+        sinks,
+        unpaired_sinks: unpaired,
+    })
+}
+
+/// One version run on the recording: its sinks' files by name, and the records it read.
+fn run_version(
+    version: &Version<'_>,
+    input: &Path,
+    out: &Path,
+    limits: &BacktestLimits,
+    policy: &GraphPolicy,
+) -> Result<(BTreeMap<String, PathBuf>, u64), EngineError> {
+    compile_confined(version.toml, version.file, policy)?;
+    let (text, files) = backtest_graph(version.toml, version.file, input, out)?;
+    let plan = Arc::new(compile_str(&text, version.file)?);
+    let metrics = Arc::new(Metrics::for_plan(&plan));
+    let live = Live::new(false, None);
+    let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The run is stopped (and the backtest given up) once it takes longer than the timeout.
+    let watchdog = limits.timeout.map(|timeout| {
+        let (live, done) = (Arc::clone(&live), Arc::clone(&done));
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            while started.elapsed() < timeout && !done.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !done.load(Relaxed) {
+                live.stop();
+            }
+        })
+    });
+    let options = RunOptions {
+        workers: limits.workers.max(1),
+        live: Some(Arc::clone(&live)),
+        ..RunOptions::default()
+    };
+    let summary = crate::run(plan, &options, metrics);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
+    let summary = summary?;
+    if summary.stopped {
+        return Err(EngineError::Backtest(format!(
+            "{}: the run took longer than {} s and was stopped",
+            version.file,
+            limits.timeout.map_or(0, |t| t.as_secs())
+        )));
+    }
+    Ok((files, summary.input_records))
 }
 
 #[cfg(test)]

@@ -218,3 +218,78 @@ fn a_backtest_of_an_unchanged_graph_is_empty_and_an_fx_change_differs_in_exactly
         "{err}"
     );
 }
+
+#[test]
+fn a_backtest_over_the_api_gives_the_cli_s_diff_and_stays_inside_the_read_roots() {
+    use crate::serve::{setup, Server, OPERATOR_KEY, VIEWER_KEY};
+    let s = setup(40_000);
+    let root = s.root.path();
+    let server = Server::start(root, &[]);
+    let v2 = s
+        .toml
+        .replace("version = 1", "version = 2")
+        .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
+    for toml in [&s.toml, &v2] {
+        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+        assert_eq!(status, 201, "{body}");
+    }
+    let ask = |key: &str, body: Value| {
+        server.call(
+            "POST",
+            "/api/v1/backtests",
+            Some(key),
+            Some(&body.to_string()),
+        )
+    };
+    let request = |old: i64, new: i64, input: &str| {
+        serde_json::json!({"graph": "test-bars", "old_version": old, "new_version": new,
+                           "input": input, "samples": 3})
+    };
+    let (status, same) = ask(OPERATOR_KEY, request(1, 1, "ticks.jsonl"));
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same["same"], true, "{same}");
+    let (status, api) = ask(OPERATOR_KEY, request(1, 2, "ticks.jsonl"));
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(api["same"], false);
+    assert!(
+        api["sinks"]["bars"]["differing"].as_u64().unwrap() > 0,
+        "{api}"
+    );
+
+    // The same two versions through the CLI: the same diff.
+    let (old, new) = (root.join("v1.toml"), root.join("v2.toml"));
+    std::fs::write(&old, &s.toml).unwrap();
+    std::fs::write(&new, &v2).unwrap();
+    let (code, cli) = diff(
+        &old,
+        &new,
+        &root.join("data/ticks.jsonl"),
+        &root.join("cli"),
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(cli["sinks"], api["sinks"]);
+    assert_eq!(cli["input_records"], api["input_records"]);
+
+    // A key's role and the server's read roots bound it.
+    let (status, body) = ask(VIEWER_KEY, request(1, 2, "ticks.jsonl"));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = ask(OPERATOR_KEY, request(1, 2, "/etc/passwd"));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string().contains("outside the read roots"),
+        "{body}"
+    );
+    let (status, body) = ask(OPERATOR_KEY, request(1, 9, "ticks.jsonl"));
+    assert_eq!(status, 404, "{body}");
+    // Nothing was appended, and no scratch output is left behind.
+    let kinds: Vec<String> = server
+        .events()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["graph_submitted", "graph_submitted"]);
+    let scratch: Vec<_> = std::fs::read_dir(root.join("engine/backtests"))
+        .unwrap()
+        .collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
+}

@@ -26,6 +26,7 @@ use crate::policy::GraphPolicy;
 use crate::run::{NodeSummary, RunOptions, Summary};
 use crate::{compile_confined, EngineError, Metrics, Plan, RuleError};
 
+mod backtest;
 mod follow;
 mod launch;
 mod log;
@@ -60,6 +61,10 @@ pub struct SupervisorConfig {
     pub metrics_grace: std::time::Duration,
     /// `serve` on several processes (see [`ServeCluster`]); none: this process alone.
     pub cluster: Option<ServeCluster>,
+    /// Longest each run of a backtest over the API may take.
+    pub backtest_timeout: std::time::Duration,
+    /// Largest recorded input a backtest over the API reads.
+    pub backtest_max_input_bytes: u64,
 }
 
 /// `tickflow serve` on several processes. Process 0 is the **leader**: it serves the API's
@@ -186,6 +191,8 @@ pub struct Supervisor {
     notices: crossbeam_channel::Sender<Notice>,
     ready: AtomicBool,
     appends: AtomicU64,
+    /// Held by the one backtest running.
+    backtest_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -244,6 +251,7 @@ impl Supervisor {
             notices: tx,
             ready: AtomicBool::new(false),
             appends: AtomicU64::new(0),
+            backtest_lock: Mutex::new(()),
         });
         let weak = Arc::downgrade(&sup);
         std::thread::Builder::new()
