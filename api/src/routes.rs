@@ -170,6 +170,15 @@ pub fn routes() -> &'static [RouteSpec] {
                     || post(deploy),
                 )
             },
+            r(
+                "GET",
+                "/api/v1/deployments/{id}/diff",
+                Some(Viewer),
+                "A shadow deployment's keyed diff against the deployment it shadows: \
+                 matched, differing (which fields), only in one, with samples, through the \
+                 event time both have finished",
+                || get(shadow_diff),
+            ),
             RouteSpec {
                 body: Some(schema::<BacktestRequest>),
                 ..r(
@@ -310,6 +319,11 @@ pub struct DeployRequest {
     /// sink); without it such a deploy is refused (409), naming each part's fate.
     #[serde(default)]
     pub allow_state_loss: bool,
+    /// `replace` (the default: the version replaces the graph's active deployment) or
+    /// `shadow` (it runs beside it on the same input, its outputs redirected; see
+    /// `GET /deployments/{id}/diff`).
+    #[serde(default)]
+    pub strategy: tickflow_engine::control::Strategy,
 }
 
 /// `POST /api/v1/backtests`.
@@ -538,6 +552,7 @@ async fn deploy(
         graph: req.graph,
         version: req.version,
         allow_state_loss: req.allow_state_loss,
+        strategy: req.strategy,
     };
     if q.dry_run {
         let events = blocking(move || Ok(app.sup.dry_run(&command)?)).await?;
@@ -556,6 +571,14 @@ async fn deploy(
         StatusCode::CREATED,
         Json(json!({"id": id, "events": appended})),
     ))
+}
+
+async fn shadow_diff(
+    State(app): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let report = blocking(move || Ok(app.sup.shadow_diff(id, 5)?)).await?;
+    Ok(Json(json!(report)))
 }
 
 async fn run_backtest(State(app): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {

@@ -92,6 +92,9 @@ pub struct Deployment {
     pub continues: Option<u64>,
     /// The deployment it replaced by a rollback.
     pub rollback_of: Option<u64>,
+    /// The production deployment it shadows (see [`Strategy::Shadow`]).
+    #[serde(default)]
+    pub shadow_of: Option<u64>,
     /// Whether its dataflow was built at least once.
     pub started: bool,
     /// The checkpoint its latest start resumed from.
@@ -168,6 +171,7 @@ impl ControlState {
             state_dir,
             continues,
             rollback_of,
+            shadow_of,
             ..
         } = &event.kind
         {
@@ -181,6 +185,7 @@ impl ControlState {
                     state_dir: state_dir.clone(),
                     continues: *continues,
                     rollback_of: *rollback_of,
+                    shadow_of: *shadow_of,
                     started: false,
                     restored_from: None,
                     error: None,
@@ -266,6 +271,8 @@ pub enum Command {
         version: i64,
         /// Deploy even if the state plan drops state (see [`crate::state_plan`]).
         allow_state_loss: bool,
+        /// How the version goes live.
+        strategy: Strategy,
     },
     /// Hold the sources.
     Pause(u64),
@@ -275,6 +282,21 @@ pub enum Command {
     Stop(u64),
     /// Stop and go back to the previous deployed version.
     Rollback(u64),
+}
+
+/// How a deployed version goes live.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Replace the graph's active deployment at once (continuing its state per the plan).
+    #[default]
+    Replace,
+    /// Run beside the active deployment on the same input, outputs redirected to the
+    /// shadow's own files, for a keyed diff of the two; promote it by deploying its version
+    /// with `replace`, discard it by stopping it.
+    Shadow,
 }
 
 /// Why a command was refused.
@@ -341,6 +363,7 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             graph,
             version,
             allow_state_loss,
+            strategy,
         } => {
             let Some(target) = state.graph_version(graph, *version) else {
                 return Err(Refusal::Invalid(match state.graphs.get(graph) {
@@ -354,7 +377,14 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                     ),
                 }));
             };
-            if let Some(d) = active_of(state, graph).find(|d| d.version == *version) {
+            let id = state.next_deployment_id();
+            // A shadow runs beside production, of any version (the same one included).
+            if *strategy == Strategy::Shadow {
+                return shadow(state, id, target);
+            }
+            if let Some(d) =
+                active_of(state, graph).find(|d| d.version == *version && d.shadow_of.is_none())
+            {
                 return Err(Refusal::Conflict(format!(
                     "graph `{graph}` version {version} is already deployed as deployment {} \
                      ({})",
@@ -362,7 +392,6 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                     d.state.name()
                 )));
             }
-            let id = state.next_deployment_id();
             let mut events: Vec<EventKind> = active_of(state, graph)
                 .map(|d| EventKind::DeploymentStopped { id: d.id })
                 .collect();
@@ -372,7 +401,7 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                 .deployments
                 .values()
                 .rev()
-                .find(|d| d.graph == *graph && d.started);
+                .find(|d| d.graph == *graph && d.started && d.shadow_of.is_none());
             if let Some((from, plan)) =
                 previous.and_then(|p| Some((p, state_plan(state, p, target)?)))
             {
@@ -463,6 +492,32 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
     }
 }
 
+/// A shadow of `target` beside the graph's active production deployment.
+fn shadow(state: &ControlState, id: u64, target: &GraphVersion) -> Result<Vec<EventKind>, Refusal> {
+    let graph = &target.name;
+    let Some(current) = active_of(state, graph).find(|d| d.shadow_of.is_none()) else {
+        return Err(Refusal::Conflict(format!(
+            "graph `{graph}` has no active deployment for a shadow to run beside"
+        )));
+    };
+    if let Some(other) = active_of(state, graph).find(|d| d.shadow_of.is_some()) {
+        return Err(Refusal::Conflict(format!(
+            "graph `{graph}` already has a shadow, deployment {} (v{}): stop it first",
+            other.id, other.version
+        )));
+    }
+    Ok(vec![EventKind::DeploymentRequested {
+        id,
+        graph: graph.clone(),
+        version: target.version,
+        state_dir: format!("d{id}"),
+        continues: None,
+        rollback_of: None,
+        state_plan: None,
+        shadow_of: Some(current.id),
+    }])
+}
+
 /// The active deployments of `graph`.
 fn active_of<'a>(state: &'a ControlState, graph: &'a str) -> impl Iterator<Item = &'a Deployment> {
     state
@@ -521,6 +576,7 @@ fn requested(
         continues: fits.map(|f| f.id),
         rollback_of,
         state_plan,
+        shadow_of: None,
     }
 }
 
@@ -544,6 +600,7 @@ mod tests {
             graph: "g".into(),
             version,
             allow_state_loss: false,
+            strategy: Strategy::Replace,
         }
     }
 

@@ -188,7 +188,7 @@ pub fn backtest_graph(
     input: &Path,
     out: &Path,
 ) -> Result<(String, BTreeMap<String, std::path::PathBuf>), EngineError> {
-    use toml_edit::{value, DocumentMut, Item, Table};
+    use toml_edit::{value, DocumentMut, Item};
     let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
     let mut doc: DocumentMut = text
         .parse()
@@ -216,29 +216,86 @@ pub fn backtest_graph(
         source.insert("type", value("file"));
     }
     source.insert("path", value(as_text(input)));
+    let files = redirect_sinks(&mut doc, |name| as_text(&out.join(format!("{name}.jsonl"))))
+        .into_iter()
+        .map(|(k, v)| (k, PathBuf::from(v)))
+        .collect();
+    Ok((doc.to_string(), files))
+}
+
+/// Every sink of the graph document but a projection (which stays in memory) becomes a file
+/// sink writing `path(name)`; returns those paths by sink name.
+fn redirect_sinks(
+    doc: &mut toml_edit::DocumentMut,
+    path: impl Fn(&str) -> String,
+) -> BTreeMap<String, String> {
+    use toml_edit::{value, Item};
     let mut files = BTreeMap::new();
-    if let Some(sinks) = doc.get_mut("sinks").and_then(Item::as_table_like_mut) {
-        for (name, sink) in sinks.iter_mut() {
-            let Some(sink) = sink.as_table_like_mut() else {
-                continue;
-            };
-            if sink.get("type").and_then(Item::as_str) == Some("projection") {
-                continue;
+    let Some(sinks) = doc.get_mut("sinks").and_then(Item::as_table_like_mut) else {
+        return files;
+    };
+    for (name, sink) in sinks.iter_mut() {
+        let Some(sink) = sink.as_table_like_mut() else {
+            continue;
+        };
+        if sink.get("type").and_then(Item::as_str) == Some("projection") {
+            continue;
+        }
+        let input = sink.get("input").cloned().unwrap_or(Item::None);
+        let file = path(&name);
+        sink.clear();
+        sink.insert("type", value("file"));
+        sink.insert("input", input);
+        sink.insert("path", value(file.clone()));
+        files.insert(name.to_string(), file);
+    }
+    files
+}
+
+/// The graph TOML `text` of a shadow run: every sink but a projection writes the relative
+/// file `shadow/<sink>.jsonl` (placed in the shadow deployment's own output directory), never
+/// a production file or topic. Sources read as they are; a Kafka source is refused (its
+/// consumer group would share the production deployment's partitions).
+pub fn shadow_graph(text: &str, file: &str) -> Result<String, EngineError> {
+    use toml_edit::{DocumentMut, Item};
+    let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    if let Some(sources) = doc.get("sources").and_then(Item::as_table_like) {
+        for (name, source) in sources.iter() {
+            if source.get("type").and_then(Item::as_str) == Some("kafka") {
+                return Err(invalid(format!(
+                    "sources.{name}: a shadow of a Kafka source is not built yet (it needs a \
+                     consumer group of its own); backtest on a recorded file instead"
+                )));
             }
-            let input = sink.get("input").cloned().unwrap_or(Item::None);
-            let path = out.join(format!("{name}.jsonl"));
-            let mut table = Table::new();
-            table.insert("type", value("file"));
-            table.insert("input", input);
-            table.insert("path", value(as_text(&path)));
-            sink.clear();
-            for (k, v) in table.iter() {
-                sink.insert(k, v.clone());
-            }
-            files.insert(name.to_string(), path);
         }
     }
-    Ok((doc.to_string(), files))
+    redirect_sinks(&mut doc, |name| format!("shadow/{name}.jsonl"));
+    Ok(doc.to_string())
+}
+
+/// The records of one output that are final at event time `through` (ms): those of a window
+/// that ended at least `horizon_ms` (its size and allowed lateness, at most) before it. Lines
+/// without a `window_end` are final only when `through` is the end of time (both runs
+/// done): `None` then means the sink cannot be compared yet.
+pub fn final_lines(text: &str, through: u64, horizon_ms: u64) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let end = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v.get("window_end")?.as_str().map(str::to_string))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.timestamp_millis().max(0) as u64);
+        match end {
+            Some(end) if end.saturating_add(horizon_ms) <= through => out.push(line),
+            Some(_) => {}
+            None if through == u64::MAX => out.push(line),
+            None => return None,
+        }
+    }
+    Some(out)
 }
 
 /// One version of a backtest: its graph TOML, and the name errors give it.

@@ -166,6 +166,7 @@ fn command_of(step: &Step) -> Command {
             graph: GRAPHS[*g].into(),
             version: *v,
             allow_state_loss: false,
+            strategy: Default::default(),
         },
         Step::Pause(id) => Command::Pause(*id),
         Step::Resume(id) => Command::Resume(*id),

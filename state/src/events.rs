@@ -74,6 +74,10 @@ pub enum EventKind {
         /// empty, replaced, dropped), when that is not everything kept.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         state_plan: Option<serde_json::Value>,
+        /// Set when it runs as a shadow of that deployment: beside it, on the same input,
+        /// its outputs redirected, never production's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shadow_of: Option<u64>,
     },
     /// The deployment's dataflow was built and is processing (also after a restart).
     DeploymentStarted {

@@ -20,6 +20,7 @@ mod security;
 mod serve;
 mod serve_cluster;
 mod session;
+mod shadow;
 mod shapes;
 mod state_plan;
 mod validation;

@@ -196,14 +196,20 @@ pub(crate) struct Setup {
 }
 
 pub(crate) fn setup(ticks: u64) -> Setup {
+    setup_at(ticks, 2000)
+}
+
+/// [`setup`] with `rate` ticks per second of event time.
+pub(crate) fn setup_at(ticks: u64, rate: u64) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
+    let rate = rate.to_string();
     gen(
         &data,
         ticks,
         200,
         5,
-        &["--bad-ratio", "0.02", "--rate", "2000"],
+        &["--bad-ratio", "0.02", "--rate", &rate],
     );
     let out = root.path().join("out");
     let graph = write_graph(

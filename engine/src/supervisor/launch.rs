@@ -13,12 +13,11 @@ impl Supervisor {
     /// since the submit is caught here), file sinks placed in the deployment's output
     /// directory, and refused if a sink would write over a file it reads, the data directory,
     /// or a file any other running deployment (not in `except`) reads or writes.
-    fn placed_plan(
+    pub(super) fn placed_plan(
         &self,
         inner: &Inner,
-        graph: &str,
-        version: i64,
-        state_dir: &str,
+        (graph, version): (&str, i64),
+        (state_dir, shadow): (&str, bool),
         except: &[u64],
     ) -> Result<Plan, EngineError> {
         let toml = &inner
@@ -28,7 +27,21 @@ impl Supervisor {
                 EngineError::Control(format!("graph `{graph}` v{version} is not in the log"))
             })?
             .toml;
-        let mut plan = compile_confined(toml, &format!("{graph} v{version}"), &self.policy)?;
+        let file = format!("{graph} v{version}");
+        // A shadow's sinks write its own files (see `diff::shadow_graph`).
+        let toml = if shadow {
+            if self.config.output_root.is_none() {
+                return Err(EngineError::Backtest(
+                    "a shadow writes its outputs under the output root, and this server has \
+                     none (`paths.output_root`)"
+                        .into(),
+                ));
+            }
+            crate::diff::shadow_graph(toml, &file)?
+        } else {
+            toml.clone()
+        };
+        let mut plan = compile_confined(&toml, &file, &self.policy)?;
         for sink in &mut plan.sinks {
             let place = |path: &Path| self.policy.sink_file(path, state_dir);
             if let Some(placed) = sink
@@ -74,11 +87,17 @@ impl Supervisor {
                 graph,
                 version,
                 state_dir,
+                shadow_of,
                 ..
             } = kind
             {
-                self.placed_plan(inner, graph, *version, state_dir, &leaving)
-                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                self.placed_plan(
+                    inner,
+                    (graph, *version),
+                    (state_dir, shadow_of.is_some()),
+                    &leaving,
+                )
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
             }
         }
         Ok(())
@@ -110,7 +129,12 @@ impl Supervisor {
         d: &Deployment,
         paused: bool,
     ) -> Result<(), EngineError> {
-        let plan = self.placed_plan(inner, &d.graph, d.version, &d.state_dir, &[d.id])?;
+        let plan = self.placed_plan(
+            inner,
+            (&d.graph, d.version),
+            (&d.state_dir, d.shadow_of.is_some()),
+            &[d.id],
+        )?;
         let plan = Arc::new(plan);
         inner.generation += 1;
         let generation = inner.generation;
