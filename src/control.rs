@@ -305,6 +305,22 @@ fn describe(e: &LoggedEvent) -> String {
         },
         EventKind::DeploymentRolledBack { id, to } => format!("deployment {id}: replaced by {to}"),
         EventKind::DeploymentFailed { id, error } => format!("deployment {id}: {error}"),
+        EventKind::RolloutStepStarted {
+            id,
+            step,
+            share_pct,
+            from_ms,
+            ..
+        } => format!(
+            "deployment {id}: step {step}, {share_pct} % of keys from {}",
+            tickflow_engine::checkpoint::final_label(*from_ms)
+        ),
+        EventKind::RolloutPromoted { id, to, .. } => {
+            format!("deployment {id}: promoted, taken over by {to}")
+        }
+        EventKind::RolloutRolledBack { id, to, .. } => {
+            format!("deployment {id}: rolled back, taken over by {to}")
+        }
         _ => format!(
             "deployment {}",
             e.event.deployment().map_or("?".into(), |d| d.to_string())

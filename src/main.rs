@@ -8,6 +8,7 @@ mod control;
 mod diff_cmd;
 mod gen;
 mod kafka_cmd;
+mod rollout_cmd;
 
 /// mimalloc: the engine allocates and frees many small buffers per batch across worker
 /// threads, where glibc malloc spent ~12 % of a run (perf); mimalloc's thread-local free
@@ -147,6 +148,11 @@ enum Command {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
+    },
+    /// Watch a canary rollout of `tickflow serve` (see `POST /api/v1/deployments`).
+    Rollout {
+        #[command(subcommand)]
+        command: rollout_cmd::RolloutCommand,
     },
     /// Load a JSON-lines file (for example generated ticks) into a Kafka topic.
     Produce(kafka_cmd::ProduceArgs),
@@ -325,6 +331,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Health { url, timeout } => {
             control::health(&url, std::time::Duration::from_secs(timeout))
         }
+        Command::Rollout { command } => rollout_cmd::rollout(&command),
         Command::Produce(args) => kafka_cmd::produce(&args).map(|_| ExitCode::SUCCESS),
         Command::Topics { command } => kafka_cmd::topics(&command).map(|_| ExitCode::SUCCESS),
     }

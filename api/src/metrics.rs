@@ -15,8 +15,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use tickflow_engine::control::RolloutState;
 use tickflow_engine::metrics::ALIGN_BUCKETS_SECONDS;
-use tickflow_engine::supervisor::Supervisor;
+use tickflow_engine::supervisor::{canary_checks, Supervisor};
 use tickflow_operators::record::DeadLetterReason;
 
 use crate::error::ApiError;
@@ -118,10 +119,27 @@ impl Collector for EngineCollector {
         let mut up = Vec::new();
         let (mut kafka_bytes, mut produce_errors, mut client_errors) = (vec![], vec![], vec![]);
         let (mut replay_skipped, mut broker_down, mut consumer_lag) = (vec![], vec![], vec![]);
+        let (mut share, mut step, mut check_value, mut check_threshold) =
+            (vec![], vec![], vec![], vec![]);
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         for (d, m) in &runs {
             let id = d.id.to_string();
             let base = [("deployment", id.as_str()), ("graph", d.graph.as_str())];
+            if let Some(r) = d.rollout.as_ref().filter(|r| r.is_open()) {
+                let state = if r.state == RolloutState::Paused {
+                    "paused"
+                } else {
+                    "running"
+                };
+                let l = labels(&[base[0], base[1], ("state", state)]);
+                share.push((l.clone(), f64::from(r.share_pct)));
+                step.push((l, r.step as f64));
+                for c in canary_checks(r, m) {
+                    let l = labels(&[base[0], base[1], ("metric", &c.metric)]);
+                    check_value.push((l.clone(), c.value));
+                    check_threshold.push((l, c.threshold));
+                }
+            }
             for n in &m.nodes {
                 let l = labels(&[base[0], base[1], ("node", &n.name), ("role", n.role)]);
                 records_in.push((l, n.records_in.load(Ordering::Relaxed)));
@@ -263,6 +281,30 @@ impl Collector for EngineCollector {
             m.encode_family(labels)?
                 .encode_histogram::<Labels>(*sum, count, buckets, None)?;
         }
+        gauge(
+            &mut enc,
+            "tickflow_rollout_share_percent",
+            "Percent of keys a canary's new version owns in the production outputs",
+            &share,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_rollout_step",
+            "The step a canary rollout has passed (0: none yet)",
+            &step,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_rollout_check_value",
+            "A canary's check metric now (dead_letter_rate, late_rate), the new version's",
+            &check_value,
+        )?;
+        gauge(
+            &mut enc,
+            "tickflow_rollout_check_threshold",
+            "The most a canary's check metric may be",
+            &check_threshold,
+        )?;
         gauge(
             &mut enc,
             "tickflow_deployment_info",

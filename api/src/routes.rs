@@ -222,8 +222,19 @@ pub fn routes() -> &'static [RouteSpec] {
             ),
             action(
                 "/api/v1/deployments/{id}/rollback",
-                "Stop and redeploy the previous deployed version of the graph",
+                "Stop and redeploy the previous deployed version of the graph (a canary: abort \
+                 its rollout, the current version takes back every key)",
                 || post(rollback),
+            ),
+            action(
+                "/api/v1/deployments/{id}/rollout/pause",
+                "Hold a canary rollout at its step (the deployment keeps running)",
+                || post(pause_rollout),
+            ),
+            action(
+                "/api/v1/deployments/{id}/rollout/resume",
+                "Let a held canary rollout go on (its step's time starts again)",
+                || post(resume_rollout),
             ),
             RouteSpec {
                 query: &[QueryParam {
@@ -321,9 +332,15 @@ pub struct DeployRequest {
     pub allow_state_loss: bool,
     /// `replace` (the default: the version replaces the graph's active deployment) or
     /// `shadow` (it runs beside it on the same input, its outputs redirected; see
-    /// `GET /deployments/{id}/diff`).
+    /// `GET /deployments/{id}/diff`) or `canary` (both versions run in one dataflow on the
+    /// same input and the new one takes over the production outputs key share by key share,
+    /// each step checked; see `canary`).
     #[serde(default)]
     pub strategy: tickflow_engine::control::Strategy,
+    /// With `"strategy": "canary"`: steps, step length and checks (defaults: 10, 25, 50, 100 %
+    /// of keys, 60 s a step, rates no worse than the current version's plus 0.01).
+    #[serde(default)]
+    pub canary: Option<tickflow_engine::control::CanaryConfig>,
 }
 
 /// `POST /api/v1/backtests`.
@@ -553,6 +570,7 @@ async fn deploy(
         version: req.version,
         allow_state_loss: req.allow_state_loss,
         strategy: req.strategy,
+        canary: req.canary,
     };
     if q.dry_run {
         let events = blocking(move || Ok(app.sup.dry_run(&command)?)).await?;
@@ -648,6 +666,8 @@ action_handler!(pause, Pause);
 action_handler!(resume, Resume);
 action_handler!(stop, Stop);
 action_handler!(rollback, Rollback);
+action_handler!(pause_rollout, PauseRollout);
+action_handler!(resume_rollout, ResumeRollout);
 
 async fn view(
     State(app): State<AppState>,

@@ -40,6 +40,9 @@ pub struct FileSourceConfig {
     /// How far behind the newest event time the watermark trails; defaults to
     /// `[graph.defaults].max_out_of_orderness`.
     pub max_out_of_orderness: Option<String>,
+    /// Replays the file no faster than this many records per second of wall-clock time
+    /// (a demo, or a rollout rehearsed on recorded ticks); none: as fast as it can.
+    pub replay_rate: Option<u64>,
 }
 
 /// The record format of a file source.

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tickflow_state::events::{Event, EventKind};
 
+use crate::render::route::{ShareStep, ALL_KEYS};
+
 /// A deployment's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,7 +78,7 @@ pub struct GraphVersion {
 }
 
 /// One deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     /// Id, from 1.
     pub id: u64,
@@ -95,6 +97,9 @@ pub struct Deployment {
     /// The production deployment it shadows (see [`Strategy::Shadow`]).
     #[serde(default)]
     pub shadow_of: Option<u64>,
+    /// Its canary rollout (see [`Strategy::Canary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Whether its dataflow was built at least once.
     pub started: bool,
     /// The checkpoint its latest start resumed from.
@@ -172,9 +177,14 @@ impl ControlState {
             continues,
             rollback_of,
             shadow_of,
+            canary,
             ..
         } = &event.kind
         {
+            let rollout = canary
+                .as_ref()
+                .and_then(|c| serde_json::from_value::<CanaryRequest>(c.clone()).ok())
+                .map(|c| Rollout::new(c, now));
             self.deployments.insert(
                 *id,
                 Deployment {
@@ -186,6 +196,7 @@ impl ControlState {
                     continues: *continues,
                     rollback_of: *rollback_of,
                     shadow_of: *shadow_of,
+                    rollout,
                     started: false,
                     restored_from: None,
                     error: None,
@@ -227,6 +238,52 @@ impl ControlState {
             }
             EventKind::DeploymentFinished { .. } => d.state = DeploymentState::Finished,
             EventKind::GraphSubmitted { .. } | EventKind::DeploymentRequested { .. } => {}
+            EventKind::RolloutStepStarted {
+                step,
+                share_pct,
+                from_ms,
+                checks,
+                ..
+            } => {
+                if let Some(r) = d.rollout.as_mut() {
+                    r.step = *step;
+                    r.share_pct = *share_pct;
+                    r.schedule.push(ShareStep {
+                        from_ms: *from_ms,
+                        share: share_pct * (ALL_KEYS / 100),
+                    });
+                    r.step_started_at = now;
+                    r.checks = serde_json::from_value(checks.clone()).unwrap_or_default();
+                }
+            }
+            EventKind::RolloutPaused { .. } => {
+                if let Some(r) = d.rollout.as_mut() {
+                    r.state = RolloutState::Paused;
+                }
+            }
+            EventKind::RolloutResumed { .. } => {
+                if let Some(r) = d.rollout.as_mut() {
+                    r.state = RolloutState::Running;
+                    // The step's time starts again.
+                    r.step_started_at = now;
+                }
+            }
+            EventKind::RolloutPromoted { to, checks, .. } => {
+                d.state = DeploymentState::Stopped;
+                if let Some(r) = d.rollout.as_mut() {
+                    r.state = RolloutState::Promoted;
+                    r.replaced_by = Some(*to);
+                    r.checks = serde_json::from_value(checks.clone()).unwrap_or_default();
+                }
+            }
+            EventKind::RolloutRolledBack { to, checks, .. } => {
+                d.state = DeploymentState::RolledBack;
+                if let Some(r) = d.rollout.as_mut() {
+                    r.state = RolloutState::RolledBack;
+                    r.replaced_by = Some(*to);
+                    r.checks = serde_json::from_value(checks.clone()).unwrap_or_default();
+                }
+            }
         }
     }
 
@@ -273,6 +330,8 @@ pub enum Command {
         allow_state_loss: bool,
         /// How the version goes live.
         strategy: Strategy,
+        /// The canary's settings (with [`Strategy::Canary`]).
+        canary: Option<CanaryConfig>,
     },
     /// Hold the sources.
     Pause(u64),
@@ -280,8 +339,13 @@ pub enum Command {
     Resume(u64),
     /// Stop for good.
     Stop(u64),
-    /// Stop and go back to the previous deployed version.
+    /// Stop and go back to the previous deployed version (a canary: to the version it rolls
+    /// out over).
     Rollback(u64),
+    /// Hold a canary rollout at its step.
+    PauseRollout(u64),
+    /// Let a held canary rollout go on.
+    ResumeRollout(u64),
 }
 
 /// How a deployed version goes live.
@@ -297,6 +361,166 @@ pub enum Strategy {
     /// shadow's own files, for a keyed diff of the two; promote it by deploying its version
     /// with `replace`, discard it by stopping it.
     Shadow,
+    /// Run both versions in one dataflow on the same input and move keys to the new version
+    /// step by step (see [`CanaryConfig`]), checking each step; promoted after the last step,
+    /// rolled back at the first failed check.
+    Canary,
+}
+
+/// A canary rollout's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Percent of the keys (instruments, by a stable hash) the new version owns at each step,
+    /// ascending, the last 100; default 10, 25, 50, 100.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<u32>,
+    /// How long (wall clock) the new version runs before its first step, and each step before
+    /// the next: "30s", "5m"; default "60s".
+    #[serde(default = "default_step_length")]
+    pub step_length: String,
+    /// The checks run before every step and after the last.
+    #[serde(default)]
+    pub checks: CanaryChecks,
+}
+
+/// Thresholds on the new version's domain metrics, measured over everything it processed
+/// (it processes the whole input from the start; only its share of the production output
+/// grows). Unset: the current version's own rate plus 0.01.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryChecks {
+    /// Most dead letters per record read.
+    pub max_dead_letter_rate: Option<f64>,
+    /// Most late ticks per record read.
+    pub max_late_rate: Option<f64>,
+}
+
+fn default_steps() -> Vec<u32> {
+    vec![10, 25, 50, 100]
+}
+
+fn default_step_length() -> String {
+    "60s".into()
+}
+
+impl CanaryConfig {
+    /// The step length in ms, or why the settings are invalid.
+    pub fn validate(&self) -> Result<u64, Refusal> {
+        let bad = |m: String| Err(Refusal::Invalid(format!("canary.{m}")));
+        if self.steps.is_empty() || self.steps.len() > 20 {
+            return bad("steps: give 1 to 20 steps".into());
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1])
+            || self.steps.first().is_some_and(|s| *s == 0)
+            || self.steps.last() != Some(&100)
+        {
+            return bad(format!(
+                "steps: {:?} must rise from above 0 to 100 (percent of keys)",
+                self.steps
+            ));
+        }
+        for (name, v) in [
+            ("max_dead_letter_rate", self.checks.max_dead_letter_rate),
+            ("max_late_rate", self.checks.max_late_rate),
+        ] {
+            if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                return bad(format!("checks.{name}: a rate from 0 to 1"));
+            }
+        }
+        match tickflow_operators::duration_ms(&self.step_length) {
+            Ok(ms) if (100..=86_400_000).contains(&ms) => Ok(ms),
+            Ok(_) => bad("step_length: from 100ms to 24h".into()),
+            Err(e) => bad(format!("step_length: {e}")),
+        }
+    }
+}
+
+/// What a canary's `deployment_requested` event records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryRequest {
+    /// The settings.
+    pub config: CanaryConfig,
+    /// The production deployment it rolls out over.
+    pub current: u64,
+    /// That deployment's version.
+    pub current_version: i64,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Steps advance as their checks pass.
+    Running,
+    /// Held at its step by an operator.
+    Paused,
+    /// The new version took over.
+    Promoted,
+    /// The current version took back every key.
+    RolledBack,
+}
+
+/// One check of a rollout step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// `dead_letter_rate`, `late_rate` or `failure`.
+    pub metric: String,
+    /// The new version's value.
+    pub value: f64,
+    /// The most it may be.
+    pub threshold: f64,
+    /// The current version's value, for comparison.
+    pub current: f64,
+    /// Whether it passed.
+    pub passed: bool,
+}
+
+/// A canary rollout, folded from its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The settings.
+    pub config: CanaryConfig,
+    /// The production deployment it rolls out over.
+    pub current: u64,
+    /// Its version.
+    pub current_version: i64,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// The step passed most recently (0: none yet; the new version owns no key).
+    pub step: usize,
+    /// Percent of keys the new version owns.
+    pub share_pct: u32,
+    /// When the step began (wall clock).
+    pub step_started_at: DateTime<Utc>,
+    /// Which version owns which keys, from when (event time).
+    pub schedule: Vec<ShareStep>,
+    /// The latest checks.
+    pub checks: Vec<CheckResult>,
+    /// The deployment that took over at the end.
+    pub replaced_by: Option<u64>,
+}
+
+impl Rollout {
+    fn new(request: CanaryRequest, now: DateTime<Utc>) -> Self {
+        Rollout {
+            config: request.config,
+            current: request.current,
+            current_version: request.current_version,
+            state: RolloutState::Running,
+            step: 0,
+            share_pct: 0,
+            step_started_at: now,
+            schedule: Vec::new(),
+            checks: Vec::new(),
+            replaced_by: None,
+        }
+    }
+
+    /// Whether it is still deciding (running or paused).
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, RolloutState::Running | RolloutState::Paused)
+    }
 }
 
 /// Why a command was refused.
@@ -364,6 +588,7 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             version,
             allow_state_loss,
             strategy,
+            canary,
         } => {
             let Some(target) = state.graph_version(graph, *version) else {
                 return Err(Refusal::Invalid(match state.graphs.get(graph) {
@@ -381,6 +606,18 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             // A shadow runs beside production, of any version (the same one included).
             if *strategy == Strategy::Shadow {
                 return shadow(state, id, target);
+            }
+            if *strategy == Strategy::Canary {
+                let config = canary.clone().unwrap_or_else(|| CanaryConfig {
+                    steps: default_steps(),
+                    step_length: default_step_length(),
+                    checks: CanaryChecks::default(),
+                });
+                return start_canary(state, id, target, config, *allow_state_loss);
+            } else if canary.is_some() {
+                return Err(Refusal::Invalid(
+                    "`canary` settings go with \"strategy\": \"canary\"".into(),
+                ));
             }
             if let Some(d) =
                 active_of(state, graph).find(|d| d.version == *version && d.shadow_of.is_none())
@@ -443,8 +680,37 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                 Err(conflict(d, "stop", "starting, running or paused"))
             }
         }
+        Command::PauseRollout(id) | Command::ResumeRollout(id) => {
+            let d = deployment(*id)?;
+            let pause = matches!(command, Command::PauseRollout(_));
+            let (want, what) = if pause {
+                (RolloutState::Running, "pause")
+            } else {
+                (RolloutState::Paused, "resume")
+            };
+            match d.rollout.as_ref() {
+                Some(r) if r.state == want && d.state.is_active() => Ok(vec![if pause {
+                    EventKind::RolloutPaused { id: *id }
+                } else {
+                    EventKind::RolloutResumed { id: *id }
+                }]),
+                Some(r) => Err(Refusal::Conflict(format!(
+                    "cannot {what} the rollout of deployment {id}: it is {}",
+                    serde_json::to_value(r.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ))),
+                None => Err(Refusal::Conflict(format!(
+                    "deployment {id} is not a canary rollout"
+                ))),
+            }
+        }
         Command::Rollback(id) => {
             let d = deployment(*id)?;
+            if d.rollout.as_ref().is_some_and(|r| r.is_open()) && d.state.is_active() {
+                return Ok(rollout_rollback(state, d, Vec::new()));
+            }
             if !d.state.is_active() {
                 return Err(Refusal::Conflict(format!(
                     "cannot roll back deployment {id} in state {}: only a starting, running or \
@@ -515,7 +781,134 @@ fn shadow(state: &ControlState, id: u64, target: &GraphVersion) -> Result<Vec<Ev
         rollback_of: None,
         state_plan: None,
         shadow_of: Some(current.id),
+        canary: None,
     }])
+}
+
+/// A canary of `target` over the graph's production deployment: one deployment running both
+/// versions (see [`crate::canary`]), continuing production's checkpoint.
+fn start_canary(
+    state: &ControlState,
+    id: u64,
+    target: &GraphVersion,
+    config: CanaryConfig,
+    allow_state_loss: bool,
+) -> Result<Vec<EventKind>, Refusal> {
+    config.validate()?;
+    let graph = &target.name;
+    let Some(current) = active_of(state, graph).find(|d| d.shadow_of.is_none()) else {
+        return Err(Refusal::Conflict(format!(
+            "graph `{graph}` has no active deployment to roll out over"
+        )));
+    };
+    if current.rollout.as_ref().is_some_and(|r| r.is_open()) {
+        return Err(Refusal::Conflict(format!(
+            "graph `{graph}` is already rolling out v{} (deployment {}): promote, roll back or \
+             wait for it first",
+            current.version, current.id
+        )));
+    }
+    if current.version == target.version {
+        return Err(Refusal::Conflict(format!(
+            "graph `{graph}` v{} is the version in production (deployment {})",
+            target.version, current.id
+        )));
+    }
+    if current.state != DeploymentState::Running {
+        return Err(Refusal::Conflict(format!(
+            "a canary rolls out over a running deployment; deployment {} is {}",
+            current.id,
+            current.state.name()
+        )));
+    }
+    if let Some(plan) = state_plan(state, current, target) {
+        if plan.drops_state && !allow_state_loss {
+            return Err(Refusal::Conflict(format!(
+                "promoting `{graph}` v{} over deployment {} would drop state: {}; deploy with \
+                 \"allow_state_loss\": true to accept that",
+                target.version,
+                current.id,
+                plan.lines().join("; ")
+            )));
+        }
+    }
+    let request = CanaryRequest {
+        config,
+        current: current.id,
+        current_version: current.version,
+    };
+    let mut events: Vec<EventKind> = active_of(state, graph)
+        .map(|d| EventKind::DeploymentStopped { id: d.id })
+        .collect();
+    events.push(EventKind::DeploymentRequested {
+        id,
+        graph: graph.clone(),
+        version: target.version,
+        state_dir: current.state_dir.clone(),
+        continues: Some(current.id),
+        rollback_of: None,
+        state_plan: None,
+        shadow_of: None,
+        canary: serde_json::to_value(&request).ok(),
+    });
+    Ok(events)
+}
+
+/// The events that end canary `d`'s rollout with the current version alone, continuing the
+/// canary's checkpoint (its new version's parts dropped).
+pub fn rollout_rollback(
+    state: &ControlState,
+    d: &Deployment,
+    checks: Vec<CheckResult>,
+) -> Vec<EventKind> {
+    let to = state.next_deployment_id();
+    let version = d.rollout.as_ref().map_or(d.version, |r| r.current_version);
+    vec![
+        EventKind::RolloutRolledBack {
+            id: d.id,
+            to,
+            checks: serde_json::to_value(checks).unwrap_or_default(),
+        },
+        EventKind::DeploymentRequested {
+            id: to,
+            graph: d.graph.clone(),
+            version,
+            state_dir: d.state_dir.clone(),
+            continues: Some(d.id),
+            rollback_of: Some(d.id),
+            state_plan: None,
+            shadow_of: None,
+            canary: None,
+        },
+    ]
+}
+
+/// The events that end canary `d`'s rollout with the new version alone, continuing the
+/// canary's checkpoint (see [`crate::canary::take_canary_lane`]).
+pub fn rollout_promote(
+    state: &ControlState,
+    d: &Deployment,
+    checks: Vec<CheckResult>,
+) -> Vec<EventKind> {
+    let to = state.next_deployment_id();
+    vec![
+        EventKind::RolloutPromoted {
+            id: d.id,
+            to,
+            checks: serde_json::to_value(checks).unwrap_or_default(),
+        },
+        EventKind::DeploymentRequested {
+            id: to,
+            graph: d.graph.clone(),
+            version: d.version,
+            state_dir: d.state_dir.clone(),
+            continues: Some(d.id),
+            rollback_of: None,
+            state_plan: None,
+            shadow_of: None,
+            canary: None,
+        },
+    ]
 }
 
 /// The active deployments of `graph`.
@@ -577,6 +970,7 @@ fn requested(
         rollback_of,
         state_plan,
         shadow_of: None,
+        canary: None,
     }
 }
 
@@ -601,6 +995,7 @@ mod tests {
             version,
             allow_state_loss: false,
             strategy: Strategy::Replace,
+            canary: None,
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`policy`]: what a graph submitted over the API may reach: files, size (the trust boundary).
 //! - [`supervisor`]: the long-running engine of `tickflow serve`.
 
+pub mod canary;
 pub mod checkpoint;
 pub mod cluster;
 pub mod compile;

@@ -68,6 +68,8 @@ pub struct SinkPlan {
     pub component: Arc<dyn Sink>,
     /// The outputs it writes.
     pub inputs: Vec<OutputRef>,
+    /// During a canary rollout: which of its inputs each record passes from.
+    pub route: Option<crate::render::route::Route>,
 }
 
 /// A validated graph: everything the dataflow builder needs, nothing left to check.
@@ -144,8 +146,18 @@ impl Plan {
     }
 
     /// Source names by id, for rendering dead letters.
+    /// A canary's new version names its sources as that version does (see
+    /// [`crate::canary`]).
     pub fn source_names(&self) -> Vec<String> {
-        self.sources.iter().map(|s| s.name.clone()).collect()
+        self.sources
+            .iter()
+            .map(|s| {
+                let name = &s.name;
+                name.strip_prefix(crate::canary::CANARY_PREFIX)
+                    .unwrap_or(name)
+                    .to_string()
+            })
+            .collect()
     }
 
     /// The graph as Graphviz dot: sources, operators and sinks as nodes, one edge per input,

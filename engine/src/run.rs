@@ -261,7 +261,7 @@ pub fn run(
             )?;
             let (dir, manifest, restored) = (opened.dir, opened.manifest, opened.restored);
             let (wipe, fresh) = (Arc::new(opened.wipe), Arc::new(opened.fresh));
-            let reshaped = opened.reshape.is_some();
+            let reshaped = opened.reshape.is_some() || opened.rewrite;
             // Process 0 deletes the old shape's state once the new one has committed.
             let retire = opened
                 .reshape

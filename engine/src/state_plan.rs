@@ -106,10 +106,12 @@ pub struct StatePlan {
 impl StatePlan {
     /// The plan from the parts of the running version (`old`) to those of the new one.
     pub fn between(old: &BTreeMap<String, StatePart>, new: &BTreeMap<String, StatePart>) -> Self {
+        // A canary's new-version sources feed only its own parts (see `crate::canary`).
+        let canary = |k: &str| k.starts_with(&format!("source/{}", crate::canary::CANARY_PREFIX));
         let sources_kept = old
             .iter()
             .chain(new)
-            .filter(|(k, _)| k.starts_with("source/"))
+            .filter(|(k, _)| k.starts_with("source/") && !canary(k))
             .all(|(k, _)| old.get(k).is_some_and(|o| new.get(k) == Some(o)));
         let mut parts = Vec::new();
         for (key, part) in new {

@@ -167,6 +167,7 @@ fn command_of(step: &Step) -> Command {
             version: *v,
             allow_state_loss: false,
             strategy: Default::default(),
+            canary: None,
         },
         Step::Pause(id) => Command::Pause(*id),
         Step::Resume(id) => Command::Resume(*id),

@@ -78,6 +78,10 @@ pub enum EventKind {
         /// its outputs redirected, never production's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shadow_of: Option<u64>,
+        /// Set when it is a canary rollout over the production deployment: the rollout's
+        /// settings, the deployment it rolls out over and that one's version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<serde_json::Value>,
     },
     /// The deployment's dataflow was built and is processing (also after a restart).
     DeploymentStarted {
@@ -120,6 +124,50 @@ pub enum EventKind {
     DeploymentFinished {
         /// Deployment id.
         id: u64,
+    },
+    /// A canary rollout passed its checks and moved to its next step: from event time
+    /// `from_ms` on, the new version owns `share_pct` % of the keys.
+    RolloutStepStarted {
+        /// The canary deployment.
+        id: u64,
+        /// Step number, from 1.
+        step: usize,
+        /// Percent of keys the new version owns from now on.
+        share_pct: u32,
+        /// Event time (ms) the share applies from.
+        from_ms: u64,
+        /// The checks that passed, with their values and thresholds.
+        checks: serde_json::Value,
+    },
+    /// The rollout holds at its step (the deployment keeps running).
+    RolloutPaused {
+        /// The canary deployment.
+        id: u64,
+    },
+    /// The rollout goes on.
+    RolloutResumed {
+        /// The canary deployment.
+        id: u64,
+    },
+    /// The last step passed its checks: deployment `to` runs the new version alone,
+    /// continuing the canary's checkpoint.
+    RolloutPromoted {
+        /// The canary deployment.
+        id: u64,
+        /// The deployment of the new version that takes over.
+        to: u64,
+        /// The checks that passed.
+        checks: serde_json::Value,
+    },
+    /// The rollout was rolled back, by a failed check or by an operator: deployment `to` runs
+    /// the current version alone, continuing the canary's checkpoint.
+    RolloutRolledBack {
+        /// The canary deployment.
+        id: u64,
+        /// The deployment of the current version that takes over.
+        to: u64,
+        /// The checks, the failed ones with `passed: false` (empty when an operator aborted).
+        checks: serde_json::Value,
     },
 }
 
@@ -170,7 +218,12 @@ impl Event {
             | EventKind::DeploymentStopped { id }
             | EventKind::DeploymentRolledBack { id, .. }
             | EventKind::DeploymentFailed { id, .. }
-            | EventKind::DeploymentFinished { id } => Some(*id),
+            | EventKind::DeploymentFinished { id }
+            | EventKind::RolloutStepStarted { id, .. }
+            | EventKind::RolloutPaused { id }
+            | EventKind::RolloutResumed { id }
+            | EventKind::RolloutPromoted { id, .. }
+            | EventKind::RolloutRolledBack { id, .. } => Some(*id),
         }
     }
 }

@@ -138,6 +138,7 @@ fn the_dashboard_names_only_metrics_a_live_server_exports_and_its_queries_parse(
         "Kafka consumer lag",
         "API requests",
         "Deployments by state",
+        "Rollout checks",
     ] {
         assert!(titles.contains(topic), "no panel for {topic}");
     }

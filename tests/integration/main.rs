@@ -2,6 +2,7 @@
 //! `tickflow` executable on real files, as a user would.
 
 mod backtest;
+mod canary;
 mod cluster;
 mod common;
 mod csv_input;

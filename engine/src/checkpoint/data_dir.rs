@@ -94,7 +94,17 @@ impl DataDir {
             }
             Err(e) => return Err(io(&id_file, e)),
         }
-        let tables: Vec<String> = state_tables(plan).into_iter().map(|t| t.1).collect();
+        let mut tables: Vec<String> = state_tables(plan).into_iter().map(|t| t.1).collect();
+        // A promotion reads the tables a canary kept for the new version (see
+        // `crate::canary::take_canary_lane`).
+        let canary = crate::canary::CANARY_PREFIX;
+        let lanes: Vec<String> = tables
+            .iter()
+            .filter(|t| !t.starts_with(canary))
+            .map(|t| format!("{canary}{t}"))
+            .filter(|t| !tables.contains(t))
+            .collect();
+        tables.extend(lanes);
         let store =
             Store::open(&path.join("state"), &tables).map_err(|source| EngineError::State {
                 part: format!("{}/state", path.display()),

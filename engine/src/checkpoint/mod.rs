@@ -378,6 +378,10 @@ impl GraphIdentity {
     /// another version of it whose state has the same shape, or one that keeps every source
     /// (the parts it does not keep start empty; see [`crate::state_plan`]).
     pub fn can_restore(&self, other: &GraphIdentity) -> bool {
+        // A canary's checkpoint, continued by its new version alone: that version's lane.
+        if let Some(lane) = crate::canary::lane_of(self, other) {
+            return self.state_plan(&lane).is_some_and(|p| p.continues);
+        }
         self.same_graph(other)
             || (!self.state.is_empty() && self.state == other.state)
             || (self.name == other.name && self.state_plan(other).is_some_and(|p| p.continues))

@@ -27,9 +27,12 @@ pub struct Opened {
     /// Nodes whose stored tables hold another version's state, which they do not continue:
     /// cleared by their first checkpoint (see [`continued_only`]).
     pub wipe: BTreeSet<String>,
-    /// Sinks that start afresh (new, or changed) where another version's checkpoint is
-    /// continued.
+    /// Sinks (and a canary's sources) that start afresh where another version's checkpoint
+    /// is continued.
     pub fresh: BTreeSet<String>,
+    /// Every restored part writes its whole state at its first checkpoint (it was stored
+    /// under another name, see [`crate::canary::take_canary_lane`]).
+    pub rewrite: bool,
 }
 
 /// Opens the data directory `root` for `plan` on `workers` workers (of every process, in
@@ -109,7 +112,16 @@ pub fn open(
             };
             let mut restored = HashMap::new();
             if let Some(m) = &manifest {
-                for cf in tables {
+                // A promoted canary's new version also reads the canary's own tables.
+                let lane: Vec<String> = crate::canary::lane_of(&identity, &m.graph)
+                    .map(|_| {
+                        tables
+                            .iter()
+                            .map(|t| format!("{}{t}", crate::canary::CANARY_PREFIX))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for cf in tables.iter().chain(&lane).cloned() {
                     let mut entries = Vec::new();
                     load(&dir.store, &cf, m.id, |k, v| {
                         entries.push((k.to_vec(), v.to_vec()));
@@ -123,10 +135,16 @@ pub fn open(
     };
     *plan = Arc::new(pin_to_data_dir(plan, &dir)?);
     let (mut manifest, mut restored) = (manifest, restored);
-    let (wipe, fresh) = match manifest.as_mut() {
+    // A promoted canary: the new version takes its lane of the canary's checkpoint.
+    let lane = manifest
+        .as_mut()
+        .and_then(|m| crate::canary::take_canary_lane(&identity, m, &mut restored));
+    let (mut wipe, fresh) = match manifest.as_mut() {
         Some(m) => continued_only(&identity, m, &mut restored),
         None => Default::default(),
     };
+    let rewrite = lane.is_some();
+    wipe.extend(lane.into_iter().flatten());
     Ok(Opened {
         dir,
         manifest,
@@ -134,6 +152,7 @@ pub fn open(
         reshape,
         wipe,
         fresh,
+        rewrite,
     })
 }
 
@@ -173,6 +192,11 @@ fn continued_only(
         };
         if kind == "sink" {
             manifest.sinks.remove(name);
+            fresh.insert(name.to_string());
+        }
+        // Only a canary's own sources can start afresh where state continues.
+        if kind == "source" {
+            manifest.sources.remove(name);
             fresh.insert(name.to_string());
         }
         if p.fate == Fate::Replaced && !p.tables.is_empty() {

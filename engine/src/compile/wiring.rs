@@ -117,6 +117,7 @@ impl Compiler<'_> {
                             kind,
                             component,
                             inputs: Vec::new(),
+                            route: None,
                         };
                         out.sinks.push((sink, node.inputs.clone(), node.line));
                     }

@@ -34,6 +34,8 @@ struct FileSource {
     format: FileFormat,
     /// CSV columns kept as text.
     text_columns: Vec<String>,
+    /// Records per second of wall-clock time, at most.
+    replay_rate: Option<u64>,
     driver: DriverSettings,
 }
 
@@ -46,6 +48,9 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         cx.graph.max_out_of_orderness_ms,
     );
     let event_time = cx.event_time(cfg.event_time.as_ref());
+    if cfg.replay_rate == Some(0) {
+        cx.error("replay_rate", "must be at least 1 record per second");
+    }
     if cfg.text_columns.is_some() && cfg.format != FileFormat::Csv {
         cx.error(
             "text_columns",
@@ -61,6 +66,7 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
         path: path?,
         format: cfg.format,
         text_columns,
+        replay_rate: cfg.replay_rate,
         driver: DriverSettings {
             max_out_of_orderness_ms: ooo,
             idle_timeout: Duration::ZERO,
@@ -92,10 +98,11 @@ impl Source for FileSource {
     fn render<'s>(&self, cx: SourceCx<'s>) -> S<'s, RawLine> {
         let settings = self.driver.clone();
         let (path, format, text) = (self.path.clone(), self.format, self.text_columns.clone());
+        let rate = self.replay_rate;
         drive(
             cx,
             settings,
-            Box::new(move |cx| open(cx, &path, (format, &text))),
+            Box::new(move |cx| open(cx, &path, (format, &text), rate)),
         )
     }
 }
@@ -119,6 +126,7 @@ fn open(
     cx: &OpenCx,
     path: &PathBuf,
     (format, text_columns): (FileFormat, &[String]),
+    replay_rate: Option<u64>,
 ) -> Result<Option<Box<dyn SourceReader>>, EngineError> {
     let (index, peers) = cx.worker;
     if reading_worker(cx.source, peers) != index {
@@ -154,6 +162,7 @@ fn open(
         source: cx.source,
         done: false,
         buf: Vec::new(),
+        pace: replay_rate.map(|rate| (rate, std::time::Instant::now(), 0)),
     })))
 }
 
@@ -164,6 +173,8 @@ struct FileReader {
     source: u32,
     done: bool,
     buf: Vec<ReadRecord>,
+    /// `replay_rate`: records per second, since when, records read since.
+    pace: Option<(u64, std::time::Instant, u64)>,
 }
 
 impl SourceReader for FileReader {
@@ -179,6 +190,18 @@ impl SourceReader for FileReader {
     ) -> Result<u64, EngineError> {
         let before = self.inner.offset();
         self.buf.clear();
+        let max = match &mut self.pace {
+            None => max,
+            Some((rate, since, read)) => {
+                let allowed = (since.elapsed().as_secs_f64() * *rate as f64) as u64;
+                let n = allowed.saturating_sub(*read).min(max as u64);
+                *read += n;
+                n as usize
+            }
+        };
+        if max == 0 {
+            return Ok(0);
+        }
         let more = self.inner.read_batch(max, &mut self.buf)?;
         let source = self.source;
         out.extend(self.buf.drain(..).map(|r| Polled {

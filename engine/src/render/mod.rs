@@ -18,6 +18,7 @@
 //! - [`stash`], [`split`]: stashing by time; a stateless operator with ok and error outputs;
 //! - [`source`]: the source driver (pause, flow control, watermarks, idleness, positions);
 //! - [`dedup`], [`window`]: the stateful operators' timely plumbing;
+//! - [`route`]: production sinks fed by two versions during a canary rollout;
 //! - [`sink`]: the sink driver.
 
 pub mod dedup;
@@ -25,6 +26,7 @@ pub mod failure;
 pub mod flow;
 pub mod part;
 pub mod relay;
+pub mod route;
 pub mod sink;
 pub mod source;
 pub mod split;
@@ -210,7 +212,7 @@ pub fn build(
     }
     let names = Arc::new(plan.source_names());
     for s in &plan.sinks {
-        if let Some(lines) = streams.lines(&s.inputs, &names) {
+        if let Some(lines) = streams.lines(&s.inputs, &names, s.route.as_ref()) {
             let cx = SinkCx {
                 name: s.name.clone(),
                 metrics: Arc::clone(metrics),

@@ -84,6 +84,10 @@ impl Part {
     /// checkpoint `id` has none for `name`.
     pub fn restored_source(&self, name: &str) -> Option<Result<SourcePosition, u64>> {
         let m = self.ctx.restore.as_ref()?;
+        // A source the state plan starts afresh reads from its beginning.
+        if self.ctx.fresh.contains(name) {
+            return None;
+        }
         Some(m.sources.get(name).cloned().ok_or(m.id))
     }
 

@@ -121,15 +121,31 @@ impl<'s> Streams<'s> {
     }
 
     /// The named outputs, each rendered as JSON lines, concatenated.
+    /// With a `route`, each input keeps only the records its version owns.
     pub(crate) fn lines(
         &self,
         inputs: &[OutputRef],
         names: &Arc<Vec<String>>,
+        route: Option<&super::route::Route>,
     ) -> Option<S<'s, String>> {
+        use super::route::{keep, Lane};
         let mut lines: Vec<S<'s, String>> = inputs
             .iter()
-            .filter_map(|i| self.map.get(&(i.node.clone(), i.output.clone())))
-            .map(|s| s.lines(names))
+            .enumerate()
+            .filter_map(|(n, i)| {
+                let stream = self.map.get(&(i.node.clone(), i.output.clone()))?;
+                Some(match route {
+                    None => stream.lines(names),
+                    Some(r) => {
+                        let lane = if n < r.canary_from {
+                            Lane::Current
+                        } else {
+                            Lane::Canary
+                        };
+                        keep(stream.clone(), lane, &r.schedule).lines(names)
+                    }
+                })
+            })
             .collect();
         match lines.len() {
             0 => None,

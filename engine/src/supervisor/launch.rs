@@ -88,19 +88,53 @@ impl Supervisor {
                 version,
                 state_dir,
                 shadow_of,
+                canary,
                 ..
             } = kind
             {
-                self.placed_plan(
+                let current = canary
+                    .as_ref()
+                    .and_then(|c| c.get("current_version"))
+                    .and_then(|v| v.as_i64());
+                if current.is_some() && self.config.cluster.is_some() {
+                    return Err(Refusal::Conflict(
+                        "a canary rollout on a serve cluster is not built yet: roll out with \
+                         shadow and replace"
+                            .into(),
+                    ));
+                }
+                self.deployment_plan(
                     inner,
-                    (graph, *version),
+                    (graph, *version, current),
                     (state_dir, shadow_of.is_some()),
+                    &[],
                     &leaving,
                 )
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
             }
         }
         Ok(())
+    }
+
+    /// The plan a deployment runs: its version's placed plan, or for a canary rollout
+    /// (`current`: the version it rolls out over) both versions in one dataflow under
+    /// `schedule`.
+    pub(super) fn deployment_plan(
+        &self,
+        inner: &Inner,
+        (graph, version, current): (&str, i64, Option<i64>),
+        (state_dir, shadow): (&str, bool),
+        schedule: &[crate::render::route::ShareStep],
+        except: &[u64],
+    ) -> Result<Plan, EngineError> {
+        let plan = self.placed_plan(inner, (graph, version), (state_dir, shadow), except)?;
+        match current {
+            None => Ok(plan),
+            Some(current) => {
+                let base = self.placed_plan(inner, (graph, current), (state_dir, false), except)?;
+                crate::canary::combine(&base, &plan, schedule)
+            }
+        }
     }
 
     /// Waits, on a thread of its own, for a stopped dataflow to end; reports one that takes
@@ -129,10 +163,12 @@ impl Supervisor {
         d: &Deployment,
         paused: bool,
     ) -> Result<(), EngineError> {
-        let plan = self.placed_plan(
+        let rollout = d.rollout.as_ref().filter(|r| r.is_open());
+        let plan = self.deployment_plan(
             inner,
-            (&d.graph, d.version),
+            (&d.graph, d.version, rollout.map(|r| r.current_version)),
             (&d.state_dir, d.shadow_of.is_some()),
+            rollout.map_or(&[], |r| r.schedule.as_slice()),
             &[d.id],
         )?;
         let plan = Arc::new(plan);

@@ -30,10 +30,12 @@ mod backtest;
 mod follow;
 mod launch;
 mod log;
+mod rollout;
 
 use launch::{join_by, used_dir_ids};
 pub use log::read_events;
 use log::{read_log, stored_view};
+pub use rollout::canary_checks;
 
 /// The event log's file name in the engine's data directory.
 pub const EVENT_LOG: &str = "events.log";
@@ -181,6 +183,9 @@ struct Inner {
     /// Runs of each deployment ended by a lost peer in a row (a follower: by any failure),
     /// for the pause before the next and (leader) the limit.
     peer_losses: BTreeMap<u64, u32>,
+    /// Canaries whose dataflow is stopping for their next rollout step: not relaunched
+    /// until the step is recorded.
+    stepping: std::collections::BTreeSet<u64>,
 }
 
 /// The engine of `tickflow serve`.
@@ -247,6 +252,7 @@ impl Supervisor {
                 generation: 0,
                 dir_locks: BTreeMap::new(),
                 peer_losses: BTreeMap::new(),
+                stepping: Default::default(),
             }),
             notices: tx,
             ready: AtomicBool::new(false),
@@ -276,6 +282,9 @@ impl Supervisor {
                 tracing::info!("replay: resuming deployment(s) {resumed:?}");
             }
             sup.reconcile(&mut inner);
+        }
+        if !follower {
+            sup.start_rollouts()?;
         }
         sup.ready.store(true, Ordering::SeqCst);
         Ok((sup, report))
@@ -396,6 +405,9 @@ impl Supervisor {
             .cloned()
             .collect();
         for d in active {
+            if inner.stepping.contains(&d.id) {
+                continue;
+            }
             let paused = d.state == DeploymentState::Paused;
             match inner.runs.get(&d.id) {
                 Some(run) if run.thread.is_some() && paused => run.live.pause(),
@@ -489,9 +501,14 @@ impl Supervisor {
                 }
                 inner.peer_losses.remove(&id);
                 match result {
+                    Ok(summary)
+                        if active && !summary.stopped && self.rollout_finished(&mut inner, id) => {}
                     Ok(summary) if active && !summary.stopped => {
                         tracing::info!("deployment {id}: finished");
                         self.append_system(&mut inner, None, EventKind::DeploymentFinished { id });
+                    }
+                    Err(error) if active && self.rollout_failed(&mut inner, id, &error) => {
+                        tracing::error!("deployment {id}: canary failed: {error}");
                     }
                     Err(error) if active => {
                         tracing::error!("deployment {id}: failed: {error}");

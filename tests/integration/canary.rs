@@ -1,0 +1,228 @@
+//! Canary rollouts: both versions in one dataflow, keys moved to the new version step by
+//! step, each step checked; a bad version is rolled back before it owns any key, a good one
+//! promoted; the production sinks hold every record once, as an uninterrupted run of one
+//! version writes them, through a SIGKILL of the server in the middle of a step.
+
+use serde_json::{json, Value};
+
+use crate::serve::{setup_at, Server, OPERATOR_KEY, OUTPUTS};
+
+/// The setup's graph replayed at `rate` ticks per second of wall clock.
+fn paced(toml: &str, rate: u64) -> String {
+    let at = "[sources.ticks]\ntype = \"file\"\n";
+    assert!(toml.contains(at), "{toml}");
+    toml.replacen(at, &format!("{at}replay_rate = {rate}\n"), 1)
+}
+
+fn submit(server: &Server, toml: &str) {
+    let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+    assert_eq!(status, 201, "{body}");
+}
+
+fn deploy(server: &Server, body: Value) -> u64 {
+    let (status, reply) = server.post("/api/v1/deployments", &body);
+    assert_eq!(status, 201, "{reply}");
+    reply["id"].as_u64().unwrap()
+}
+
+/// Waits until production (`id`) has read into the input, so the canary starts mid-stream.
+fn wait_midway(server: &Server, id: u64) {
+    let from = chrono::DateTime::parse_from_rfc3339("2024-03-01T14:31:00Z")
+        .unwrap()
+        .timestamp_millis() as u64;
+    server.wait_for(
+        &format!("/api/v1/deployments/{id}"),
+        "production mid-input",
+        |v| v["watermark_ms"].as_u64().is_some_and(|w| w >= from),
+    );
+}
+
+fn events_of(server: &Server, kind: &str) -> Vec<Value> {
+    server
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+/// Every output of the production directory equals the uninterrupted run's, byte for byte.
+fn assert_exact(root: &std::path::Path, dir: u64, reference: &[Vec<u8>], what: &str) {
+    for (i, name) in OUTPUTS.iter().enumerate() {
+        let got = std::fs::read(root.join(format!("outputs/d{dir}/{name}"))).unwrap();
+        if got == reference[i] {
+            continue;
+        }
+        let lines = |b: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(String::from)
+                .collect()
+        };
+        let (got, want) = (lines(&got), lines(&reference[i]));
+        let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).take(3).collect();
+        let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).take(3).collect();
+        panic!(
+            "{what}: production {name} differs from an uninterrupted run ({} lines, expected \
+             {}); missing {missing:?}; extra {extra:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+#[test]
+fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
+    // Twelve minutes of event time, replayed over about 12 s.
+    let s = setup_at(144_000, 200);
+    let root = s.root.path();
+    let server = Server::start(root, &[]);
+    let v1 = paced(&s.toml, 12_000);
+    // v2 lost the EUR rate: every EUR tick is a dead letter.
+    let v2 = s
+        .toml
+        .replace("version = 1", "version = 2")
+        .replace("EUR = \"1.08\", ", "");
+    assert_ne!(v2, s.toml);
+    submit(&server, &v1);
+    submit(&server, &v2);
+    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
+    wait_midway(&server, prod);
+    let canary = deploy(
+        &server,
+        json!({"graph": "test-bars", "version": 2, "strategy": "canary", "reason": "eur fix",
+               "canary": {"steps": [25, 50, 100], "step_length": "1s",
+                          "checks": {"max_dead_letter_rate": 0.035}}}),
+    );
+    let d = server.wait_for(
+        &format!("/api/v1/deployments/{canary}"),
+        "the rollback",
+        |v| v["state"] != "running" && v["state"] != "starting",
+    );
+    assert_eq!(d["state"], "rolled_back", "{d}");
+    assert_eq!(d["rollout"]["state"], "rolled_back", "{d}");
+    assert_eq!(
+        d["rollout"]["step"], 0,
+        "rolled back at its first step: {d}"
+    );
+    assert_eq!(d["rollout"]["share_pct"], 0, "{d}");
+    let rolled = events_of(&server, "rollout_rolled_back");
+    assert_eq!(rolled.len(), 1, "{rolled:?}");
+    let failed: Vec<&Value> = rolled[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{rolled:?}");
+    assert_eq!(failed[0]["metric"], "dead_letter_rate", "{rolled:?}");
+    let value = failed[0]["value"].as_f64().unwrap();
+    assert!(value > 0.035, "{rolled:?}");
+    let reason = rolled[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("dead_letter_rate") && reason.contains(&format!("{value:.4}")),
+        "{reason}"
+    );
+    assert_eq!(rolled[0]["actor"], "system");
+    assert!(events_of(&server, "rollout_step_started").is_empty());
+
+    // The current version took back the canary's checkpoint and finishes the input: the
+    // production outputs are an uninterrupted v1 run's.
+    let to = rolled[0]["to"].as_u64().unwrap();
+    let back = server.wait_for(&format!("/api/v1/deployments/{to}"), "the end", |v| {
+        v["state"] == "finished" || v["state"] == "failed"
+    });
+    assert_eq!(back["state"], "finished", "{back}");
+    assert_eq!(
+        (back["version"].as_i64(), back["rollback_of"].as_u64()),
+        (Some(1), Some(canary))
+    );
+    assert_exact(root, prod, &s.reference, "after a rolled-back canary");
+}
+
+#[test]
+fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
+    let s = setup_at(180_000, 200);
+    let root = s.root.path();
+    let server = Server::start(root, &[]);
+    let v1 = paced(&s.toml, 10_000);
+    // v2 changes nothing its outputs depend on (it reads at full speed: it catches up with
+    // production from the beginning of the input).
+    let v2 = s
+        .toml
+        .replace("version = 1", "version = 2")
+        .replace("[graph]\n", "[graph]\ndescription = \"v2\"\n");
+    submit(&server, &v1);
+    submit(&server, &v2);
+    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
+    wait_midway(&server, prod);
+    // A bad request is refused with its key.
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 2, "strategy": "canary",
+                "canary": {"steps": [50, 25]}}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("canary.steps"), "{body}");
+    let canary = deploy(
+        &server,
+        json!({"graph": "test-bars", "version": 2, "strategy": "canary",
+               "canary": {"steps": [20, 60, 100], "step_length": "1500ms"}}),
+    );
+    let dep = format!("/api/v1/deployments/{canary}");
+    // A rollout can be held and let go.
+    let (status, body) = server.post(&format!("{dep}/rollout/pause"), &json!({"reason": "look"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get(&dep)["rollout"]["state"], "paused");
+    let (status, _) = server.post(&format!("{dep}/rollout/pause"), &json!({"reason": "again"}));
+    assert_eq!(status, 409);
+    let (status, body) = server.post(&format!("{dep}/rollout/resume"), &json!({"reason": "ok"}));
+    assert_eq!(status, 200, "{body}");
+    // SIGKILL in the middle of the first step; the restarted server goes on from it.
+    server.wait_for(&dep, "the first step", |v| v["rollout"]["step"] == 1);
+    let state = server.get(&dep);
+    server.sigkill();
+    assert_eq!(state["rollout"]["share_pct"], 20, "{state}");
+    let server = Server::start(root, &[]);
+    let d = server.wait_for(&dep, "the promotion", |v| {
+        v["rollout"]["state"] != "running" && v["rollout"]["state"] != "paused"
+    });
+    assert_eq!(d["rollout"]["state"], "promoted", "{d}");
+    assert_eq!(d["rollout"]["step"], 3, "{d}");
+    let steps = events_of(&server, "rollout_step_started");
+    let shares: Vec<u64> = steps
+        .iter()
+        .map(|e| e["share_pct"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shares, [20, 60, 100], "{steps:?}");
+    let from: Vec<u64> = steps
+        .iter()
+        .map(|e| e["from_ms"].as_u64().unwrap())
+        .collect();
+    assert!(from.windows(2).all(|w| w[0] <= w[1]), "{from:?}");
+    for e in &steps {
+        assert!(
+            e["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["passed"] == true),
+            "{e}"
+        );
+    }
+    let promoted = events_of(&server, "rollout_promoted");
+    assert_eq!(promoted.len(), 1);
+    let to = promoted[0]["to"].as_u64().unwrap();
+    let done = server.wait_for(&format!("/api/v1/deployments/{to}"), "the end", |v| {
+        v["state"] == "finished" || v["state"] == "failed"
+    });
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["version"], 2);
+    // Each key's output came from one version at a time: byte for byte the outputs of one
+    // uninterrupted run (v2's are v1's), so every (instrument, window) bar once, none missing.
+    assert_exact(root, prod, &s.reference, "after a promoted canary");
+    // The audit trail: who asked, every step, the promotion.
+    let requested = events_of(&server, "deployment_requested");
+    assert!(requested
+        .iter()
+        .any(|e| e["id"] == canary && e["canary"]["current"] == prod));
+}
