@@ -81,13 +81,14 @@ fn render(d: &Value, r: &Value) -> String {
         .map(|s| format!("{s}%"))
         .collect();
     let mut out = format!(
-        "deployment {} ({} v{} over v{}, deployment {}): rollout {}\n\
+        "deployment {} ({} v{} over v{}, deployment {}): {} rollout {}\n\
          step {} of {} [{}], new version owns {} % of keys; step length {}, this step since {}\n",
         d["id"],
         d["graph"].as_str().unwrap_or_default(),
         d["version"],
         r["current_version"],
         r["current"],
+        r["strategy"].as_str().unwrap_or("canary"),
         r["state"].as_str().unwrap_or_default(),
         r["step"],
         steps.len(),

@@ -334,11 +334,13 @@ pub struct DeployRequest {
     /// `shadow` (it runs beside it on the same input, its outputs redirected; see
     /// `GET /deployments/{id}/diff`) or `canary` (both versions run in one dataflow on the
     /// same input and the new one takes over the production outputs key share by key share,
-    /// each step checked; see `canary`).
+    /// each step checked; see `canary`) or `blue_green` (a canary of one step: every key at
+    /// once after a smoke period of one step length, promoted after another).
     #[serde(default)]
     pub strategy: tickflow_engine::control::Strategy,
-    /// With `"strategy": "canary"`: steps, step length and checks (defaults: 10, 25, 50, 100 %
-    /// of keys, 60 s a step, rates no worse than the current version's plus 0.01).
+    /// With `"strategy": "canary"` or `"blue_green"`: steps (a blue-green's one step is 100),
+    /// step length and checks (defaults: 10, 25, 50, 100 % of keys, 60 s a step, rates no
+    /// worse than the current version's plus 0.01).
     #[serde(default)]
     pub canary: Option<tickflow_engine::control::CanaryConfig>,
 }

@@ -365,6 +365,11 @@ pub enum Strategy {
     /// step by step (see [`CanaryConfig`]), checking each step; promoted after the last step,
     /// rolled back at the first failed check.
     Canary,
+    /// A canary with one step: the new version runs beside production (owning no key) for a
+    /// step length, its checks are the smoke test, then it takes every key at once; after
+    /// another step length with passing checks it is promoted, and until then a rollback
+    /// switches back.
+    BlueGreen,
 }
 
 /// A canary rollout's settings.
@@ -394,6 +399,10 @@ pub struct CanaryChecks {
     pub max_dead_letter_rate: Option<f64>,
     /// Most late ticks per record read.
     pub max_late_rate: Option<f64>,
+}
+
+fn canary_strategy() -> Strategy {
+    Strategy::Canary
 }
 
 fn default_steps() -> Vec<u32> {
@@ -439,6 +448,9 @@ impl CanaryConfig {
 /// What a canary's `deployment_requested` event records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanaryRequest {
+    /// `canary` or `blue_green`.
+    #[serde(default = "canary_strategy")]
+    pub strategy: Strategy,
     /// The settings.
     pub config: CanaryConfig,
     /// The production deployment it rolls out over.
@@ -479,6 +491,8 @@ pub struct CheckResult {
 /// A canary rollout, folded from its events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
+    /// `canary` or `blue_green`.
+    pub strategy: Strategy,
     /// The settings.
     pub config: CanaryConfig,
     /// The production deployment it rolls out over.
@@ -504,6 +518,7 @@ pub struct Rollout {
 impl Rollout {
     fn new(request: CanaryRequest, now: DateTime<Utc>) -> Self {
         Rollout {
+            strategy: request.strategy,
             config: request.config,
             current: request.current,
             current_version: request.current_version,
@@ -607,16 +622,20 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             if *strategy == Strategy::Shadow {
                 return shadow(state, id, target);
             }
-            if *strategy == Strategy::Canary {
-                let config = canary.clone().unwrap_or_else(|| CanaryConfig {
+            if matches!(strategy, Strategy::Canary | Strategy::BlueGreen) {
+                let mut config = canary.clone().unwrap_or_else(|| CanaryConfig {
                     steps: default_steps(),
                     step_length: default_step_length(),
                     checks: CanaryChecks::default(),
                 });
-                return start_canary(state, id, target, config, *allow_state_loss);
+                if *strategy == Strategy::BlueGreen {
+                    config.steps = vec![100];
+                }
+                let how = (*strategy, *allow_state_loss);
+                return start_canary(state, id, target, config, how);
             } else if canary.is_some() {
                 return Err(Refusal::Invalid(
-                    "`canary` settings go with \"strategy\": \"canary\"".into(),
+                    "`canary` settings go with \"strategy\": \"canary\" or \"blue_green\"".into(),
                 ));
             }
             if let Some(d) =
@@ -792,7 +811,7 @@ fn start_canary(
     id: u64,
     target: &GraphVersion,
     config: CanaryConfig,
-    allow_state_loss: bool,
+    (strategy, allow_state_loss): (Strategy, bool),
 ) -> Result<Vec<EventKind>, Refusal> {
     config.validate()?;
     let graph = &target.name;
@@ -833,6 +852,7 @@ fn start_canary(
         }
     }
     let request = CanaryRequest {
+        strategy,
         config,
         current: current.id,
         current_version: current.version,

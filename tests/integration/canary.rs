@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::serve::{setup_at, Server, OPERATOR_KEY, OUTPUTS};
+use crate::common::tickflow;
+use crate::serve::{setup_at, Server, OPERATOR_KEY, OUTPUTS, VIEWER_KEY};
 
 /// The setup's graph replayed at `rate` ticks per second of wall clock.
 fn paced(toml: &str, rate: u64) -> String {
@@ -220,9 +221,72 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
     // Each key's output came from one version at a time: byte for byte the outputs of one
     // uninterrupted run (v2's are v1's), so every (instrument, window) bar once, none missing.
     assert_exact(root, prod, &s.reference, "after a promoted canary");
+    // The terminal view of the rollout, with a viewer key.
+    let o = tickflow()
+        .args([
+            "rollout",
+            "status",
+            &canary.to_string(),
+            "--once",
+            "--server",
+            &server.base,
+        ])
+        .env("TICKFLOW_API_KEY", VIEWER_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "canary rollout promoted",
+        "step 3 of 3",
+        "100 % of keys",
+        "dead_letter_rate",
+    ] {
+        assert!(text.contains(want), "no `{want}` in:\n{text}");
+    }
     // The audit trail: who asked, every step, the promotion.
     let requested = events_of(&server, "deployment_requested");
     assert!(requested
         .iter()
         .any(|e| e["id"] == canary && e["canary"]["current"] == prod));
+}
+
+#[test]
+fn a_blue_green_switches_every_key_at_once_after_its_smoke_period_and_is_promoted() {
+    let s = setup_at(120_000, 200);
+    let root = s.root.path();
+    let server = Server::start(root, &[]);
+    let v1 = paced(&s.toml, 8_000);
+    let v2 = s.toml.replace("version = 1", "version = 2");
+    submit(&server, &v1);
+    submit(&server, &v2);
+    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
+    wait_midway(&server, prod);
+    let green = deploy(
+        &server,
+        json!({"graph": "test-bars", "version": 2, "strategy": "blue_green",
+               "reason": "switch", "canary": {"step_length": "1s"}}),
+    );
+    let d = server.wait_for(&format!("/api/v1/deployments/{green}"), "the switch", |v| {
+        v["rollout"]["state"] != "running"
+    });
+    assert_eq!(d["rollout"]["state"], "promoted", "{d}");
+    assert_eq!(d["rollout"]["strategy"], "blue_green", "{d}");
+    let steps = events_of(&server, "rollout_step_started");
+    let shares: Vec<u64> = steps
+        .iter()
+        .map(|e| e["share_pct"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shares, [100], "one switch of every key: {steps:?}");
+    let to = events_of(&server, "rollout_promoted")[0]["to"]
+        .as_u64()
+        .unwrap();
+    server.wait_for(&format!("/api/v1/deployments/{to}"), "the end", |v| {
+        v["state"] == "finished"
+    });
+    assert_exact(root, prod, &s.reference, "after a blue-green switch");
 }
