@@ -6,13 +6,28 @@
 use serde_json::{json, Value};
 
 use crate::common::tickflow;
-use crate::serve::{setup_at, Server, OPERATOR_KEY, OUTPUTS, VIEWER_KEY};
+use crate::serve::{setup_at, Server, Setup, OPERATOR_KEY, OUTPUTS, VIEWER_KEY};
 
 /// The setup's graph replayed at `rate` ticks per second of wall clock.
 fn paced(toml: &str, rate: u64) -> String {
     let at = "[sources.ticks]\ntype = \"file\"\n";
     assert!(toml.contains(at), "{toml}");
     toml.replacen(at, &format!("{at}replay_rate = {rate}\n"), 1)
+}
+
+/// Ticks (`ticks` over `ticks / 200` s of event time), a server, v1 replayed at `rate` ticks
+/// a second and `v2` (made from the unpaced graph) submitted, and v1 deployed and read into its
+/// input: what every rollout starts from. Returns the setup, the server and production's id.
+fn rolling(ticks: u64, rate: u64, v2: impl Fn(&str) -> String) -> (Setup, Server, u64) {
+    let s = setup_at(ticks, 200);
+    let server = Server::start(s.root.path(), &[]);
+    let next = v2(&s.toml.replace("version = 1", "version = 2"));
+    assert!(next.contains("version = 2"));
+    submit(&server, &paced(&s.toml, rate));
+    submit(&server, &next);
+    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
+    wait_midway(&server, prod);
+    (s, server, prod)
 }
 
 fn submit(server: &Server, toml: &str) {
@@ -73,21 +88,10 @@ fn assert_exact(root: &std::path::Path, dir: u64, reference: &[Vec<u8>], what: &
 
 #[test]
 fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
-    // Twelve minutes of event time, replayed over about 12 s.
-    let s = setup_at(144_000, 200);
+    // Twelve minutes of event time, replayed over about 12 s; v2 lost the EUR rate: every EUR
+    // tick is a dead letter.
+    let (s, server, prod) = rolling(144_000, 12_000, |v2| v2.replace("EUR = \"1.08\", ", ""));
     let root = s.root.path();
-    let server = Server::start(root, &[]);
-    let v1 = paced(&s.toml, 12_000);
-    // v2 lost the EUR rate: every EUR tick is a dead letter.
-    let v2 = s
-        .toml
-        .replace("version = 1", "version = 2")
-        .replace("EUR = \"1.08\", ", "");
-    assert_ne!(v2, s.toml);
-    submit(&server, &v1);
-    submit(&server, &v2);
-    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
-    wait_midway(&server, prod);
     let canary = deploy(
         &server,
         json!({"graph": "test-bars", "version": 2, "strategy": "canary", "reason": "eur fix",
@@ -142,20 +146,12 @@ fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
 
 #[test]
 fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
-    let s = setup_at(180_000, 200);
-    let root = s.root.path();
-    let server = Server::start(root, &[]);
-    let v1 = paced(&s.toml, 10_000);
     // v2 changes nothing its outputs depend on (it reads at full speed: it catches up with
     // production from the beginning of the input).
-    let v2 = s
-        .toml
-        .replace("version = 1", "version = 2")
-        .replace("[graph]\n", "[graph]\ndescription = \"v2\"\n");
-    submit(&server, &v1);
-    submit(&server, &v2);
-    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
-    wait_midway(&server, prod);
+    let (s, server, prod) = rolling(180_000, 10_000, |v2| {
+        v2.replace("[graph]\n", "[graph]\ndescription = \"v2\"\n")
+    });
+    let root = s.root.path();
     // A bad request is refused with its key.
     let (status, body) = server.post(
         "/api/v1/deployments",
@@ -257,15 +253,8 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
 
 #[test]
 fn a_blue_green_switches_every_key_at_once_after_its_smoke_period_and_is_promoted() {
-    let s = setup_at(120_000, 200);
+    let (s, server, prod) = rolling(120_000, 8_000, str::to_string);
     let root = s.root.path();
-    let server = Server::start(root, &[]);
-    let v1 = paced(&s.toml, 8_000);
-    let v2 = s.toml.replace("version = 1", "version = 2");
-    submit(&server, &v1);
-    submit(&server, &v2);
-    let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
-    wait_midway(&server, prod);
     let green = deploy(
         &server,
         json!({"graph": "test-bars", "version": 2, "strategy": "blue_green",
