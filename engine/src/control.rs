@@ -399,6 +399,10 @@ pub struct CanaryChecks {
     pub max_dead_letter_rate: Option<f64>,
     /// Most late ticks per record read.
     pub max_late_rate: Option<f64>,
+    /// Most bars (of those both versions made, or one made once both are past the window)
+    /// that differ from the current version's, per bar compared. Unset: reported, never
+    /// failing (a new version may mean to change bars).
+    pub max_divergence: Option<f64>,
 }
 
 fn canary_strategy() -> Strategy {
@@ -432,6 +436,7 @@ impl CanaryConfig {
         for (name, v) in [
             ("max_dead_letter_rate", self.checks.max_dead_letter_rate),
             ("max_late_rate", self.checks.max_late_rate),
+            ("max_divergence", self.checks.max_divergence),
         ] {
             if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
                 return bad(format!("checks.{name}: a rate from 0 to 1"));

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub unkeyed: AtomicU64,
     /// Kafka client counters by source or sink name.
     pub kafka: Mutex<Vec<(String, Arc<KafkaStats>)>>,
+    /// A canary's bars of both versions compared: matched, differing, only one version's
+    /// (see [`crate::render::divergence`]).
+    pub divergence: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -129,6 +132,7 @@ impl Metrics {
             checkpoint_align_buckets: Default::default(),
             unkeyed: AtomicU64::new(0),
             kafka: Mutex::new(Vec::new()),
+            divergence: Default::default(),
         }
     }
 

@@ -128,6 +128,16 @@ fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
         "{reason}"
     );
     assert_eq!(rolled[0]["actor"], "system");
+    // The divergence is reported beside (how many bars were compared by then depends on
+    // how far production got: not asserted).
+    assert!(
+        rolled[0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["metric"] == "divergence" && c["value"].is_f64()),
+        "{rolled:?}"
+    );
     assert!(events_of(&server, "rollout_step_started").is_empty());
 
     // The current version took back the canary's checkpoint and finishes the input: the
@@ -197,14 +207,11 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
         .collect();
     assert!(from.windows(2).all(|w| w[0] <= w[1]), "{from:?}");
     for e in &steps {
-        assert!(
-            e["checks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|c| c["passed"] == true),
-            "{e}"
-        );
+        let checks = e["checks"].as_array().unwrap();
+        assert!(checks.iter().all(|c| c["passed"] == true), "{e}");
+        // The same outputs: every bar compared matched.
+        let divergence = checks.iter().find(|c| c["metric"] == "divergence").unwrap();
+        assert_eq!(divergence["value"], 0.0, "{e}");
     }
     let promoted = events_of(&server, "rollout_promoted");
     assert_eq!(promoted.len(), 1);

@@ -18,10 +18,12 @@
 //! - [`stash`], [`split`]: stashing by time; a stateless operator with ok and error outputs;
 //! - [`source`]: the source driver (pause, flow control, watermarks, idleness, positions);
 //! - [`dedup`], [`window`]: the stateful operators' timely plumbing;
-//! - [`route`]: production sinks fed by two versions during a canary rollout;
+//! - [`route`], [`divergence`]: production sinks fed by two versions during a canary rollout,
+//!   and the two versions' bars compared;
 //! - [`sink`]: the sink driver.
 
 pub mod dedup;
+pub mod divergence;
 pub mod failure;
 pub mod flow;
 pub mod part;
@@ -42,7 +44,7 @@ use timely::dataflow::{ProbeHandle, Scope};
 use crate::checkpoint::PartId;
 use crate::live::Live;
 use crate::metrics::{Metrics, NodeMetrics};
-use crate::plan::Plan;
+use crate::plan::{OutputRef, Plan};
 
 pub use failure::{fail, Failure, FailureSlot};
 pub use flow::{FlowControl, BATCH, MAX_RECORDS_IN_FLIGHT};
@@ -211,6 +213,22 @@ pub fn build(
         relay::render(scope, ends, probe.clone());
     }
     let names = Arc::new(plan.source_names());
+    // A canary's two versions' bars, compared once per set of inputs.
+    let mut compared = std::collections::BTreeSet::new();
+    for s in &plan.sinks {
+        let Some(route) = &s.route else { continue };
+        let (current, canary) = s.inputs.split_at(route.canary_from.min(s.inputs.len()));
+        let labels: Vec<String> = current.iter().map(OutputRef::label).collect();
+        if !compared.insert(labels) {
+            continue;
+        }
+        if let (Some(AnyStream::Bar(a)), Some(AnyStream::Bar(b))) =
+            (streams.input(current), streams.input(canary))
+        {
+            let resumed = durable.and_then(|d| d.restore.as_ref()).map_or(0, |m| m.id);
+            divergence::compare((a, b), route.horizon_ms, resumed, Arc::clone(metrics));
+        }
+    }
     for s in &plan.sinks {
         if let Some(lines) = streams.lines(&s.inputs, &names, s.route.as_ref()) {
             let cx = SinkCx {

@@ -46,6 +46,9 @@ pub struct Route {
     pub canary_from: usize,
     /// The schedule, by `from_ms`, ascending; before the first step the canary owns nothing.
     pub schedule: Arc<Vec<ShareStep>>,
+    /// The longest time a window's results may still change (size + allowed lateness) in
+    /// either version: how long the divergence waits for the other version's bar.
+    pub horizon_ms: u64,
 }
 
 /// A key's slot in `0..ALL_KEYS`: a stable hash (FNV-1a, the same on every machine and

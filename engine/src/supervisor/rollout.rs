@@ -85,7 +85,7 @@ pub(super) fn evaluate(rollout: &Rollout, metrics: &Metrics) -> (Vec<CheckResult
         }
     };
     let c = &rollout.config.checks;
-    let checks = vec![
+    let mut checks = vec![
         check(
             "dead_letter_rate",
             c.max_dead_letter_rate,
@@ -94,6 +94,19 @@ pub(super) fn evaluate(rollout: &Rollout, metrics: &Metrics) -> (Vec<CheckResult
         ),
         check("late_rate", c.max_late_rate, canary.late, current.late),
     ];
+    let [matched, differing, alone] = metrics
+        .divergence
+        .each_ref()
+        .map(|c| c.load(Ordering::Relaxed));
+    let value = (differing + alone) as f64 / (matched + differing + alone).max(1) as f64;
+    let threshold = c.max_divergence.unwrap_or(1.0);
+    checks.push(CheckResult {
+        metric: "divergence".into(),
+        value,
+        threshold,
+        current: 0.0,
+        passed: value <= threshold,
+    });
     (checks, caught_up)
 }
 
