@@ -281,6 +281,27 @@ impl Collector for EngineCollector {
             m.encode_family(labels)?
                 .encode_histogram::<Labels>(*sum, count, buckets, None)?;
         }
+        let mut shadow = Vec::new();
+        for (id, diff) in self.sup.shadow_stats() {
+            let id = id.to_string();
+            for (sink, d) in &diff.sinks {
+                for (outcome, n) in [
+                    ("matched", d.matched),
+                    ("differing", d.differing),
+                    ("only_current", d.only_old),
+                    ("only_shadow", d.only_new),
+                ] {
+                    let l = labels(&[("deployment", &id), ("sink", sink), ("outcome", outcome)]);
+                    shadow.push((l, n as f64));
+                }
+            }
+        }
+        gauge(
+            &mut enc,
+            "tickflow_shadow_keys",
+            "A shadow's keyed diff against production, by sink and outcome (final records only)",
+            &shadow,
+        )?;
         gauge(
             &mut enc,
             "tickflow_rollout_share_percent",

@@ -343,6 +343,10 @@ pub struct DeployRequest {
     /// worse than the current version's plus 0.01).
     #[serde(default)]
     pub canary: Option<tickflow_engine::control::CanaryConfig>,
+    /// With `"strategy": "shadow"`: `{"max_divergence": 0.01}` records a
+    /// `shadow_threshold_crossed` event once a sink's keyed diff crosses it.
+    #[serde(default)]
+    pub shadow: Option<tickflow_engine::control::ShadowConfig>,
 }
 
 /// `POST /api/v1/backtests`.
@@ -573,6 +577,7 @@ async fn deploy(
         allow_state_loss: req.allow_state_loss,
         strategy: req.strategy,
         canary: req.canary,
+        shadow: req.shadow,
     };
     if q.dry_run {
         let events = blocking(move || Ok(app.sup.dry_run(&command)?)).await?;

@@ -100,6 +100,9 @@ pub struct Deployment {
     /// Its canary rollout (see [`Strategy::Canary`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// A shadow's alert settings and whether it fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<ShadowWatch>,
     /// Whether its dataflow was built at least once.
     pub started: bool,
     /// The checkpoint its latest start resumed from.
@@ -178,9 +181,17 @@ impl ControlState {
             rollback_of,
             shadow_of,
             canary,
+            watch,
             ..
         } = &event.kind
         {
+            let watch = watch
+                .as_ref()
+                .and_then(|w| serde_json::from_value::<ShadowConfig>(w.clone()).ok())
+                .map(|config| ShadowWatch {
+                    config,
+                    crossed: None,
+                });
             let rollout = canary
                 .as_ref()
                 .and_then(|c| serde_json::from_value::<CanaryRequest>(c.clone()).ok())
@@ -197,6 +208,7 @@ impl ControlState {
                     rollback_of: *rollback_of,
                     shadow_of: *shadow_of,
                     rollout,
+                    watch,
                     started: false,
                     restored_from: None,
                     error: None,
@@ -254,6 +266,13 @@ impl ControlState {
                     });
                     r.step_started_at = now;
                     r.checks = serde_json::from_value(checks.clone()).unwrap_or_default();
+                }
+            }
+            EventKind::ShadowThresholdCrossed {
+                sink, divergence, ..
+            } => {
+                if let Some(w) = d.watch.as_mut() {
+                    w.crossed = Some((sink.clone(), *divergence));
                 }
             }
             EventKind::RolloutPaused { .. } => {
@@ -332,6 +351,8 @@ pub enum Command {
         strategy: Strategy,
         /// The canary's settings (with [`Strategy::Canary`]).
         canary: Option<CanaryConfig>,
+        /// A shadow's alert (with [`Strategy::Shadow`]).
+        shadow: Option<ShadowConfig>,
     },
     /// Hold the sources.
     Pause(u64),
@@ -448,6 +469,24 @@ impl CanaryConfig {
             Err(e) => bad(format!("step_length: {e}")),
         }
     }
+}
+
+/// A shadow's alert: an event (`shadow_threshold_crossed`) once a sink's keyed diff against
+/// production crosses `max_divergence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Most keys differing or only in one version, per key compared (0 to 1).
+    pub max_divergence: f64,
+}
+
+/// A shadow's alert settings and, once it fired, the sink and its divergence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowWatch {
+    /// The settings.
+    pub config: ShadowConfig,
+    /// The sink whose diff crossed the threshold, and its divergence then.
+    pub crossed: Option<(String, f64)>,
 }
 
 /// What a canary's `deployment_requested` event records.
@@ -609,6 +648,7 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             allow_state_loss,
             strategy,
             canary,
+            shadow: watch,
         } => {
             let Some(target) = state.graph_version(graph, *version) else {
                 return Err(Refusal::Invalid(match state.graphs.get(graph) {
@@ -625,7 +665,11 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
             let id = state.next_deployment_id();
             // A shadow runs beside production, of any version (the same one included).
             if *strategy == Strategy::Shadow {
-                return shadow(state, id, target);
+                return shadow(state, id, target, watch.as_ref());
+            } else if watch.is_some() {
+                return Err(Refusal::Invalid(
+                    "`shadow` settings go with \"strategy\": \"shadow\"".into(),
+                ));
             }
             if matches!(strategy, Strategy::Canary | Strategy::BlueGreen) {
                 let mut config = canary.clone().unwrap_or_else(|| CanaryConfig {
@@ -783,7 +827,17 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
 }
 
 /// A shadow of `target` beside the graph's active production deployment.
-fn shadow(state: &ControlState, id: u64, target: &GraphVersion) -> Result<Vec<EventKind>, Refusal> {
+fn shadow(
+    state: &ControlState,
+    id: u64,
+    target: &GraphVersion,
+    watch: Option<&ShadowConfig>,
+) -> Result<Vec<EventKind>, Refusal> {
+    if watch.is_some_and(|w| !(0.0..=1.0).contains(&w.max_divergence)) {
+        return Err(Refusal::Invalid(
+            "shadow.max_divergence: a share from 0 to 1".into(),
+        ));
+    }
     let graph = &target.name;
     let Some(current) = active_of(state, graph).find(|d| d.shadow_of.is_none()) else {
         return Err(Refusal::Conflict(format!(
@@ -806,6 +860,7 @@ fn shadow(state: &ControlState, id: u64, target: &GraphVersion) -> Result<Vec<Ev
         state_plan: None,
         shadow_of: Some(current.id),
         canary: None,
+        watch: watch.and_then(|w| serde_json::to_value(w).ok()),
     }])
 }
 
@@ -875,6 +930,7 @@ fn start_canary(
         state_plan: None,
         shadow_of: None,
         canary: serde_json::to_value(&request).ok(),
+        watch: None,
     });
     Ok(events)
 }
@@ -904,6 +960,7 @@ pub fn rollout_rollback(
             state_plan: None,
             shadow_of: None,
             canary: None,
+            watch: None,
         },
     ]
 }
@@ -932,6 +989,7 @@ pub fn rollout_promote(
             state_plan: None,
             shadow_of: None,
             canary: None,
+            watch: None,
         },
     ]
 }
@@ -996,6 +1054,7 @@ fn requested(
         state_plan,
         shadow_of: None,
         canary: None,
+        watch: None,
     }
 }
 
@@ -1021,6 +1080,7 @@ mod tests {
             allow_state_loss: false,
             strategy: Strategy::Replace,
             canary: None,
+            shadow: None,
         }
     }
 

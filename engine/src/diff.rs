@@ -46,6 +46,12 @@ pub struct SinkDiff {
 }
 
 impl SinkDiff {
+    /// Keys differing or only in one version, per key compared (0 when none was).
+    pub fn divergence(&self) -> f64 {
+        let off = self.differing + self.only_old + self.only_new;
+        off as f64 / (off + self.matched).max(1) as f64
+    }
+
     /// Whether the two outputs are the same.
     pub fn is_same(&self) -> bool {
         self.differing == 0 && self.only_old == 0 && self.only_new == 0

@@ -168,6 +168,7 @@ fn command_of(step: &Step) -> Command {
             allow_state_loss: false,
             strategy: Default::default(),
             canary: None,
+            shadow: None,
         },
         Step::Pause(id) => Command::Pause(*id),
         Step::Resume(id) => Command::Resume(*id),

@@ -82,6 +82,9 @@ pub enum EventKind {
         /// settings, the deployment it rolls out over and that one's version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         canary: Option<serde_json::Value>,
+        /// A shadow's alert settings (`max_divergence`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watch: Option<serde_json::Value>,
     },
     /// The deployment's dataflow was built and is processing (also after a restart).
     DeploymentStarted {
@@ -124,6 +127,20 @@ pub enum EventKind {
     DeploymentFinished {
         /// Deployment id.
         id: u64,
+    },
+    /// A shadow's keyed diff against production crossed its configured threshold (once per
+    /// shadow).
+    ShadowThresholdCrossed {
+        /// The shadow deployment.
+        id: u64,
+        /// The sink whose diff crossed it.
+        sink: String,
+        /// Keys differing or only in one version, per key compared.
+        divergence: f64,
+        /// The threshold.
+        threshold: f64,
+        /// The counts: matched, differing, only_old, only_new.
+        counts: serde_json::Value,
     },
     /// A canary rollout passed its checks and moved to its next step: from event time
     /// `from_ms` on, the new version owns `share_pct` % of the keys.
@@ -223,7 +240,8 @@ impl Event {
             | EventKind::RolloutPaused { id }
             | EventKind::RolloutResumed { id }
             | EventKind::RolloutPromoted { id, .. }
-            | EventKind::RolloutRolledBack { id, .. } => Some(*id),
+            | EventKind::RolloutRolledBack { id, .. }
+            | EventKind::ShadowThresholdCrossed { id, .. } => Some(*id),
         }
     }
 }

@@ -102,7 +102,13 @@ fn a_shadow_diffs_against_production_like_a_backtest_and_is_promoted_without_gap
 
     // A shadow of v2 (EUR rate changed): the bars of EUR ticks differ, in price fields; the
     // same as a backtest of the two versions through the same event time.
-    let shadow = deploy(2, "shadow");
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &json!({"graph": "test-bars", "version": 2, "strategy": "shadow",
+                "shadow": {"max_divergence": 0.001}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let shadow = body["id"].as_u64().unwrap();
     server.wait_for(
         &format!("/api/v1/deployments/{shadow}"),
         "the shadow's end",
@@ -120,6 +126,46 @@ fn a_shadow_diffs_against_production_like_a_backtest_and_is_promoted_without_gap
     assert!(
         fields.is_subset(&["close", "high", "low", "open", "vwap"].into()),
         "{d}"
+    );
+    // Its alert: one event naming the sink, its divergence and the threshold; the counts in
+    // /metrics.
+    let started = std::time::Instant::now();
+    let crossed = loop {
+        let found: Vec<Value> = server
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "shadow_threshold_crossed")
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no alert"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(crossed.len(), 1, "{crossed:?}");
+    assert_eq!(crossed[0]["id"], shadow);
+    assert_eq!(crossed[0]["threshold"], 0.001);
+    assert!(
+        crossed[0]["divergence"].as_f64().unwrap() > 0.001,
+        "{crossed:?}"
+    );
+    assert!(
+        crossed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("divergence"),
+        "{crossed:?}"
+    );
+    let (_, metrics) = server.call("GET", "/metrics", Some(OPERATOR_KEY), None);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains(&format!(
+            "tickflow_shadow_keys{{deployment=\"{shadow}\",sink=\"bars\",outcome=\"differing\"}}"
+        )),
+        "{metrics}"
     );
     let (old, new) = (root.join("v1.toml"), root.join("v2.toml"));
     std::fs::write(&old, &s.toml).unwrap();

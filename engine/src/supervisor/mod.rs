@@ -186,6 +186,8 @@ struct Inner {
     /// Canaries whose dataflow is stopping for their next rollout step: not relaunched
     /// until the step is recorded.
     stepping: std::collections::BTreeSet<u64>,
+    /// The newest keyed diff of each active shadow (for `/metrics` and its alert).
+    shadow_stats: BTreeMap<u64, backtest::ShadowDiff>,
 }
 
 /// The engine of `tickflow serve`.
@@ -253,6 +255,7 @@ impl Supervisor {
                 dir_locks: BTreeMap::new(),
                 peer_losses: BTreeMap::new(),
                 stepping: Default::default(),
+                shadow_stats: BTreeMap::new(),
             }),
             notices: tx,
             ready: AtomicBool::new(false),

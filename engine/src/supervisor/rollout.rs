@@ -18,6 +18,9 @@ use super::*;
 /// How often the ticker looks at the rollouts.
 const TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Shadows are diffed every this many ticks.
+const SHADOW_EVERY: u64 = 10;
+
 /// One version's side of a canary dataflow.
 #[derive(Debug, Default, Clone, Copy)]
 struct LaneCounts {
@@ -147,10 +150,15 @@ impl Supervisor {
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("rollouts".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                let Some(sup) = weak.upgrade() else { break };
-                sup.tick_rollouts();
+            .spawn(move || {
+                for tick in 0u64.. {
+                    std::thread::sleep(TICK);
+                    let Some(sup) = weak.upgrade() else { break };
+                    sup.tick_rollouts();
+                    if tick % SHADOW_EVERY == 0 {
+                        sup.tick_shadows();
+                    }
+                }
             })
             .map(|_| ())
             .map_err(EngineError::Thread)
@@ -283,6 +291,78 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Diffs every active shadow against production (for `/metrics`), and records the
+    /// crossing of its threshold once.
+    fn tick_shadows(&self) {
+        let shadows: Vec<u64> = {
+            let mut inner = self.lock();
+            // A shadow that read all its input is still compared while production runs.
+            let deployments = &inner.state.deployments;
+            let active: Vec<u64> = deployments
+                .values()
+                .filter(|d| d.state.is_active() || d.state == DeploymentState::Finished)
+                .filter(|d| {
+                    d.shadow_of
+                        .and_then(|p| deployments.get(&p))
+                        .is_some_and(|p| p.state.is_active())
+                })
+                .map(|d| d.id)
+                .collect();
+            inner.shadow_stats.retain(|id, _| active.contains(id));
+            active
+        };
+        for id in shadows {
+            let Ok(diff) = self.shadow_diff(id, 3) else {
+                continue;
+            };
+            let mut inner = self.lock();
+            let watch = inner
+                .state
+                .deployments
+                .get(&id)
+                .and_then(|d| d.watch.clone())
+                .filter(|w| w.crossed.is_none());
+            let crossed = watch.and_then(|w| {
+                diff.sinks.iter().find_map(|(sink, d)| {
+                    let divergence = d.divergence();
+                    (divergence > w.config.max_divergence)
+                        .then(|| (sink.clone(), divergence, w.config.max_divergence, d))
+                })
+            });
+            if let Some((sink, divergence, threshold, d)) = crossed {
+                let reason = format!(
+                    "sink {sink}: divergence {divergence:.4} > {threshold:.4} ({} matched, {} \
+                     differing, {} only in production, {} only in the shadow)",
+                    d.matched, d.differing, d.only_old, d.only_new
+                );
+                tracing::warn!("deployment {id}: {reason}");
+                let counts = serde_json::json!({
+                    "matched": d.matched, "differing": d.differing,
+                    "only_old": d.only_old, "only_new": d.only_new,
+                });
+                let kind = EventKind::ShadowThresholdCrossed {
+                    id,
+                    sink,
+                    divergence,
+                    threshold,
+                    counts,
+                };
+                self.append_system(&mut inner, Some(reason), kind);
+            }
+            inner.shadow_stats.insert(id, diff);
+        }
+    }
+
+    /// The newest keyed diff of each active shadow.
+    pub fn shadow_stats(&self) -> Vec<(u64, backtest::ShadowDiff)> {
+        let inner = self.lock();
+        inner
+            .shadow_stats
+            .iter()
+            .map(|(id, d)| (*id, d.clone()))
+            .collect()
     }
 
     /// Appends engine events with one reason, then makes the dataflows match.
