@@ -102,11 +102,16 @@ fn render(d: &Value, r: &Value) -> String {
         out.push_str("  no checks run yet\n");
     }
     for c in checks {
+        let threshold = c["threshold"].as_f64().unwrap_or_default();
+        let threshold = if threshold >= 1e300 {
+            "    none".to_string()
+        } else {
+            format!("{threshold:>8.4}")
+        };
         out.push_str(&format!(
-            "  {:<18} {:>8.4}  threshold {:>8.4}  current version {:>8.4}  {}\n",
+            "  {:<18} {:>8.4}  threshold {threshold}  current version {:>8.4}  {}\n",
             c["metric"].as_str().unwrap_or_default(),
             c["value"].as_f64().unwrap_or_default(),
-            c["threshold"].as_f64().unwrap_or_default(),
             c["current"].as_f64().unwrap_or_default(),
             if c["passed"] == true { "ok" } else { "FAILED" }
         ));

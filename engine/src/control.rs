@@ -424,6 +424,10 @@ pub struct CanaryChecks {
     /// that differ from the current version's, per bar compared. Unset: reported, never
     /// failing (a new version may mean to change bars).
     pub max_divergence: Option<f64>,
+    /// Most seconds of event time the new version's watermark may trail production's (it
+    /// reads the input from its beginning; checked from the first step on). Unset: reported,
+    /// never failing.
+    pub max_lag_secs: Option<f64>,
 }
 
 fn canary_strategy() -> Strategy {
@@ -462,6 +466,13 @@ impl CanaryConfig {
             if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
                 return bad(format!("checks.{name}: a rate from 0 to 1"));
             }
+        }
+        if self
+            .checks
+            .max_lag_secs
+            .is_some_and(|v| v.is_nan() || v < 0.0)
+        {
+            return bad("checks.max_lag_secs: zero or more seconds".into());
         }
         match tickflow_operators::duration_ms(&self.step_length) {
             Ok(ms) if (100..=86_400_000).contains(&ms) => Ok(ms),

@@ -103,6 +103,20 @@ pub(super) fn evaluate(rollout: &Rollout, metrics: &Metrics) -> (Vec<CheckResult
         .map(|c| c.load(Ordering::Relaxed));
     let value = (differing + alone) as f64 / (matched + differing + alone).max(1) as f64;
     let threshold = c.max_divergence.unwrap_or(1.0);
+    // How far the new version trails (before the first step it is still catching up: a
+    // step waits for it instead).
+    let lag = match (canary.watermark, current.watermark) {
+        (Some(c), Some(p)) => p.saturating_sub(c) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let limit = c.max_lag_secs.unwrap_or(f64::INFINITY);
+    checks.push(CheckResult {
+        metric: "lag_secs".into(),
+        value: lag,
+        threshold: if limit.is_finite() { limit } else { f64::MAX },
+        current: 0.0,
+        passed: rollout.step == 0 || lag <= limit,
+    });
     checks.push(CheckResult {
         metric: "divergence".into(),
         value,
