@@ -65,13 +65,7 @@ pub fn combine(current: &Plan, canary: &Plan, schedule: &[ShareStep]) -> Result<
         plan.operators.push(o);
     }
     let schedule = Arc::new(schedule.to_vec());
-    let horizon_ms = current
-        .operators
-        .iter()
-        .chain(&canary.operators)
-        .filter_map(|o| o.component.horizon_ms())
-        .max()
-        .unwrap_or(0);
+    let horizon_ms = current.horizon_ms().max(canary.horizon_ms());
     for sink in &mut plan.sinks {
         let Some(new) = canary.sinks.iter().find(|n| {
             n.name == sink.name && n.component.state_identity() == sink.component.state_identity()

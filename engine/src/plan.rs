@@ -119,6 +119,16 @@ impl Plan {
         format!("{:x}", Sha256::digest(text.as_bytes()))
     }
 
+    /// The longest time, in event time, a record may still change the graph's results (the
+    /// longest [`crate::component::Operator::horizon_ms`]; 0 without windows).
+    pub fn horizon_ms(&self) -> u64 {
+        self.operators
+            .iter()
+            .filter_map(|o| o.component.horizon_ms())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The nodes as JSON: what the API shows of a compiled graph version.
     pub fn describe(&self) -> serde_json::Value {
         let inputs = |i: &[OutputRef]| i.iter().map(OutputRef::label).collect::<Vec<_>>();

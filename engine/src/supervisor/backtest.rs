@@ -146,13 +146,7 @@ impl Supervisor {
                 .unwrap_or(0)
         };
         let through = reached(d).min(reached(c));
-        let horizon = shadow_plan
-            .operators
-            .iter()
-            .chain(&current_plan.operators)
-            .filter_map(|o| o.component.horizon_ms())
-            .max()
-            .unwrap_or(0);
+        let horizon = shadow_plan.horizon_ms().max(current_plan.horizon_ms());
         let files = |p: &Plan| -> BTreeMap<String, PathBuf> {
             p.sinks
                 .iter()
