@@ -18,8 +18,16 @@ pub struct DiffArgs {
     /// The new version's graph TOML.
     new: PathBuf,
     /// The recorded input both read instead of their source (a file of raw ticks).
+    #[arg(
+        long,
+        required_unless_present = "kafka_range",
+        conflicts_with = "kafka_range"
+    )]
+    input: Option<PathBuf>,
+    /// Instead of `--input`: an offset range of the topic OLD's Kafka source reads,
+    /// `PARTITION:FROM-TO[,...]` (`TO` exclusive), recorded first (in Kafka timestamp order).
     #[arg(long)]
-    input: PathBuf,
+    kafka_range: Option<String>,
     /// Keep both versions' outputs here (`old/`, `new/`); by default a temporary directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -36,10 +44,6 @@ pub struct DiffArgs {
 
 /// Runs `tickflow diff`: exit 0 when the outputs are the same, 1 when they differ.
 pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let input = std::path::absolute(&args.input)?;
-    if !input.is_file() {
-        anyhow::bail!("--input {}: no such file", input.display());
-    }
     let temp = tempfile::tempdir()?;
     let root = match &args.out {
         Some(dir) => std::path::absolute(dir)?,
@@ -52,6 +56,30 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         args.old.display().to_string(),
         args.new.display().to_string(),
     );
+    let input = match (&args.input, &args.kafka_range) {
+        (Some(input), _) => std::path::absolute(input)?,
+        (None, Some(spec)) => {
+            let ranges = tickflow_engine::diff::parse_kafka_range(spec)
+                .map_err(|e| anyhow::anyhow!("--kafka-range {e}"))?;
+            std::fs::create_dir_all(&root)?;
+            let recorded = root.join("recorded.jsonl");
+            let n = tickflow_engine::diff::record_kafka_range(
+                (&old_toml, &old_file),
+                &ranges,
+                &recorded,
+                u64::MAX,
+            )?;
+            eprintln!(
+                "recorded {n} records of the range into {}",
+                recorded.display()
+            );
+            recorded
+        }
+        (None, None) => anyhow::bail!("give --input or --kafka-range"),
+    };
+    if !input.is_file() {
+        anyhow::bail!("--input {}: no such file", input.display());
+    }
     let limits = BacktestLimits {
         workers: usize::from(args.workers),
         samples: args.samples,

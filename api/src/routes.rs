@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tickflow_engine::control::Command;
-use tickflow_engine::supervisor::LoggedEvent;
+use tickflow_engine::supervisor::{BacktestInput, LoggedEvent};
 use tickflow_engine::{compile_confined, EngineError};
 
 use crate::auth::{Caller, Role};
@@ -363,9 +363,15 @@ pub struct BacktestRequest {
     #[schemars(range(min = 1))]
     pub new_version: i64,
     /// The recorded input: a file in the server's read roots (relative paths are looked up
-    /// in each).
+    /// in each). Give this or `kafka`.
+    #[serde(default)]
     #[schemars(regex(pattern = TEXT_PATTERN), length(min = 1, max = 4096))]
-    pub input: String,
+    pub input: Option<String>,
+    /// Instead of `input`: offset ranges of the topic the old version's Kafka source reads,
+    /// partition -> `[from, to]` (`to` exclusive), such as `{"0": [100, 200]}`; the records
+    /// are read in Kafka timestamp order, at most `backtest_max_input_bytes`.
+    #[serde(default)]
+    pub kafka: Option<std::collections::BTreeMap<i32, [i64; 2]>>,
     /// Differences returned as samples per kind and sink (at most 100).
     #[serde(default = "five")]
     #[schemars(range(max = 100))]
@@ -611,11 +617,28 @@ async fn run_backtest(State(app): State<AppState>, body: Bytes) -> Result<Json<V
     if req.samples > 100 {
         return Err(ApiError::invalid("samples: at most 100".to_string()));
     }
+    let input = match (req.input, req.kafka) {
+        (Some(file), None) => BacktestInput::File(file),
+        (None, Some(ranges)) => {
+            let spec: Vec<String> = ranges
+                .iter()
+                .map(|(p, [from, to])| format!("{p}:{from}-{to}"))
+                .collect();
+            let ranges = tickflow_engine::diff::parse_kafka_range(&spec.join(","))
+                .map_err(|e| ApiError::invalid(format!("kafka: {e}")))?;
+            BacktestInput::Kafka(ranges)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give `input` or `kafka`, not both".to_string(),
+            ))
+        }
+    };
     let report = blocking(move || {
         Ok(app.sup.backtest(
             &req.graph,
             (req.old_version, req.new_version),
-            &req.input,
+            &input,
             req.samples,
         )?)
     })

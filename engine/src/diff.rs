@@ -521,3 +521,96 @@ mod tests {
         assert_eq!(d.samples.len(), 2, "one sample of each kind found");
     }
 }
+
+/// A Kafka offset range as a backtest's recorded input: partition -> `[from, to)`.
+pub type KafkaRange = BTreeMap<i32, (i64, i64)>;
+
+/// Parses `PARTITION:FROM-TO[,PARTITION:FROM-TO...]` (`TO` exclusive).
+pub fn parse_kafka_range(spec: &str) -> Result<KafkaRange, String> {
+    let mut ranges = KafkaRange::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("`{part}`: expected PARTITION:FROM-TO, such as 0:100-200");
+        let (p, range) = part.split_once(':').ok_or_else(bad)?;
+        let (from, to) = range.split_once('-').ok_or_else(bad)?;
+        let (p, from, to) = (
+            p.trim().parse::<i32>().map_err(|_| bad())?,
+            from.trim().parse::<i64>().map_err(|_| bad())?,
+            to.trim().parse::<i64>().map_err(|_| bad())?,
+        );
+        if from < 0 || to <= from {
+            return Err(format!(
+                "`{part}`: the range must be FROM < TO, both from 0"
+            ));
+        }
+        if ranges.insert(p, (from, to)).is_some() {
+            return Err(format!("partition {p} is given twice"));
+        }
+    }
+    if ranges.is_empty() {
+        return Err("no partition range given".into());
+    }
+    Ok(ranges)
+}
+
+/// The brokers and topic of the graph TOML `text`'s one source, a Kafka source.
+pub fn kafka_source(text: &str, file: &str) -> Result<(String, String), EngineError> {
+    let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+    let sources = doc
+        .get("sources")
+        .and_then(|s| s.as_table())
+        .ok_or_else(|| invalid("has no [sources]".into()))?;
+    let [(name, source)] = sources.iter().collect::<Vec<_>>()[..] else {
+        return Err(invalid(format!(
+            "a backtest on a Kafka range reads the graph's one source, but it has {}",
+            sources.len()
+        )));
+    };
+    let key = |k: &str| source.get(k).and_then(|v| v.as_str()).map(String::from);
+    match (key("type").as_deref(), key("brokers"), key("topic")) {
+        (Some("kafka"), Some(brokers), Some(topic)) => Ok((brokers, topic)),
+        _ => Err(invalid(format!(
+            "sources.{name} is not a Kafka source with `brokers` and `topic`"
+        ))),
+    }
+}
+
+/// Records the range `ranges` of the topic of `text`'s Kafka source into `path`, one value a
+/// line, in one deterministic order (see [`tickflow_connectors::kafka::read_range`]); returns
+/// the records written. At most `max_bytes` are read.
+pub fn record_kafka_range(
+    (text, file): (&str, &str),
+    ranges: &KafkaRange,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<u64, EngineError> {
+    use std::io::Write;
+    let (brokers, topic) = kafka_source(text, file)?;
+    let values = tickflow_connectors::kafka::read_range(&brokers, &topic, ranges, max_bytes)
+        .map_err(|e| EngineError::Backtest(format!("{topic}: {e}")))?;
+    let io = |e: std::io::Error| EngineError::Backtest(format!("{}: {e}", path.display()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for v in &values {
+        // One record, one line: a value's own line breaks would split it.
+        writeln!(out, "{}", v.replace(['\n', '\r'], " ")).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(values.len() as u64)
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn kafka_ranges_parse_and_bad_ones_say_why() {
+        let r = parse_kafka_range("0:100-200, 3:0-5").unwrap();
+        assert_eq!(r.get(&0), Some(&(100, 200)));
+        assert_eq!(r.get(&3), Some(&(0, 5)));
+        for bad in ["", "0:5-5", "x:1-2", "0:1-2,0:3-4", "0-1"] {
+            assert!(parse_kafka_range(bad).is_err(), "{bad}");
+        }
+    }
+}

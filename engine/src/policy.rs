@@ -48,6 +48,9 @@ struct Confined {
     output_root: Option<PathBuf>,
     /// The engine's data directory, canonical.
     data_dir: PathBuf,
+    /// Files the engine recorded itself (a backtest's Kafka range) that graphs may read
+    /// wherever they are, canonical.
+    recorded: Vec<PathBuf>,
 }
 
 /// Why a policy cannot be built from the configuration.
@@ -132,12 +135,26 @@ impl GraphPolicy {
                 read_roots,
                 output_root,
                 data_dir,
+                recorded: Vec::new(),
             }),
             max_nodes: DEFAULT_MAX_NODES,
         })
     }
 
     /// Whether paths are confined.
+    /// The same policy, also letting graphs read `file`, which the engine recorded itself
+    /// (a backtest's Kafka range in its scratch directory).
+    pub fn with_recorded_input(&self, file: &Path) -> Result<GraphPolicy, RuleError> {
+        let mut policy = self.clone();
+        if let Some(c) = policy.confined.as_mut() {
+            let real = file
+                .canonicalize()
+                .map_err(|e| RuleError(format!("{}: {e}", file.display())))?;
+            c.recorded.push(real);
+        }
+        Ok(policy)
+    }
+
     pub fn is_confined(&self) -> bool {
         self.confined.is_some()
     }
@@ -161,6 +178,9 @@ impl GraphPolicy {
             .into());
         }
         let p = plain_path(path)?;
+        if let Some(own) = c.recorded.iter().find(|r| p == **r) {
+            return Ok(own.clone());
+        }
         let candidates: Vec<PathBuf> = if p.is_absolute() {
             // Lexically inside a root (as configured or canonical) before anything is asked
             // of the file system: nothing is learnt about files outside the roots.
@@ -382,6 +402,27 @@ mod tests {
             data,
             outside,
         }
+    }
+
+    #[test]
+    fn a_recorded_input_is_readable_alone() {
+        let r = roots();
+        let policy =
+            GraphPolicy::confined(std::slice::from_ref(&r.read), Some(&r.out), &r.data).unwrap();
+        let scratch = r.data.join("backtests");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let (recorded, other) = (scratch.join("recorded.jsonl"), scratch.join("other"));
+        std::fs::write(&recorded, "{}\n").unwrap();
+        std::fs::write(&other, "{}\n").unwrap();
+        let text = |p: &Path| p.to_str().unwrap().to_string();
+        assert!(policy.readable(&text(&recorded)).is_err());
+        let with = policy.with_recorded_input(&recorded).unwrap();
+        assert_eq!(with.readable(&text(&recorded)).unwrap(), recorded);
+        assert!(with.readable(&text(&other)).is_err());
+        assert!(
+            policy.readable(&text(&recorded)).is_err(),
+            "the server's own is unchanged"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::serve::Server;
+use crate::serve::{Server, OPERATOR_KEY};
 
 pub(crate) const TICKS: u64 = 200_000;
 const RAW: &str = "ingestion.market.raw.v1";
@@ -766,4 +766,99 @@ fn kafka_bench_measures_the_engine_beside_bare_clients_on_the_same_broker() {
         40_000,
         "the relay passes every tick on: {text}"
     );
+}
+
+#[test]
+fn a_backtest_on_a_kafka_offset_range_records_it_once_and_diffs_like_a_file() {
+    let s = setup(20_000, "memory://tansu/");
+    let root = s.root.path();
+    let old = std::fs::read_to_string(kafka_graph(&s)).unwrap();
+    let new = old
+        .replace("version = 1", "version = 2")
+        .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
+    assert_ne!(old, new);
+    let (old_path, new_path) = (root.join("old.toml"), root.join("new.toml"));
+    std::fs::write(&old_path, &old).unwrap();
+    std::fs::write(&new_path, &new).unwrap();
+    // The first half of every partition.
+    let spec: Vec<String> = s
+        .raw_counts
+        .iter()
+        .map(|(p, n)| format!("{p}:0-{}", n / 2))
+        .collect();
+    let want: i64 = s.raw_counts.values().map(|n| n / 2).sum();
+    let diff = |args: &[&str]| {
+        let o = tickflow()
+            .arg("diff")
+            .arg(&old_path)
+            .arg(&new_path)
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code(), report)
+    };
+    let out = root.join("range");
+    let (code, ranged) = diff(&[
+        "--kafka-range",
+        &spec.join(","),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{ranged}");
+    assert!(
+        ranged["sinks"]["bars"]["differing"].as_u64().unwrap() > 0,
+        "{ranged}"
+    );
+    let recorded = out.join("recorded.jsonl");
+    let lines = std::fs::read_to_string(&recorded).unwrap().lines().count();
+    assert_eq!(lines as i64, want, "exactly the range, once");
+    // The recorded range as a file gives the same diff.
+    let again = root.join("again");
+    let (code, filed) = diff(&[
+        "--input",
+        recorded.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(filed["sinks"], ranged["sinks"]);
+    // Over the API: the same range of the topic the old version reads, the same diff.
+    let server = Server::start(root, &[]);
+    for toml in [&old, &new] {
+        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+        assert_eq!(status, 201, "{body}");
+    }
+    let ranges: serde_json::Map<String, Value> = s
+        .raw_counts
+        .iter()
+        .map(|(p, n)| (p.to_string(), serde_json::json!([0, n / 2])))
+        .collect();
+    let (status, api) = server.post(
+        "/api/v1/backtests",
+        &serde_json::json!({"graph": "kafka-bars", "old_version": 1, "new_version": 2,
+                            "kafka": ranges}),
+    );
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(api["sinks"], ranged["sinks"]);
+    let (status, _) = server.post(
+        "/api/v1/backtests",
+        &serde_json::json!({"graph": "kafka-bars", "old_version": 1, "new_version": 2,
+                            "kafka": {"0": [5, 5]}}),
+    );
+    assert_eq!(status, 422);
+    // A range past a partition's end is refused, naming the partition.
+    let (p, n) = s.raw_counts.iter().next().unwrap();
+    let o = tickflow()
+        .arg("diff")
+        .arg(&old_path)
+        .arg(&new_path)
+        .args(["--kafka-range", &format!("{p}:0-{}", n + 10)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(&format!("partition {p}")), "{err}");
 }

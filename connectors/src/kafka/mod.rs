@@ -46,7 +46,7 @@ mod tools;
 mod writer;
 
 pub use reader::{KafkaReader, KafkaRecord};
-pub use tools::{bare_copy, read_topic, BareCopy, ConsumedRecord, LineProducer};
+pub use tools::{bare_copy, read_range, read_topic, BareCopy, ConsumedRecord, LineProducer};
 pub use writer::{KafkaSinkPosition, KafkaWriter};
 
 use reader::resume_plan;

@@ -47,6 +47,62 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<ConsumedRecord>, Con
     Ok(out)
 }
 
+/// The values of `topic`'s records in the offset ranges `ranges` (partition -> `[from, to)`),
+/// ordered by their Kafka timestamps, then partition and offset: one deterministic sequence of
+/// a recorded range (a backtest's input). Fails when a partition ends before its range does,
+/// or when the values pass `max_bytes`.
+pub fn read_range(
+    brokers: &str,
+    topic: &str,
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    max_bytes: u64,
+) -> Result<Vec<String>, ConnectorError> {
+    let known = partitions(brokers, topic, &BTreeMap::new(), &|| false)?;
+    if let Some(p) = ranges.keys().find(|p| !known.contains(p)) {
+        return Err(ConnectorError::Kafka(format!(
+            "topic {topic} has no partition {p} (partitions: {known:?})"
+        )));
+    }
+    if let Some((p, (from, to))) = ranges.iter().find(|(_, (f, t))| *f < 0 || f >= t) {
+        return Err(ConnectorError::Kafka(format!(
+            "partition {p}: the range {from}-{to} is empty or negative"
+        )));
+    }
+    let starts: Vec<(i32, Option<i64>)> = ranges.iter().map(|(p, (f, _))| (*p, Some(*f))).collect();
+    let mut records: Vec<(i64, i32, i64, String)> = Vec::new();
+    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
+    let (mut bytes, mut over) = (0u64, false);
+    read_to_end(brokers, &BTreeMap::new(), topic, &starts, |m| {
+        let Some((from, to)) = ranges.get(&m.partition()) else {
+            return;
+        };
+        if m.offset() < *from || m.offset() >= *to || over {
+            return;
+        }
+        reached.insert(m.partition(), m.offset() + 1);
+        let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        bytes += value.len() as u64 + 1;
+        over = bytes > max_bytes;
+        let at = m.timestamp().to_millis().unwrap_or(0);
+        records.push((at, m.partition(), m.offset(), value));
+    })?;
+    if over {
+        return Err(ConnectorError::Kafka(format!(
+            "the range holds more than {max_bytes} bytes"
+        )));
+    }
+    for (p, (_, to)) in ranges {
+        let got = reached.get(p).copied().unwrap_or(0);
+        if got < *to {
+            return Err(ConnectorError::Kafka(format!(
+                "partition {p} of {topic} ends at offset {got}, before the range's end {to}"
+            )));
+        }
+    }
+    records.sort_by_key(|r| (r.0, r.1, r.2));
+    Ok(records.into_iter().map(|r| r.3).collect())
+}
+
 /// Reads `partitions` of `topic` from the given offsets (the beginning where none is given) to
 /// their ends (the end the fetch reports), handing each record to `f`. Resumes like a source
 /// does ([`resume_plan`]). Fails after 60 s without a record or an end.

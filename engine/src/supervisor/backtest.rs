@@ -12,13 +12,24 @@ use crate::diff::{backtest, Backtest, BacktestLimits, Version};
 
 use super::*;
 
+/// What a backtest over the API reads.
+#[derive(Debug, Clone)]
+pub enum BacktestInput {
+    /// A recorded file in the read roots.
+    File(String),
+    /// An offset range (partition -> `[from, to)`) of the old version's Kafka topic.
+    Kafka(crate::diff::KafkaRange),
+}
+
 impl Supervisor {
-    /// Backtests `graph` v`old` against v`new` on `input` (a file in the read roots).
+    /// Backtests `graph` v`old` against v`new` on `input`: a file in the read roots, or an
+    /// offset range of the topic v`old`'s Kafka source reads (recorded first, at most
+    /// `backtest_max_input_bytes`).
     pub fn backtest(
         &self,
         graph: &str,
         (old, new): (i64, i64),
-        input: &str,
+        input: &BacktestInput,
         samples: usize,
     ) -> Result<Backtest, CommandError> {
         let refuse = |r: Refusal| CommandError::Refused(r);
@@ -37,18 +48,24 @@ impl Supervisor {
             };
             (toml(old)?, toml(new)?)
         };
-        let input = self
-            .policy
-            .readable(input)
-            .map_err(|e| refuse(Refusal::Invalid(format!("input: {e}"))))?;
-        let size = std::fs::metadata(&input).map_or(0, |m| m.len());
         let most = self.config.backtest_max_input_bytes;
-        if size > most {
-            return Err(refuse(Refusal::Invalid(format!(
-                "input: {size} bytes is more than this server backtests ({most}, \
-                 `backtest_max_input_bytes`)"
-            ))));
-        }
+        let file = match input {
+            BacktestInput::File(path) => {
+                let file = self
+                    .policy
+                    .readable(path)
+                    .map_err(|e| refuse(Refusal::Invalid(format!("input: {e}"))))?;
+                let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+                if size > most {
+                    return Err(refuse(Refusal::Invalid(format!(
+                        "input: {size} bytes is more than this server backtests ({most}, \
+                         `backtest_max_input_bytes`)"
+                    ))));
+                }
+                Some(file)
+            }
+            BacktestInput::Kafka(_) => None,
+        };
         let Ok(_one) = self.backtest_lock.try_lock() else {
             return Err(refuse(Refusal::Conflict(
                 "a backtest is already running; try again when it is done".into(),
@@ -60,6 +77,24 @@ impl Supervisor {
         let out = tempfile::tempdir_in(&scratch)
             .map_err(|e| CommandError::Internal(format!("{}: {e}", scratch.display())))?;
         let names = (format!("{graph} v{old}"), format!("{graph} v{new}"));
+        // A Kafka range is recorded into the scratch directory, which only this backtest's
+        // graphs may read.
+        let (input, policy) = match (file, input) {
+            (Some(file), _) => (file, self.policy.clone()),
+            (None, BacktestInput::Kafka(ranges)) => {
+                let recorded = out.path().join("recorded.jsonl");
+                crate::diff::record_kafka_range((&tomls.0, &names.0), ranges, &recorded, most)
+                    .map_err(|e| refuse(Refusal::Invalid(format!("kafka: {e}"))))?;
+                let policy = self
+                    .policy
+                    .with_recorded_input(&recorded)
+                    .map_err(|e| CommandError::Internal(e.to_string()))?;
+                (recorded, policy)
+            }
+            (None, BacktestInput::File(_)) => {
+                return Err(CommandError::Internal("backtest input lost".into()))
+            }
+        };
         let limits = BacktestLimits {
             workers: self.config.workers,
             samples,
@@ -79,7 +114,7 @@ impl Supervisor {
             &input,
             out.path(),
             &limits,
-            &self.policy,
+            &policy,
         )
         .map_err(|e| refuse(Refusal::Invalid(e.to_string())))
     }

@@ -32,6 +32,7 @@ mod launch;
 mod log;
 mod rollout;
 
+pub use backtest::BacktestInput;
 use launch::{join_by, used_dir_ids};
 pub use log::read_events;
 use log::{read_log, stored_view};
