@@ -260,22 +260,34 @@ fn redirect_sinks(
 
 /// The graph TOML `text` of a shadow run: every sink but a projection writes the relative
 /// file `shadow/<sink>.jsonl` (placed in the shadow deployment's own output directory), never
-/// a production file or topic. Sources read as they are; a Kafka source is refused (its
-/// consumer group would share the production deployment's partitions).
-pub fn shadow_graph(text: &str, file: &str) -> Result<String, EngineError> {
-    use toml_edit::{DocumentMut, Item};
+/// a production file or topic. Sources read as they are, but a Kafka source reads (and commits
+/// its offsets) as a consumer group of its own, `<group>.shadow-<tag>`: never the production
+/// deployment's group, so it starts where `start` says (`earliest`: the whole topic).
+pub fn shadow_graph(text: &str, file: &str, tag: &str) -> Result<String, EngineError> {
+    use toml_edit::{value, DocumentMut, Item};
     let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
     let mut doc: DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
-    if let Some(sources) = doc.get("sources").and_then(Item::as_table_like) {
-        for (name, source) in sources.iter() {
-            if source.get("type").and_then(Item::as_str) == Some("kafka") {
-                return Err(invalid(format!(
-                    "sources.{name}: a shadow of a Kafka source is not built yet (it needs a \
-                     consumer group of its own); backtest on a recorded file instead"
-                )));
+    let graph = doc
+        .get("graph")
+        .and_then(|g| g.get("name"))
+        .and_then(Item::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let Some(sources) = doc.get_mut("sources").and_then(Item::as_table_like_mut) {
+        for (name, source) in sources.iter_mut() {
+            let Some(source) = source.as_table_like_mut() else {
+                continue;
+            };
+            if source.get("type").and_then(Item::as_str) != Some("kafka") {
+                continue;
             }
+            let group = source
+                .get("group_id")
+                .and_then(Item::as_str)
+                .map_or_else(|| format!("tickflow.{graph}.{name}"), String::from);
+            source.insert("group_id", value(format!("{group}.shadow-{tag}")));
         }
     }
     redirect_sinks(&mut doc, |name| format!("shadow/{name}.jsonl"));

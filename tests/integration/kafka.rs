@@ -862,3 +862,66 @@ fn a_backtest_on_a_kafka_offset_range_records_it_once_and_diffs_like_a_file() {
     assert!(!o.status.success());
     assert!(err.contains(&format!("partition {p}")), "{err}");
 }
+
+#[test]
+fn a_shadow_of_a_kafka_graph_reads_the_whole_topic_as_its_own_group_and_writes_no_topic() {
+    let s = setup(20_000, "memory://tansu/");
+    let root = s.root.path();
+    // Production never ends (it waits for more ticks); the shadow is bounded.
+    let bounded = std::fs::read_to_string(kafka_graph(&s)).unwrap();
+    let v1 = bounded.replace("stop_at_end = true", "stop_at_end = false");
+    let v2 = bounded
+        .replace("version = 1", "version = 2")
+        .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
+    let server = Server::start(root, &[]);
+    for toml in [&v1, &v2] {
+        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &serde_json::json!({"graph": "kafka-bars", "version": 1}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let read_all = |v: &Value| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["role"] == "source" && n["records_out"]["out"] == s.ticks)
+    };
+    server.wait_for("/api/v1/deployments/1", "production's read", read_all);
+    let (status, body) = server.post(
+        "/api/v1/deployments",
+        &serde_json::json!({"graph": "kafka-bars", "version": 2, "strategy": "shadow"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let shadow = body["id"].as_u64().unwrap();
+    let done = server.wait_for(
+        &format!("/api/v1/deployments/{shadow}"),
+        "the shadow's end",
+        |v| v["state"] != "running" && v["state"] != "starting",
+    );
+    assert_eq!(done["state"], "finished", "{done}");
+    // It read the whole topic from the start, not where production's group stands.
+    assert!(read_all(&done), "{done}");
+    let normalized =
+        std::fs::read_to_string(root.join(format!("outputs/d{shadow}/shadow/normalized.jsonl")))
+            .unwrap();
+    assert!(normalized.lines().count() > 10_000);
+    // No production topic got a record from it: every record carries the one production
+    // run's header.
+    for topic in [NORMALIZED, DEAD] {
+        let runs: std::collections::BTreeSet<String> = s
+            .broker
+            .read(topic)
+            .iter()
+            .flat_map(|r| r["headers"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h[0] == "tickflow-run")
+            .map(|h| h[1].to_string())
+            .collect();
+        assert_eq!(runs.len(), 1, "{topic}: {runs:?}");
+    }
+    let d = server.get(&format!("/api/v1/deployments/{shadow}/diff"));
+    assert!(d["sinks"].is_object(), "{d}");
+}

@@ -37,7 +37,7 @@ impl Supervisor {
                         .into(),
                 ));
             }
-            crate::diff::shadow_graph(toml, &file)?
+            crate::diff::shadow_graph(toml, &file, state_dir)?
         } else {
             toml.clone()
         };
