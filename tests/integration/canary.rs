@@ -213,6 +213,16 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
         let divergence = checks.iter().find(|c| c["metric"] == "divergence").unwrap();
         assert_eq!(divergence["value"], 0.0, "{e}");
     }
+    // The control state as it was at the first step shows the rollout there.
+    let at = steps[0]["time"].as_str().unwrap();
+    let then = server.get(&format!("/api/v1/state?at={at}"));
+    let rollout = &then["deployments"][canary.to_string()]["rollout"];
+    assert_eq!(
+        (rollout["step"].as_u64(), rollout["share_pct"].as_u64()),
+        (Some(1), Some(20)),
+        "{then}"
+    );
+    assert_eq!(rollout["state"], "running");
     let promoted = events_of(&server, "rollout_promoted");
     assert_eq!(promoted.len(), 1);
     let to = promoted[0]["to"].as_u64().unwrap();
