@@ -37,8 +37,10 @@ pub fn combine(current: &Plan, canary: &Plan, schedule: &[ShareStep]) -> Result<
         .find(|s| s.component.driver().parallel)
     {
         return Err(EngineError::Control(format!(
-            "sources.{}: a canary of a Kafka source is not built yet (the new version would \
-             need its own consumer positions); canary graphs that read files",
+            "sources.{}: a canary of a Kafka source is not built yet (tried: the new version \
+             reads as its own consumer group, but the combined run's checkpoints did not \
+             advance past the topic's first watermark in a test); canary graphs that read \
+             files, or shadow the Kafka graph",
             s.name
         )));
     }

@@ -264,34 +264,50 @@ fn redirect_sinks(
 /// its offsets) as a consumer group of its own, `<group>.shadow-<tag>`: never the production
 /// deployment's group, so it starts where `start` says (`earliest`: the whole topic).
 pub fn shadow_graph(text: &str, file: &str, tag: &str) -> Result<String, EngineError> {
-    use toml_edit::{value, DocumentMut, Item};
+    use toml_edit::DocumentMut;
     let invalid = |why: String| EngineError::Backtest(format!("{file}: {why}"));
     let mut doc: DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    own_groups(&mut doc, &format!("shadow-{tag}"));
+    redirect_sinks(&mut doc, |name| format!("shadow/{name}.jsonl"));
+    Ok(doc.to_string())
+}
+
+/// The graph TOML `text` with every Kafka source reading as a consumer group of its own,
+/// `<group>.<tag>` (a canary's new version beside production's).
+pub fn own_consumer_groups(text: &str, file: &str, tag: &str) -> Result<String, EngineError> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| EngineError::Backtest(format!("{file}: {e}")))?;
+    own_groups(&mut doc, tag);
+    Ok(doc.to_string())
+}
+
+fn own_groups(doc: &mut toml_edit::DocumentMut, tag: &str) {
+    use toml_edit::{value, Item};
     let graph = doc
         .get("graph")
         .and_then(|g| g.get("name"))
         .and_then(Item::as_str)
         .unwrap_or_default()
         .to_string();
-    if let Some(sources) = doc.get_mut("sources").and_then(Item::as_table_like_mut) {
-        for (name, source) in sources.iter_mut() {
-            let Some(source) = source.as_table_like_mut() else {
-                continue;
-            };
-            if source.get("type").and_then(Item::as_str) != Some("kafka") {
-                continue;
-            }
-            let group = source
-                .get("group_id")
-                .and_then(Item::as_str)
-                .map_or_else(|| format!("tickflow.{graph}.{name}"), String::from);
-            source.insert("group_id", value(format!("{group}.shadow-{tag}")));
+    let Some(sources) = doc.get_mut("sources").and_then(Item::as_table_like_mut) else {
+        return;
+    };
+    for (name, source) in sources.iter_mut() {
+        let Some(source) = source.as_table_like_mut() else {
+            continue;
+        };
+        if source.get("type").and_then(Item::as_str) != Some("kafka") {
+            continue;
         }
+        let group = source
+            .get("group_id")
+            .and_then(Item::as_str)
+            .map_or_else(|| format!("tickflow.{graph}.{name}"), String::from);
+        source.insert("group_id", value(format!("{group}.{tag}")));
     }
-    redirect_sinks(&mut doc, |name| format!("shadow/{name}.jsonl"));
-    Ok(doc.to_string())
 }
 
 /// The records of one output that are final at event time `through` (ms): those of a window

@@ -28,6 +28,8 @@ pub struct NodeMetrics {
     pub outputs: Vec<(String, AtomicU64)>,
     /// A source's current watermark, ms of event time (0 until it has one).
     pub watermark_ms: AtomicU64,
+    /// The latest event time a source has read, ms (0 until it has read one).
+    pub max_event_ms: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -102,6 +104,7 @@ impl Metrics {
             role,
             records_in: AtomicU64::new(0),
             watermark_ms: AtomicU64::new(0),
+            max_event_ms: AtomicU64::new(0),
             outputs: outputs
                 .iter()
                 .map(|o| (o.to_string(), AtomicU64::new(0)))

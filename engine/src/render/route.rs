@@ -2,12 +2,12 @@
 //! outputs, and each record passes from exactly one of them, the one that owns its key at its
 //! event time under the rollout's schedule (see [`crate::canary`]).
 //!
-//! A record's key is its instrument (a bar's `instrument_id`, a tick's symbol); a record with
-//! neither (a dead letter, a raw record) is keyed by its raw text. Its time is the bar's
-//! `window_end` or the tick's event time: every revision of a window is owned by the version
-//! that owned the window when the schedule changed, because a step never starts before the
-//! watermark the run had reached (windows ending later were never emitted). Records without an
-//! event time follow the newest share.
+//! A record's key is its instrument (a bar's `instrument_id`, a tick's symbol). Its time is the
+//! bar's `window_end` or the tick's event time: every revision of a window is owned by the
+//! version that owned the window when the schedule changed, because a step never starts before
+//! what the run had reached (windows ending later were never emitted). Records with neither an
+//! instrument nor an event time (dead letters, raw records) come from the current version until
+//! the promotion: which of them a restarted run writes again must not depend on the step.
 
 use std::sync::Arc;
 
@@ -62,13 +62,14 @@ pub fn key_slot(key: &str) -> u32 {
     (h % u64::from(ALL_KEYS)) as u32
 }
 
-/// The canary's share at event time `time_ms` (`None`: the newest).
+/// The canary's share at event time `time_ms` (`None`: no event time, none).
 pub fn share_at(schedule: &[ShareStep], time_ms: Option<u64>) -> u32 {
-    let mut steps = schedule.iter().rev();
-    match time_ms {
-        None => schedule.last().map_or(0, |s| s.share),
-        Some(t) => steps.find(|s| s.from_ms <= t).map_or(0, |s| s.share),
-    }
+    let Some(t) = time_ms else { return 0 };
+    schedule
+        .iter()
+        .rev()
+        .find(|s| s.from_ms <= t)
+        .map_or(0, |s| s.share)
 }
 
 /// The version that owns `key` at `time_ms`.
@@ -160,7 +161,8 @@ mod tests {
         assert_eq!(share_at(&schedule, Some(99)), 0);
         assert_eq!(share_at(&schedule, Some(100)), 1_000);
         assert_eq!(share_at(&schedule, Some(250)), 5_000);
-        assert_eq!(share_at(&schedule, None), 5_000);
+        assert_eq!(share_at(&schedule, None), 0);
+        assert_eq!(owner(&schedule, "a dead letter", None), Lane::Current);
         // About the share of many keys, and a key the canary owns keeps it as shares grow.
         let keys: Vec<String> = (0..10_000).map(|i| format!("INST{i}")).collect();
         let at = |t| {

@@ -344,7 +344,8 @@ impl Reading {
         at_end: &[i32],
         event_time: &EventTime,
         lag: Lag,
-    ) {
+    ) -> u64 {
+        let mut newest = 0;
         for rec in batch.drain(..) {
             let Some(p) = self.partitions.iter_mut().find(|p| p.id == rec.partition) else {
                 continue;
@@ -352,6 +353,7 @@ impl Reading {
             p.at_end_since = None;
             let before = p.progress;
             let (ts, spans) = event_time.read(&rec.text);
+            newest = newest.max(ts.unwrap_or(0));
             let stamp = p.progress.read(ts, lag);
             p.queue.push_back(Queued {
                 stamp,
@@ -367,6 +369,7 @@ impl Reading {
                 p.at_end_since.get_or_insert(now);
             }
         }
+        newest
     }
 
     /// Emits every held-back record whose stamp the capability has reached; returns how many.
@@ -541,7 +544,10 @@ pub fn drive<'s>(cx: SourceCx<'s>, settings: DriverSettings, open: OpenReader) -
                     }
                 };
                 read = batch.len();
-                r.take_in(&mut batch, &at_end, &settings.event_time, lag);
+                let newest = r.take_in(&mut batch, &at_end, &settings.event_time, lag);
+                if let Some(node) = node_idx.and_then(|i| metrics.nodes.get(i)) {
+                    node.max_event_ms.fetch_max(newest, Ordering::Relaxed);
+                }
             }
             let mut emitted = 0;
             // Emit what the capability has reached, move it as far as every partition allows

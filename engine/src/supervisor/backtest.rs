@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::diff::{backtest, Backtest, BacktestLimits, Version};
 
+use super::launch::Role;
 use super::*;
 
 /// What a backtest over the API reads.
@@ -163,7 +164,14 @@ impl Supervisor {
             self.placed_plan(
                 &inner,
                 (&x.graph, x.version),
-                (&x.state_dir, x.shadow_of.is_some()),
+                (
+                    &x.state_dir,
+                    if x.shadow_of.is_some() {
+                        Role::Shadow
+                    } else {
+                        Role::Production
+                    },
+                ),
                 &[x.id, current, id],
             )
             .map_err(|e| Refusal::Invalid(format!("deployment {}: {e}", x.id)))

@@ -7,6 +7,30 @@ use crate::policy::{check_plan_files, files_read, files_written};
 
 use super::*;
 
+/// What a deployment's plan is placed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Production: its own sinks, its own consumer groups.
+    Production,
+    /// A shadow (see [`crate::diff::shadow_graph`]).
+    Shadow,
+    /// The new version of canary deployment `id`: its Kafka sources read as consumer groups
+    /// of their own (production's keep reading as theirs).
+    CanaryLane(u64),
+}
+
+impl Role {
+    /// A shadow, or else the new version's lane if the deployment is a canary (only
+    /// [`Supervisor::deployment_plan`] with a current version makes it one).
+    pub(super) fn of(shadow: bool, id: u64) -> Role {
+        if shadow {
+            Role::Shadow
+        } else {
+            Role::CanaryLane(id)
+        }
+    }
+}
+
 impl Supervisor {
     /// The plan of graph version `graph` v`version` as it would run on data directory
     /// `state_dir`: compiled again with the path policy (a file swapped for a symbolic link
@@ -17,9 +41,10 @@ impl Supervisor {
         &self,
         inner: &Inner,
         (graph, version): (&str, i64),
-        (state_dir, shadow): (&str, bool),
+        (state_dir, role): (&str, Role),
         except: &[u64],
     ) -> Result<Plan, EngineError> {
+        let shadow = role == Role::Shadow;
         let toml = &inner
             .state
             .graph_version(graph, version)
@@ -38,6 +63,8 @@ impl Supervisor {
                 ));
             }
             crate::diff::shadow_graph(toml, &file, state_dir)?
+        } else if let Role::CanaryLane(id) = role {
+            crate::diff::own_consumer_groups(toml, &file, &format!("canary-d{id}"))?
         } else {
             toml.clone()
         };
@@ -103,10 +130,14 @@ impl Supervisor {
                             .into(),
                     ));
                 }
+                let id = match kind {
+                    EventKind::DeploymentRequested { id, .. } => *id,
+                    _ => 0,
+                };
                 self.deployment_plan(
                     inner,
                     (graph, *version, current),
-                    (state_dir, shadow_of.is_some()),
+                    (state_dir, Role::of(shadow_of.is_some(), id)),
                     &[],
                     &leaving,
                 )
@@ -123,17 +154,23 @@ impl Supervisor {
         &self,
         inner: &Inner,
         (graph, version, current): (&str, i64, Option<i64>),
-        (state_dir, shadow): (&str, bool),
+        (state_dir, role): (&str, Role),
         schedule: &[crate::render::route::ShareStep],
         except: &[u64],
     ) -> Result<Plan, EngineError> {
-        let plan = self.placed_plan(inner, (graph, version), (state_dir, shadow), except)?;
-        match current {
-            None => Ok(plan),
-            Some(current) => {
-                let base = self.placed_plan(inner, (graph, current), (state_dir, false), except)?;
+        match (current, role) {
+            (Some(current), Role::CanaryLane(_)) => {
+                let base = (state_dir, Role::Production);
+                let base = self.placed_plan(inner, (graph, current), base, except)?;
+                let plan = self.placed_plan(inner, (graph, version), (state_dir, role), except)?;
                 crate::canary::combine(&base, &plan, schedule)
             }
+            // Not a canary: a lane role places it as production.
+            (_, Role::CanaryLane(_)) => {
+                let role = Role::Production;
+                self.placed_plan(inner, (graph, version), (state_dir, role), except)
+            }
+            _ => self.placed_plan(inner, (graph, version), (state_dir, role), except),
         }
     }
 
@@ -167,7 +204,7 @@ impl Supervisor {
         let plan = self.deployment_plan(
             inner,
             (&d.graph, d.version, rollout.map(|r| r.current_version)),
-            (&d.state_dir, d.shadow_of.is_some()),
+            (&d.state_dir, Role::of(d.shadow_of.is_some(), d.id)),
             rollout.map_or(&[], |r| r.schedule.as_slice()),
             &[d.id],
         )?;

@@ -504,7 +504,13 @@ impl Supervisor {
                     return;
                 }
                 inner.peer_losses.remove(&id);
+                // Stopped on purpose while still active (a canary moving to its next step): an
+                // error on the way out is not a failure of the deployment.
+                let stopping = inner.runs.get(&id).is_some_and(|r| r.live.is_stopping());
                 match result {
+                    Err(error) if active && stopping => {
+                        tracing::info!("deployment {id}: stopped for a restart ({error})");
+                    }
                     Ok(summary)
                         if active && !summary.stopped && self.rollout_finished(&mut inner, id) => {}
                     Ok(summary) if active && !summary.stopped => {

@@ -251,6 +251,9 @@ impl Supervisor {
                 run.live.stop();
                 let thread = run.thread.take();
                 let metrics = Arc::clone(&run.metrics);
+                // A Kafka sink cannot be truncated: what the restarted run writes again must be
+                // what was written, so the share starts past every event time read too.
+                let kafka_sinks = run.plan.sinks.iter().any(|s| s.kind.name == "kafka");
                 drop(inner);
                 let stopped = thread.is_none_or(|t| {
                     join_by(t, std::time::Instant::now() + self.config.stop_timeout)
@@ -269,6 +272,14 @@ impl Supervisor {
                     .max()
                     .unwrap_or(0)
                     .max(newest.unwrap_or(0));
+                let read = metrics
+                    .nodes
+                    .iter()
+                    .filter(|n| kafka_sinks && n.role == "source")
+                    .map(|n| n.max_event_ms.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                let reached = reached.max(read);
                 // The next whole second past it.
                 let from_ms = (reached / 1000 + 1) * 1000;
                 let mut inner = self.lock();
