@@ -164,14 +164,7 @@ impl Supervisor {
             self.placed_plan(
                 &inner,
                 (&x.graph, x.version),
-                (
-                    &x.state_dir,
-                    if x.shadow_of.is_some() {
-                        Role::Shadow
-                    } else {
-                        Role::Production
-                    },
-                ),
+                (&x.state_dir, Role::new(x.id, x.shadow_of.is_some(), None)),
                 &[x.id, current, id],
             )
             .map_err(|e| Refusal::Invalid(format!("deployment {}: {e}", x.id)))

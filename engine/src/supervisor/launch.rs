@@ -14,19 +14,23 @@ pub(super) enum Role {
     Production,
     /// A shadow (see [`crate::diff::shadow_graph`]).
     Shadow,
-    /// The new version of canary deployment `id`: its Kafka sources read as consumer groups
-    /// of their own (production's keep reading as theirs).
-    CanaryLane(u64),
+    /// Canary deployment `id` rolling out over version `current`: both versions in one
+    /// dataflow, the new one's Kafka sources reading as consumer groups of their own.
+    Canary {
+        /// The canary deployment.
+        id: u64,
+        /// The version it rolls out over.
+        current: i64,
+    },
 }
 
 impl Role {
-    /// A shadow, or else the new version's lane if the deployment is a canary (only
-    /// [`Supervisor::deployment_plan`] with a current version makes it one).
-    pub(super) fn of(shadow: bool, id: u64) -> Role {
-        if shadow {
-            Role::Shadow
-        } else {
-            Role::CanaryLane(id)
+    /// The role of deployment `id`: a shadow, a canary over version `current`, or production.
+    pub(super) fn new(id: u64, shadow: bool, current: Option<i64>) -> Role {
+        match (shadow, current) {
+            (true, _) => Role::Shadow,
+            (false, Some(current)) => Role::Canary { id, current },
+            (false, None) => Role::Production,
         }
     }
 }
@@ -63,7 +67,7 @@ impl Supervisor {
                 ));
             }
             crate::diff::shadow_graph(toml, &file, state_dir)?
-        } else if let Role::CanaryLane(id) = role {
+        } else if let Role::Canary { id, .. } = role {
             crate::diff::own_consumer_groups(toml, &file, &format!("canary-d{id}"))?
         } else {
             toml.clone()
@@ -111,6 +115,7 @@ impl Supervisor {
             .collect();
         for kind in kinds {
             if let EventKind::DeploymentRequested {
+                id,
                 graph,
                 version,
                 state_dir,
@@ -130,48 +135,31 @@ impl Supervisor {
                             .into(),
                     ));
                 }
-                let id = match kind {
-                    EventKind::DeploymentRequested { id, .. } => *id,
-                    _ => 0,
-                };
-                self.deployment_plan(
-                    inner,
-                    (graph, *version, current),
-                    (state_dir, Role::of(shadow_of.is_some(), id)),
-                    &[],
-                    &leaving,
-                )
-                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                let role = Role::new(*id, shadow_of.is_some(), current);
+                self.deployment_plan(inner, (graph, *version), (state_dir, role), &[], &leaving)
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
             }
         }
         Ok(())
     }
 
-    /// The plan a deployment runs: its version's placed plan, or for a canary rollout
-    /// (`current`: the version it rolls out over) both versions in one dataflow under
-    /// `schedule`.
+    /// The plan a deployment runs: its version's placed plan, or for a canary rollout both
+    /// versions in one dataflow under `schedule`.
     pub(super) fn deployment_plan(
         &self,
         inner: &Inner,
-        (graph, version, current): (&str, i64, Option<i64>),
+        (graph, version): (&str, i64),
         (state_dir, role): (&str, Role),
         schedule: &[crate::render::route::ShareStep],
         except: &[u64],
     ) -> Result<Plan, EngineError> {
-        match (current, role) {
-            (Some(current), Role::CanaryLane(_)) => {
-                let base = (state_dir, Role::Production);
-                let base = self.placed_plan(inner, (graph, current), base, except)?;
-                let plan = self.placed_plan(inner, (graph, version), (state_dir, role), except)?;
-                crate::canary::combine(&base, &plan, schedule)
-            }
-            // Not a canary: a lane role places it as production.
-            (_, Role::CanaryLane(_)) => {
-                let role = Role::Production;
-                self.placed_plan(inner, (graph, version), (state_dir, role), except)
-            }
-            _ => self.placed_plan(inner, (graph, version), (state_dir, role), except),
-        }
+        let plan = self.placed_plan(inner, (graph, version), (state_dir, role), except)?;
+        let Role::Canary { current, .. } = role else {
+            return Ok(plan);
+        };
+        let base = (state_dir, Role::Production);
+        let base = self.placed_plan(inner, (graph, current), base, except)?;
+        crate::canary::combine(&base, &plan, schedule)
     }
 
     /// Waits, on a thread of its own, for a stopped dataflow to end; reports one that takes
@@ -201,10 +189,15 @@ impl Supervisor {
         paused: bool,
     ) -> Result<(), EngineError> {
         let rollout = d.rollout.as_ref().filter(|r| r.is_open());
+        let role = Role::new(
+            d.id,
+            d.shadow_of.is_some(),
+            rollout.map(|r| r.current_version),
+        );
         let plan = self.deployment_plan(
             inner,
-            (&d.graph, d.version, rollout.map(|r| r.current_version)),
-            (&d.state_dir, Role::of(d.shadow_of.is_some(), d.id)),
+            (&d.graph, d.version),
+            (&d.state_dir, role),
             rollout.map_or(&[], |r| r.schedule.as_slice()),
             &[d.id],
         )?;

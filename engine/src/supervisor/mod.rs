@@ -538,6 +538,14 @@ impl Supervisor {
         self.config.data_dir.join("deployments").join(&d.state_dir)
     }
 
+    /// The newest readable commit marker in `d`'s data directory (this process's share).
+    fn newest_checkpoint(&self, d: &Deployment) -> Option<crate::checkpoint::Manifest> {
+        let dir = self.own_dir(self.deployment_dir(d));
+        list_markers(&dir)
+            .ok()
+            .and_then(|m| m.into_iter().find_map(|m| m.manifest.ok()))
+    }
+
     /// Whether replay is done and every deployment that should run has started.
     pub fn is_ready(&self) -> bool {
         if !self.ready.load(Ordering::SeqCst) {
@@ -596,15 +604,11 @@ impl Supervisor {
                 .map(|r| (Arc::clone(&r.plan), Arc::clone(&r.metrics)));
             (d, run)
         };
-        let dir = self.own_dir(self.deployment_dir(&deployment));
-        let last_checkpoint = list_markers(&dir)
-            .ok()
-            .and_then(|m| m.into_iter().find_map(|m| m.manifest.ok()))
-            .map(|m| CheckpointRef {
-                id: m.id,
-                time: m.time_label(),
-                created_at: m.created_at.clone(),
-            });
+        let last_checkpoint = self.newest_checkpoint(&deployment).map(|m| CheckpointRef {
+            id: m.id,
+            time: m.time_label(),
+            created_at: m.created_at.clone(),
+        });
         let summary = run.map(|(plan, metrics)| {
             let watermark = metrics.watermark_ms();
             (

@@ -258,9 +258,8 @@ impl Supervisor {
                 let stopped = thread.is_none_or(|t| {
                     join_by(t, std::time::Instant::now() + self.config.stop_timeout)
                 });
-                let newest = list_markers(&self.own_dir(self.deployment_dir(&d)))
-                    .ok()
-                    .and_then(|m| m.into_iter().find_map(|m| m.manifest.ok()))
+                let newest = self
+                    .newest_checkpoint(&d)
                     .filter(|m| !m.complete)
                     .map(|m| m.id);
                 let reached = metrics
