@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::common::tickflow;
-use crate::serve::{setup_at, Server, Setup, OPERATOR_KEY, OUTPUTS, VIEWER_KEY};
+use crate::serve::{setup_at, Server, Setup, OUTPUTS, VIEWER_KEY};
 
 /// The setup's graph replayed at `rate` ticks per second of wall clock.
 fn paced(toml: &str, rate: u64) -> String {
@@ -23,16 +23,11 @@ fn rolling(ticks: u64, rate: u64, v2: impl Fn(&str) -> String) -> (Setup, Server
     let server = Server::start(s.root.path(), &[]);
     let next = v2(&s.toml.replace("version = 1", "version = 2"));
     assert!(next.contains("version = 2"));
-    submit(&server, &paced(&s.toml, rate));
-    submit(&server, &next);
+    server.submit(&paced(&s.toml, rate));
+    server.submit(&next);
     let prod = deploy(&server, json!({"graph": "test-bars", "version": 1}));
     wait_midway(&server, prod);
     (s, server, prod)
-}
-
-fn submit(server: &Server, toml: &str) {
-    let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-    assert_eq!(status, 201, "{body}");
 }
 
 fn deploy(server: &Server, body: Value) -> u64 {

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::serve::{Server, OPERATOR_KEY};
+use crate::serve::Server;
 
 pub(crate) const TICKS: u64 = 200_000;
 const RAW: &str = "ingestion.market.raw.v1";
@@ -828,8 +828,7 @@ fn a_backtest_on_a_kafka_offset_range_records_it_once_and_diffs_like_a_file() {
     // Over the API: the same range of the topic the old version reads, the same diff.
     let server = Server::start(root, &[]);
     for toml in [&old, &new] {
-        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-        assert_eq!(status, 201, "{body}");
+        server.submit(toml);
     }
     let ranges: serde_json::Map<String, Value> = s
         .raw_counts
@@ -875,8 +874,7 @@ fn a_shadow_of_a_kafka_graph_reads_the_whole_topic_as_its_own_group_and_writes_n
         .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
     let server = Server::start(root, &[]);
     for toml in [&v1, &v2] {
-        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-        assert_eq!(status, 201, "{body}");
+        server.submit(toml);
     }
     let (status, body) = server.post(
         "/api/v1/deployments",

@@ -661,10 +661,7 @@ fn a_deployment_that_would_write_over_a_file_another_reads_is_refused_at_deploy(
     );
     std::fs::write(root.path().join("serve.toml"), config).unwrap();
     let server = Server::start(root.path(), &[]);
-    let submit = |toml: &str| {
-        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-        assert_eq!(status, 201, "{body}");
-    };
+    let submit = |toml: &str| server.submit(toml);
     let deploy = |graph: &str| {
         server.post(
             "/api/v1/deployments",

@@ -137,6 +137,12 @@ impl Server {
         body
     }
 
+    /// Submits a graph version with the operator key; it must be accepted (201).
+    pub(crate) fn submit(&self, toml: &str) {
+        let (status, body) = self.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
+        assert_eq!(status, 201, "{body}");
+    }
+
     pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.call("POST", path, Some(OPERATOR_KEY), Some(&body.to_string()))
     }

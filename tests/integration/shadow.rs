@@ -42,8 +42,7 @@ fn a_shadow_diffs_against_production_like_a_backtest_and_is_promoted_without_gap
         .replace("version = 1", "version = 2")
         .replace("EUR = \"1.08\"", "EUR = \"1.10\"");
     for toml in [&s.toml, &v2] {
-        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-        assert_eq!(status, 201, "{body}");
+        server.submit(toml);
     }
     let deploy = |version: i64, strategy: &str| {
         let (status, body) = server.post(

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::common::tickflow;
-use crate::serve::{setup, Server, OPERATOR_KEY, OUTPUTS};
+use crate::serve::{setup, Server, OUTPUTS};
 
 /// A fast window over `enrich` (its horizon is below the bars', so dedup keeps its retention)
 /// and its sink: what v2 adds to the test graph.
@@ -102,10 +102,7 @@ fn a_deploy_keeps_the_state_its_plan_keeps_and_dropping_state_needs_allow_state_
     let s = setup(300_000);
     let root = s.root.path();
     let server = Server::start(root, &[]);
-    let submit = |toml: &str| {
-        let (status, body) = server.call("POST", "/api/v1/graphs", Some(OPERATOR_KEY), Some(toml));
-        assert_eq!(status, 201, "{body}");
-    };
+    let submit = |toml: &str| server.submit(toml);
     submit(&s.toml);
     let (status, body) = server.post(
         "/api/v1/deployments",
