@@ -12,6 +12,7 @@ mod http;
 mod kafka;
 mod kafka_cluster;
 mod kafka_partitions;
+mod kafka_rollouts;
 mod oracle;
 mod pipeline;
 mod recovery;
