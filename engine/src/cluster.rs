@@ -120,7 +120,7 @@ impl Cluster {
     /// Connects to every peer (see [`Cluster::connect`]); gives up early once `cancel` holds.
     pub fn connect_peers(&self, cancel: &dyn Fn() -> bool) -> Result<Peers, EngineError> {
         Ok(Peers {
-            sockets: self.connect(cancel).map_err(EngineError::Dataflow)?,
+            sockets: self.connect(cancel)?,
         })
     }
 
@@ -165,29 +165,30 @@ impl Cluster {
     /// listens on its address, connects to every lower process and is connected to by every
     /// higher one, which each first send their index (8 bytes, big-endian, as Timely's own
     /// start-up does). Waits up to [`Cluster::connect_timeout`], saying whom it waits for.
-    fn connect(&self, cancel: &dyn Fn() -> bool) -> Result<Vec<Option<TcpStream>>, String> {
+    fn connect(&self, cancel: &dyn Fn() -> bool) -> Result<Vec<Option<TcpStream>>, EngineError> {
+        let failed = EngineError::Dataflow;
         let (me, n) = (self.process, self.processes());
         let deadline = Instant::now() + self.connect_timeout;
         let listener = TcpListener::bind(&self.addresses[me]).map_err(|e| {
-            format!(
+            failed(format!(
                 "process {me} cannot listen on its address {}: {e}",
                 self.addresses[me]
-            )
+            ))
         })?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| format!("listening on {}: {e}", self.addresses[me]))?;
+            .map_err(|e| failed(format!("listening on {}: {e}", self.addresses[me])))?;
         let mut sockets: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
         let mut told = Instant::now();
-        let mut waiting = |what: String| -> Result<(), String> {
+        let mut waiting = |what: String| -> Result<(), EngineError> {
             if cancel() {
-                return Err(format!("{what}: stopped while waiting"));
+                return Err(failed(format!("{what}: stopped while waiting")));
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(failed(format!(
                     "{what}: gave up after {:?} (every process of the cluster must be started)",
                     self.connect_timeout
-                ));
+                )));
             }
             if told.elapsed() > Duration::from_secs(5) {
                 tracing::warn!("process {me} of {n}: {what}");
@@ -229,7 +230,7 @@ impl Cluster {
                             stream
                                 .set_read_timeout(None)
                                 .and_then(|()| stream.set_nodelay(true))
-                                .map_err(|e| format!("connection from process {j}: {e}"))?;
+                                .map_err(|e| failed(format!("connection from process {j}: {e}")))?;
                             sockets[j] = Some(stream);
                         }
                         Ok(()) => tracing::warn!(
@@ -246,7 +247,7 @@ impl Cluster {
                     "waiting for process {missing} to connect to {}",
                     self.addresses[me]
                 ))?,
-                Err(e) => return Err(format!("accepting on {}: {e}", self.addresses[me])),
+                Err(e) => return Err(failed(format!("accepting on {}: {e}", self.addresses[me]))),
             }
         }
         tracing::info!("process {me} of {n}: connected to every peer");

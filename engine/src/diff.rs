@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::error::RuleError;
 use crate::live::Live;
 use crate::policy::GraphPolicy;
 use crate::{compile_confined, compile_str, EngineError, Metrics, RunOptions};
@@ -554,7 +555,7 @@ mod tests {
 pub type KafkaRange = BTreeMap<i32, (i64, i64)>;
 
 /// Parses `PARTITION:FROM-TO[,PARTITION:FROM-TO...]` (`TO` exclusive).
-pub fn parse_kafka_range(spec: &str) -> Result<KafkaRange, String> {
+pub fn parse_kafka_range(spec: &str) -> Result<KafkaRange, RuleError> {
     let mut ranges = KafkaRange::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("`{part}`: expected PARTITION:FROM-TO, such as 0:100-200");
@@ -566,12 +567,10 @@ pub fn parse_kafka_range(spec: &str) -> Result<KafkaRange, String> {
             to.trim().parse::<i64>().map_err(|_| bad())?,
         );
         if from < 0 || to <= from {
-            return Err(format!(
-                "`{part}`: the range must be FROM < TO, both from 0"
-            ));
+            return Err(format!("`{part}`: the range must be FROM < TO, both from 0").into());
         }
         if ranges.insert(p, (from, to)).is_some() {
-            return Err(format!("partition {p} is given twice"));
+            return Err(format!("partition {p} is given twice").into());
         }
     }
     if ranges.is_empty() {
