@@ -30,20 +30,6 @@ pub const CANARY_PREFIX: &str = "canary__";
 /// production sink fed by both; a sink only the current version has keeps its input; a sink
 /// only the new version has (or whose target changed) starts at the promotion.
 pub fn combine(current: &Plan, canary: &Plan, schedule: &[ShareStep]) -> Result<Plan, EngineError> {
-    if let Some(s) = canary
-        .sources
-        .iter()
-        .chain(&current.sources)
-        .find(|s| s.component.driver().parallel)
-    {
-        return Err(EngineError::Control(format!(
-            "sources.{}: a canary of a Kafka source is not built yet (tried: the new version \
-             reads as its own consumer group, but the combined run's checkpoints did not \
-             advance past the topic's first watermark in a test); canary graphs that read \
-             files, or shadow the Kafka graph",
-            s.name
-        )));
-    }
     let renamed = |i: &OutputRef| OutputRef {
         node: format!("{CANARY_PREFIX}{}", i.node),
         ..i.clone()

@@ -15,9 +15,9 @@ use crate::common::*;
 use crate::serve::Server;
 
 pub(crate) const TICKS: u64 = 200_000;
-const RAW: &str = "ingestion.market.raw.v1";
+pub(crate) const RAW: &str = "ingestion.market.raw.v1";
 pub(crate) const NORMALIZED: &str = "normalized.market.ticks.v1";
-const BARS: &str = "market.bars.1m.v1";
+pub(crate) const BARS: &str = "market.bars.1m.v1";
 pub(crate) const DEAD: &str = "market.dead_letters.v1";
 const LATE: &str = "market.late_ticks.v1";
 
@@ -147,14 +147,22 @@ impl Drop for Broker {
 pub(crate) struct Setup {
     pub(crate) root: tempfile::TempDir,
     pub(crate) broker: Broker,
-    file_bars: Vec<String>,
-    file_dead: usize,
+    pub(crate) file_bars: Vec<String>,
+    pub(crate) file_dead: usize,
+    /// Ticks that passed normalize in the file run.
+    pub(crate) file_normalized: u64,
     pub(crate) ticks: u64,
     /// Records per partition of the raw topic.
     pub(crate) raw_counts: std::collections::BTreeMap<i64, i64>,
 }
 
 pub(crate) fn setup(ticks: u64, storage: &'static str) -> Setup {
+    setup_with(ticks, "2000", storage, true)
+}
+
+/// [`setup`] with `rate` ticks per second of event time, the raw topic left empty unless
+/// `produce` (`data/ticks.jsonl` holds the ticks).
+pub(crate) fn setup_with(ticks: u64, rate: &str, storage: &'static str, produce: bool) -> Setup {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     // No very late ticks: which ticks are late (30 s+ behind) depends on the watermark, and a
@@ -164,12 +172,19 @@ pub(crate) fn setup(ticks: u64, storage: &'static str) -> Setup {
         ticks,
         200,
         11,
-        &["--bad-ratio", "0.02", "--late-ratio", "0", "--rate", "2000"],
+        &["--bad-ratio", "0.02", "--late-ratio", "0", "--rate", rate],
     );
     let out = root.path().join("file-out");
     let graph = write_graph(root.path(), &data, &out, TUMBLING);
     let summary = run_graph(&graph, 2);
     assert_eq!(summary["input_records"], ticks);
+    let file_normalized = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "normalize")
+        .and_then(|n| n["records_out"]["out"].as_u64())
+        .unwrap();
     let file_bars = sorted_lines(&out.join("bars.jsonl"));
     let file_dead = sorted_lines(&out.join("dead_letters.jsonl")).len();
     assert!(file_bars.len() > 100 && file_dead > 100);
@@ -180,21 +195,24 @@ pub(crate) fn setup(ticks: u64, storage: &'static str) -> Setup {
     broker.create(BARS, 4);
     broker.create(DEAD, 1);
     broker.create(LATE, 1);
-    broker.produce(&data.join("ticks.jsonl"), RAW, "symbol");
-    let raw = broker.read(RAW);
-    assert_eq!(raw.len() as u64, ticks);
     let mut raw_counts = std::collections::BTreeMap::new();
-    for r in &raw {
-        *raw_counts
-            .entry(r["partition"].as_i64().unwrap())
-            .or_insert(0i64) += 1;
+    if produce {
+        broker.produce(&data.join("ticks.jsonl"), RAW, "symbol");
+        let raw = broker.read(RAW);
+        assert_eq!(raw.len() as u64, ticks);
+        for r in &raw {
+            *raw_counts
+                .entry(r["partition"].as_i64().unwrap())
+                .or_insert(0i64) += 1;
+        }
+        assert_eq!(raw_counts.len(), 4, "ticks spread over all 4 partitions");
     }
-    assert_eq!(raw_counts.len(), 4, "ticks spread over all 4 partitions");
     Setup {
         root,
         broker,
         file_bars,
         file_dead,
+        file_normalized,
         ticks,
         raw_counts,
     }
@@ -252,7 +270,7 @@ fn run_kafka(graph: &Path, data_dir: &Path) -> Child {
 
 /// Values of `topic`, sorted, after checking every record carries tickflow's headers and
 /// no value appears twice.
-fn values(s: &Setup, topic: &str) -> Vec<String> {
+pub(crate) fn values(s: &Setup, topic: &str) -> Vec<String> {
     let records = s.broker.read(topic);
     let mut values: Vec<String> = records
         .iter()

@@ -80,11 +80,16 @@ fn build(cx: &mut BuildCx) -> Option<Arc<dyn Source>> {
 }
 
 impl Source for KafkaSource {
+    /// The consumer group is left out: the positions live in the checkpoint, the group only
+    /// gets copies of them for lag tools, so a version reading as another group (a canary's
+    /// new version, promoted) continues the same positions.
     fn state_identity(&self) -> String {
+        let config = KafkaSourceConfig {
+            group_id: None,
+            ..self.config.clone()
+        };
         format!(
-            "Kafka {{ config: {:?}, group_id: {:?}, idle_timeout_ms: {} }}",
-            self.config,
-            self.group_id,
+            "Kafka {{ config: {config:?}, idle_timeout_ms: {} }}",
             self.driver.idle_timeout.as_millis()
         )
     }
@@ -274,5 +279,36 @@ impl SourceReader for Partitions {
     /// Bounded and finished: the group gets the final offsets now.
     fn finish(&mut self) {
         self.reader.commit(&self.offsets());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::checkpoint::GraphIdentity;
+
+    fn graph(extra: &str) -> String {
+        format!(
+            "[graph]\nname = \"g\"\nversion = 1\n\n[sources.ticks]\ntype = \"kafka\"\n\
+             brokers = \"127.0.0.1:9092\"\ntopic = \"raw\"\n{extra}\n\n[operators.n]\n\
+             type = \"normalize\"\ninput = \"ticks\"\n\n[sinks.out]\ntype = \"stdout\"\n\
+             input = \"n\"\n"
+        )
+    }
+
+    #[test]
+    fn the_consumer_group_is_not_part_of_the_source_state() {
+        let identity = |extra: &str| {
+            let plan = crate::compile_str(&graph(extra), "g.toml").unwrap();
+            GraphIdentity::of(&plan).parts["source/ticks"]
+                .identity
+                .clone()
+        };
+        let default = identity("");
+        assert_eq!(
+            identity("group_id = \"tickflow.g.ticks.canary-d2\""),
+            default
+        );
+        assert_ne!(identity("start = \"latest\""), default);
+        assert_ne!(identity("idle_timeout = \"1s\""), default);
     }
 }

@@ -241,7 +241,7 @@ pub fn build(
                     .cloned(),
                 wipe: durable.is_some_and(|d| d.wipe.contains(&s.name)).into(),
             };
-            sink::drive(lines.probe_with(&probe), s.component.as_ref(), cx);
+            sink::drive(lines.probe_with(&probe), Arc::clone(&s.component), cx);
         }
     }
 }

@@ -83,8 +83,32 @@ impl SinkCx {
     }
 }
 
+/// A writer being opened on a thread of its own, so that every sink of a run opens at once
+/// (a Kafka sink's restore reads its topic back, which takes a while). Dropping it waits for
+/// the thread: nothing of the run (its store) outlives the run.
+struct Opening(Option<std::thread::JoinHandle<Result<Box<dyn SinkWriter>, EngineError>>>);
+
+impl Opening {
+    /// The opened writer, once (waiting for the thread).
+    fn take(&mut self) -> Option<Result<Box<dyn SinkWriter>, EngineError>> {
+        let handle = self.0.take()?;
+        Some(handle.join().unwrap_or_else(|_| {
+            Err(EngineError::Dataflow(
+                "the thread opening the sink panicked".into(),
+            ))
+        }))
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let _ = self.take();
+    }
+}
+
 /// Drives `sink`'s writer with `lines`; see the module docs.
-pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
+pub(crate) fn drive(lines: S<'_, String>, sink: Arc<dyn Sink>, cx: SinkCx) {
+    let cx = Arc::new(cx);
     let failure = Arc::clone(&cx.failure);
     let writer_worker = sink_worker(lines.scope().peers());
     let is_writer = lines.scope().index() == writer_worker;
@@ -95,6 +119,7 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
         .as_ref()
         .map(|d| Part::new(d, PartId::Sink(name.clone())));
     let mut writer: Option<Box<dyn SinkWriter>> = None;
+    let mut opening = Opening(None);
     let mut lines_written = 0u64;
     if is_writer {
         // A sink the state plan starts afresh (new, or changed) has no position to continue.
@@ -104,19 +129,21 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
             .filter(|d| !d.fresh.contains(&name))
             .and_then(|d| d.restore.as_ref())
             .map(|m| m.sinks.get(&name).cloned().ok_or(m.id));
-        let opened = match restored {
-            Some(Err(ckpt)) => Err(EngineError::Checkpoint(format!(
-                "checkpoint {ckpt} has no position for sink {name}"
-            ))),
+        match restored {
+            Some(Err(ckpt)) => fail(
+                &failure,
+                format!("sink {name}: checkpoint {ckpt} has no position for it"),
+            ),
             Some(Ok(pos)) => {
                 lines_written = pos.lines;
-                sink.open(&cx, Some(&pos))
+                let cx = Arc::clone(&cx);
+                opening.0 = Some(std::thread::spawn(move || sink.open(&cx, Some(&pos))));
             }
-            None => sink.open(&cx, None),
-        };
-        writer = opened
-            .map_err(|e| fail(&failure, format!("sink {name}: {e}")))
-            .ok();
+            None => {
+                let cx = Arc::clone(&cx);
+                opening.0 = Some(std::thread::spawn(move || sink.open(&cx, None)));
+            }
+        }
     } else {
         part = None;
     }
@@ -126,6 +153,24 @@ pub(crate) fn drive(lines: S<'_, String>, sink: &dyn Sink, cx: SinkCx) {
         Exchange::new(move |_: &String| writer_worker as u64),
         &format!("Sink({name})"),
         move |(input, frontier)| {
+            if let Some(opened) = opening.take() {
+                let stopping =
+                    cx.live.as_ref().is_some_and(|l| l.is_stopping()) && !failure.is_set();
+                writer = match opened {
+                    Ok(w) => Some(w),
+                    // Stopped on purpose while it opened (a Kafka sink waits for its topic):
+                    // no failure. Without a writer it saves no position, so no later
+                    // checkpoint commits.
+                    Err(e) if stopping => {
+                        tracing::info!("sink {name}: not opened, the run is stopping ({e})");
+                        None
+                    }
+                    Err(e) => {
+                        fail(&failure, format!("sink {name}: {e}"));
+                        None
+                    }
+                };
+            }
             input.for_each(|cap, data| {
                 if let Some(time) = cap.least() {
                     stash.entry(*time).or_default().append(data);
