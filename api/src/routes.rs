@@ -339,10 +339,11 @@ pub struct DeployRequest {
     #[serde(default)]
     pub strategy: tickflow_engine::control::Strategy,
     /// With `"strategy": "canary"` or `"blue_green"`: steps (a blue-green's one step is 100),
-    /// step length and checks (defaults: 10, 25, 50, 100 % of keys, 60 s a step, rates no
+    /// step length and checks; each one not given here comes from the new version's
+    /// `[rollout]` table, then the defaults (10, 25, 50, 100 % of keys, 60 s a step, rates no
     /// worse than the current version's plus 0.01).
     #[serde(default)]
-    pub canary: Option<tickflow_engine::control::CanaryConfig>,
+    pub canary: Option<tickflow_engine::control::CanarySettings>,
     /// With `"strategy": "shadow"`: `{"max_divergence": 0.01}` records a
     /// `shadow_threshold_crossed` event once a sink's keyed diff crosses it.
     #[serde(default)]

@@ -336,11 +336,26 @@ fn a_canary_of_the_kafka_example_moves_keys_while_ticks_arrive_and_writes_each_b
 #[test]
 fn a_kafka_canary_that_dead_letters_a_currency_is_rolled_back_and_production_writes_each_bar_once()
 {
+    // The steps and the threshold come from the version's `[rollout]` table, the step length
+    // from the request.
     let (s, server, d) = kafka_canary(
-        |v2| v2.replace("EUR = \"1.08\", ", ""),
-        serde_json::json!({"steps": [25, 50, 100], "step_length": "3s",
-                           "checks": {"max_dead_letter_rate": 0.035}}),
+        |v2| {
+            v2.replace("EUR = \"1.08\", ", "")
+                + "\n[rollout]\nsteps = [25, 50, 100]\nstep_length = \"60s\"\n\
+                 [rollout.checks]\nmax_dead_letter_rate = 0.035\n"
+        },
+        serde_json::json!({"step_length": "3s"}),
     );
+    let requested = events_of(&server, "deployment_requested");
+    let canary = requested.iter().find(|e| e["canary"].is_object()).unwrap();
+    let config = &canary["canary"]["config"];
+    assert_eq!(
+        config["steps"],
+        serde_json::json!([25, 50, 100]),
+        "{config}"
+    );
+    assert_eq!(config["step_length"], "3s", "{config}");
+    assert_eq!(config["checks"]["max_dead_letter_rate"], 0.035, "{config}");
     assert_eq!(d["rollout"]["state"], "rolled_back", "{d}");
     assert_eq!(d["rollout"]["step"], 0, "before it owned a key: {d}");
     let rolled = events_of(&server, "rollout_rolled_back");

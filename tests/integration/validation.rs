@@ -339,3 +339,46 @@ fn kafka_nodes_are_checked_key_by_key() {
     let (code, err) = f.validate(&ok);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_rollout_table_is_checked_key_by_key_and_leaves_the_fingerprint_alone() {
+    let f = Fixture::new();
+    let with = |table: &str| format!("{}\n[rollout]\n{table}\n", f.good());
+    let (code, err) = f.validate(&with(
+        "steps = [20, 100]\nstep_length = \"2m\"\n[rollout.checks]\nmax_dead_letter_rate = 0.02",
+    ));
+    assert_eq!(code, 0, "{err}");
+    let g = with("steps = [50, 20]");
+    f.expect_error(&g, line_of(&g, "steps = [50"), "rollout.steps", "must rise");
+    let g = with("step_length = \"1ms\"");
+    f.expect_error(
+        &g,
+        line_of(&g, "step_length"),
+        "rollout.step_length",
+        "100ms",
+    );
+    let g = with("stepz = [100]");
+    f.expect_error(
+        &g,
+        line_of(&g, "stepz"),
+        "rollout.stepz",
+        "unknown field `stepz`",
+    );
+    let g = with("[rollout.checks]\nmax_late_rate = 2.0");
+    f.expect_error(
+        &g,
+        line_of(&g, "[rollout.checks]"),
+        "rollout.checks.max_late_rate",
+        "from 0 to 1",
+    );
+    // The rollout settings are not part of the graph: the same fingerprint with or without.
+    let fingerprint = |text: &str| {
+        tickflow_engine::compile_str(text, "g.toml")
+            .unwrap()
+            .fingerprint
+    };
+    assert_eq!(
+        fingerprint(&with("steps = [20, 100]")),
+        fingerprint(&f.good())
+    );
+}

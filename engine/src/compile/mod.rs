@@ -197,12 +197,22 @@ impl Compiler<'_> {
         };
         let root = doc.as_table();
         for (key, _) in root.iter() {
-            if !["graph", "checkpoint", "sources", "operators", "sinks"].contains(&key) {
+            if ![
+                "graph",
+                "checkpoint",
+                "rollout",
+                "sources",
+                "operators",
+                "sinks",
+            ]
+            .contains(&key)
+            {
                 let line = self.key_line(root, key);
                 self.error(
                     key,
                     line,
-                    "unknown table; expected `graph`, `checkpoint`, `sources`, `operators` or `sinks`",
+                    "unknown table; expected `graph`, `checkpoint`, `rollout`, `sources`, \
+                     `operators` or `sinks`",
                 );
             }
         }
@@ -224,9 +234,11 @@ impl Compiler<'_> {
         }
         let header = self.graph_section(root);
         let checkpoint = self.checkpoint_section(root);
+        self.rollout_section(root, &values);
         let nodes = self.collect_nodes(root, &values);
         let mut identity = values.clone();
         identity.remove("checkpoint");
+        identity.remove("rollout");
         let plan = self.build_plan(header, nodes)?;
         let fingerprint = match fingerprint(&identity) {
             Ok(f) => f,

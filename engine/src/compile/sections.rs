@@ -48,6 +48,47 @@ impl Compiler<'_> {
         cfg
     }
 
+    /// `[rollout]`: the version's canary settings (see
+    /// [`crate::control::CanarySettings`]), checked as a request's would be.
+    pub(super) fn rollout_section(&mut self, root: &Table, values: &toml::Table) {
+        let Some(value) = values.get("rollout") else {
+            return;
+        };
+        // The line of `rollout.<key>` (its first part), else of the table.
+        let line_of = |this: &Self, key: &str| {
+            let at = root
+                .get("rollout")
+                .and_then(Item::as_table_like)
+                .and_then(|t| t.get_key_value(key.split('.').next().unwrap_or(key)))
+                .and_then(|(k, _)| k.span());
+            this.line_at(span_start(at))
+                .or_else(|| this.key_line(root, "rollout"))
+        };
+        let settings: crate::control::CanarySettings = match value.clone().try_into() {
+            Ok(s) => s,
+            Err(e) => {
+                let message = e.to_string();
+                let key = crate::component::config_error_key(&message).unwrap_or_default();
+                let line = line_of(self, &key);
+                let message = message.lines().next().unwrap_or("").trim();
+                let path = match key.as_str() {
+                    "" => "rollout".to_string(),
+                    k => format!("rollout.{k}"),
+                };
+                self.error(path, line, message);
+                return;
+            }
+        };
+        if let Err(refusal) = settings.over(&Default::default()).validate() {
+            // "canary.<key>: why": the same rule, under this table's name.
+            let text = refusal.message();
+            let text = text.split_once("canary.").map_or(text, |(_, t)| t);
+            let (key, why) = text.split_once(": ").unwrap_or(("", text));
+            let line = line_of(self, key);
+            self.error(format!("rollout.{key}"), line, why);
+        }
+    }
+
     pub(super) fn graph_section(&mut self, root: &Table) -> GraphHeader {
         let mut header = GraphHeader {
             name: String::new(),

@@ -16,8 +16,8 @@ use crate::render::route::{ShareStep, ALL_KEYS};
 mod rollout;
 
 pub use rollout::{
-    rollout_promote, rollout_rollback, CanaryChecks, CanaryConfig, CanaryRequest, CheckResult,
-    Rollout, RolloutState, ShadowConfig, ShadowWatch,
+    rollout_promote, rollout_rollback, CanaryChecks, CanaryConfig, CanaryRequest, CanarySettings,
+    CheckResult, Rollout, RolloutState, ShadowConfig, ShadowWatch,
 };
 use rollout::{shadow, start_canary};
 
@@ -357,8 +357,9 @@ pub enum Command {
         allow_state_loss: bool,
         /// How the version goes live.
         strategy: Strategy,
-        /// The canary's settings (with [`Strategy::Canary`]).
-        canary: Option<CanaryConfig>,
+        /// The canary's settings (with [`Strategy::Canary`]); unset ones from the version's
+        /// `[rollout]` table, then the defaults.
+        canary: Option<CanarySettings>,
         /// A shadow's alert (with [`Strategy::Shadow`]).
         shadow: Option<ShadowConfig>,
     },
@@ -491,7 +492,9 @@ pub fn decide(state: &ControlState, command: &Command) -> Result<Vec<EventKind>,
                 ));
             }
             if matches!(strategy, Strategy::Canary | Strategy::BlueGreen) {
-                let mut config = canary.clone().unwrap_or_default();
+                let graph_settings = CanarySettings::of_graph(&target.toml)
+                    .map_err(|e| Refusal::Invalid(format!("graph `{graph}` v{version}: {e}")))?;
+                let mut config = canary.clone().unwrap_or_default().over(&graph_settings);
                 if *strategy == Strategy::BlueGreen {
                     config.steps = vec![100];
                 }

@@ -11,6 +11,7 @@ use super::{
     Strategy,
 };
 use crate::render::route::ShareStep;
+use crate::RuleError;
 
 /// A canary rollout's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -47,6 +48,61 @@ pub struct CanaryChecks {
     /// reads the input from its beginning; checked from the first step on). Unset: reported,
     /// never failing.
     pub max_lag_secs: Option<f64>,
+}
+
+/// Canary settings as given: a request's `canary`, or a graph's `[rollout]` table (the new
+/// version's). Each unset field comes from the graph's `[rollout]`, then the defaults (see
+/// [`CanarySettings::over`]); the `deployment_requested` event records the settings used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySettings {
+    /// Percent of the keys (instruments, by a stable hash) the new version owns at each step,
+    /// ascending, the last 100; default 10, 25, 50, 100.
+    pub steps: Option<Vec<u32>>,
+    /// How long (wall clock) the new version runs before its first step, and each step before
+    /// the next: "30s", "5m"; default "60s".
+    pub step_length: Option<String>,
+    /// The checks run before every step and after the last (each unset threshold from the
+    /// graph's `[rollout.checks]`, then the default).
+    #[serde(default)]
+    pub checks: CanaryChecks,
+}
+
+impl CanarySettings {
+    /// These settings, each unset one taken from `base` (a graph's `[rollout]`), then the
+    /// defaults.
+    pub fn over(&self, base: &CanarySettings) -> CanaryConfig {
+        let default = CanaryConfig::default();
+        let (c, b) = (&self.checks, &base.checks);
+        CanaryConfig {
+            steps: (self.steps.clone())
+                .or_else(|| base.steps.clone())
+                .unwrap_or(default.steps),
+            step_length: (self.step_length.clone())
+                .or_else(|| base.step_length.clone())
+                .unwrap_or(default.step_length),
+            checks: CanaryChecks {
+                max_dead_letter_rate: c.max_dead_letter_rate.or(b.max_dead_letter_rate),
+                max_late_rate: c.max_late_rate.or(b.max_late_rate),
+                max_divergence: c.max_divergence.or(b.max_divergence),
+                max_lag_secs: c.max_lag_secs.or(b.max_lag_secs),
+            },
+        }
+    }
+
+    /// The `[rollout]` table of graph TOML `text` (none: every field unset).
+    pub fn of_graph(text: &str) -> Result<CanarySettings, RuleError> {
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| RuleError(format!("invalid TOML: {e}")))?;
+        match doc.get("rollout") {
+            None => Ok(CanarySettings::default()),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| RuleError(format!("rollout: {e}"))),
+        }
+    }
 }
 
 fn canary_strategy() -> Strategy {
