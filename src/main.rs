@@ -149,7 +149,8 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
-    /// Watch a canary rollout of `tickflow serve` (see `POST /api/v1/deployments`).
+    /// Deploy a version with a strategy, follow, pause, resume or roll back a rollout of
+    /// `tickflow serve` (see `POST /api/v1/deployments`).
     Rollout {
         #[command(subcommand)]
         command: rollout_cmd::RolloutCommand,

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::common::tickflow;
-use crate::serve::{setup_at, Server, Setup, OUTPUTS, VIEWER_KEY};
+use crate::serve::{setup_at, Server, Setup, OPERATOR_KEY, OUTPUTS, VIEWER_KEY};
 
 /// The setup's graph replayed at `rate` ticks per second of wall clock.
 fn paced(toml: &str, rate: u64) -> String {
@@ -267,11 +267,39 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
 fn a_blue_green_switches_every_key_at_once_after_its_smoke_period_and_is_promoted() {
     let (s, server, prod) = rolling(120_000, 8_000, str::to_string);
     let root = s.root.path();
-    let green = deploy(
-        &server,
-        json!({"graph": "test-bars", "version": 2, "strategy": "blue_green",
-               "reason": "switch", "canary": {"step_length": "1s"}}),
-    );
+    // From the command line, with an operator key.
+    let cli = |args: &[&str]| {
+        let o = tickflow()
+            .arg("rollout")
+            .args(args)
+            .args(["--server", &server.base])
+            .env("TICKFLOW_API_KEY", OPERATOR_KEY)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        (
+            o.status.success(),
+            out,
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = cli(&["start", "test-bars", "2", "--steps", "50,20"]);
+    assert!(!ok && err.contains("canary.steps"), "{err}");
+    let (ok, out, err) = cli(&[
+        "start",
+        "test-bars",
+        "2",
+        "--strategy",
+        "blue_green",
+        "--step-length",
+        "1s",
+        "--reason",
+        "switch",
+    ]);
+    assert!(ok, "{out} {err}");
+    let green = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap();
     let d = server.wait_for(&format!("/api/v1/deployments/{green}"), "the switch", |v| {
         v["rollout"]["state"] != "running"
     });
