@@ -3,9 +3,12 @@
 //! event time under the rollout's schedule (see [`crate::canary`]).
 //!
 //! A record's key is its instrument (a bar's `instrument_id`, a tick's symbol). Its time is the
-//! bar's `window_end` or the tick's event time: every revision of a window is owned by the
+//! bar's `window_start` or the tick's event time: every revision of a window is owned by the
 //! version that owned the window when the schedule changed, because a step never starts before
-//! what the run had reached (windows ending later were never emitted). Records with neither an
+//! what the run had reached (windows starting later were never emitted). A session window
+//! keeps its start as allowed-late ticks extend its end, and a merge keeps the earlier
+//! session's start: all of a session's revisions, and the retraction of one merged away, come
+//! from the version that emitted its first revision. Records with neither an
 //! instrument nor an event time (dead letters, raw records) come from the current version until
 //! the promotion: which of them a restarted run writes again must not depend on the step.
 
@@ -88,7 +91,7 @@ trait Routed {
 
 impl Routed for Bar {
     fn route_key(&self) -> (&str, Option<u64>) {
-        (&self.instrument.instrument_id, Some(self.window_end_ms))
+        (&self.instrument.instrument_id, Some(self.window_start_ms))
     }
 }
 
@@ -178,5 +181,43 @@ mod tests {
             }
         }
         assert_eq!(key_slot("EURUSD"), key_slot("EURUSD"));
+    }
+
+    #[test]
+    fn every_revision_of_a_session_has_its_first_revisions_owner() {
+        use rust_decimal::Decimal;
+        use tickflow_operators::record::Instrument;
+        let bar = |id: &str, end: u64, revision: u32| Bar {
+            instrument: Arc::new(Instrument {
+                instrument_id: id.into(),
+                symbol: id.to_lowercase(),
+                attributes: Vec::new(),
+            }),
+            window_start_ms: 1_000,
+            window_end_ms: end,
+            open: Decimal::ONE,
+            high: Decimal::ONE,
+            low: Decimal::ONE,
+            close: Decimal::ONE,
+            volume: Decimal::ONE,
+            vwap: None,
+            trades: 1,
+            revision,
+            overflow: false,
+            retracted: false,
+        };
+        // Every key to the canary from 1,500 on: a session from 1,000 that an allowed-late tick
+        // extends past 1,500 stays with the current version.
+        let schedule = [ShareStep {
+            from_ms: 1_500,
+            share: ALL_KEYS,
+        }];
+        for id in ["A", "B", "C"] {
+            for (end, revision) in [(1_400, 0), (1_600, 1), (9_000, 2)] {
+                let bar = bar(id, end, revision);
+                let (key, time) = bar.route_key();
+                assert_eq!(owner(&schedule, key, time), Lane::Current);
+            }
+        }
     }
 }
