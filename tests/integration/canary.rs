@@ -48,14 +48,6 @@ fn wait_midway(server: &Server, id: u64) {
     );
 }
 
-fn events_of(server: &Server, kind: &str) -> Vec<Value> {
-    server
-        .events()
-        .into_iter()
-        .filter(|e| e["type"] == kind)
-        .collect()
-}
-
 /// Every output of the production directory equals the uninterrupted run's, byte for byte.
 fn assert_exact(root: &std::path::Path, dir: u64, reference: &[Vec<u8>], what: &str) {
     for (i, name) in OUTPUTS.iter().enumerate() {
@@ -105,7 +97,7 @@ fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
         "rolled back at its first step: {d}"
     );
     assert_eq!(d["rollout"]["share_pct"], 0, "{d}");
-    let rolled = events_of(&server, "rollout_rolled_back");
+    let rolled = server.events_of("rollout_rolled_back");
     assert_eq!(rolled.len(), 1, "{rolled:?}");
     let failed: Vec<&Value> = rolled[0]["checks"]
         .as_array()
@@ -133,7 +125,7 @@ fn a_canary_that_dead_letters_a_currency_is_rolled_back_before_it_owns_a_key() {
             .any(|c| c["metric"] == "divergence" && c["value"].is_f64()),
         "{rolled:?}"
     );
-    assert!(events_of(&server, "rollout_step_started").is_empty());
+    assert!(server.events_of("rollout_step_started").is_empty());
 
     // The current version took back the canary's checkpoint and finishes the input: the
     // production outputs are an uninterrupted v1 run's.
@@ -190,7 +182,7 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
     });
     assert_eq!(d["rollout"]["state"], "promoted", "{d}");
     assert_eq!(d["rollout"]["step"], 3, "{d}");
-    let steps = events_of(&server, "rollout_step_started");
+    let steps = server.events_of("rollout_step_started");
     let shares: Vec<u64> = steps
         .iter()
         .map(|e| e["share_pct"].as_u64().unwrap())
@@ -218,7 +210,7 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
         "{then}"
     );
     assert_eq!(rollout["state"], "running");
-    let promoted = events_of(&server, "rollout_promoted");
+    let promoted = server.events_of("rollout_promoted");
     assert_eq!(promoted.len(), 1);
     let to = promoted[0]["to"].as_u64().unwrap();
     let done = server.wait_for(&format!("/api/v1/deployments/{to}"), "the end", |v| {
@@ -257,7 +249,7 @@ fn a_good_canary_moves_keys_step_by_step_through_a_sigkill_and_is_promoted() {
         assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
     // The audit trail: who asked, every step, the promotion.
-    let requested = events_of(&server, "deployment_requested");
+    let requested = server.events_of("deployment_requested");
     assert!(requested
         .iter()
         .any(|e| e["id"] == canary && e["canary"]["current"] == prod));
@@ -305,13 +297,13 @@ fn a_blue_green_switches_every_key_at_once_after_its_smoke_period_and_is_promote
     });
     assert_eq!(d["rollout"]["state"], "promoted", "{d}");
     assert_eq!(d["rollout"]["strategy"], "blue_green", "{d}");
-    let steps = events_of(&server, "rollout_step_started");
+    let steps = server.events_of("rollout_step_started");
     let shares: Vec<u64> = steps
         .iter()
         .map(|e| e["share_pct"].as_u64().unwrap())
         .collect();
     assert_eq!(shares, [100], "one switch of every key: {steps:?}");
-    let to = events_of(&server, "rollout_promoted")[0]["to"]
+    let to = server.events_of("rollout_promoted")[0]["to"]
         .as_u64()
         .unwrap();
     server.wait_for(&format!("/api/v1/deployments/{to}"), "the end", |v| {

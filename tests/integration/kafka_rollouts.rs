@@ -299,14 +299,6 @@ fn assert_topics_exact(s: &Setup, server: &Server) {
     assert_eq!(real as u64, s.file_normalized);
 }
 
-fn events_of(server: &Server, kind: &str) -> Vec<Value> {
-    server
-        .events()
-        .into_iter()
-        .filter(|e| e["type"] == kind)
-        .collect()
-}
-
 #[test]
 fn a_canary_of_the_kafka_example_moves_keys_while_ticks_arrive_and_writes_each_bar_once() {
     let (s, server, d) = kafka_canary(
@@ -314,7 +306,7 @@ fn a_canary_of_the_kafka_example_moves_keys_while_ticks_arrive_and_writes_each_b
         serde_json::json!({"steps": [25, 50, 100], "step_length": "4s"}),
     );
     assert_eq!(d["rollout"]["state"], "promoted", "{d}");
-    let steps = events_of(&server, "rollout_step_started");
+    let steps = server.events_of("rollout_step_started");
     let shares: Vec<u64> = steps
         .iter()
         .map(|e| e["share_pct"].as_u64().unwrap())
@@ -346,7 +338,7 @@ fn a_kafka_canary_that_dead_letters_a_currency_is_rolled_back_and_production_wri
         },
         serde_json::json!({"step_length": "3s"}),
     );
-    let requested = events_of(&server, "deployment_requested");
+    let requested = server.events_of("deployment_requested");
     let canary = requested.iter().find(|e| e["canary"].is_object()).unwrap();
     let config = &canary["canary"]["config"];
     assert_eq!(
@@ -358,10 +350,10 @@ fn a_kafka_canary_that_dead_letters_a_currency_is_rolled_back_and_production_wri
     assert_eq!(config["checks"]["max_dead_letter_rate"], 0.035, "{config}");
     assert_eq!(d["rollout"]["state"], "rolled_back", "{d}");
     assert_eq!(d["rollout"]["step"], 0, "before it owned a key: {d}");
-    let rolled = events_of(&server, "rollout_rolled_back");
+    let rolled = server.events_of("rollout_rolled_back");
     assert_eq!(rolled.len(), 1, "{rolled:?}");
     let reason = rolled[0]["reason"].as_str().unwrap();
     assert!(reason.contains("dead_letter_rate"), "{reason}");
-    assert!(events_of(&server, "rollout_step_started").is_empty());
+    assert!(server.events_of("rollout_step_started").is_empty());
     assert_topics_exact(&s, &server);
 }

@@ -170,6 +170,14 @@ impl Server {
             .clone()
     }
 
+    /// The events of type `kind`, oldest first.
+    pub(crate) fn events_of(&self, kind: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+
     pub(crate) fn sigkill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
