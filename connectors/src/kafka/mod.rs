@@ -225,6 +225,23 @@ fn context(who: &str, stats: &Arc<KafkaStats>) -> Context {
     }
 }
 
+/// Assigns `tpl` (partitions of `topic`) to `consumer`, once the consumer knows the topic's
+/// metadata: assigned before, librdkafka fetched nothing for about half a second (measured
+/// against tansu: a 300-record topic read in 0.53 s, 0.10 s with the metadata asked first;
+/// confluent-kafka behaves the same). A failed lookup only loses that head start.
+fn assign<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    tpl: &rdkafka::TopicPartitionList,
+) -> Result<(), ConnectorError> {
+    if let Err(e) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+        tracing::debug!("metadata of {topic} before assigning: {e}");
+    }
+    consumer
+        .assign(tpl)
+        .map_err(|e| kafka_err(&format!("assigning partitions of {topic}"), e))
+}
+
 fn kafka_err(what: &str, e: KafkaError) -> ConnectorError {
     ConnectorError::Kafka(format!("{what}: {e}"))
 }

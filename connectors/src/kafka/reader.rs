@@ -196,9 +196,7 @@ impl KafkaReader {
             tpl.add_partition_offset(&config.topic, *p, *at)
                 .map_err(|e| kafka_err(&config.topic, e))?;
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| kafka_err(&format!("assigning partitions of {}", config.topic), e))?;
+        assign(&consumer, &config.topic, &tpl)?;
         let mut queues = Vec::new();
         for (p, _) in &assignment {
             let queue = consumer

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
@@ -149,9 +149,7 @@ pub(super) fn read_until(
         tpl.add_partition_offset(topic, *p, *at)
             .map_err(|e| kafka_err(topic, e))?;
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_err(&format!("reading {topic}"), e))?;
+    assign(&consumer, topic, &tpl)?;
     let partitions: Vec<i32> = starts.iter().map(|(p, _)| *p).collect();
     consume(&consumer, topic, &partitions, None, &mut |m| {
         f(m);
@@ -246,9 +244,7 @@ pub fn bare_copy(brokers: &str, copy: &BareCopy<'_>) -> Result<u64, ConnectorErr
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .map_err(|e| kafka_err(topic, e))?;
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_err(&format!("reading {topic}"), e))?;
+    assign(&consumer, topic, &tpl)?;
     let mut read = 0u64;
     consume(&consumer, topic, partitions, until, &mut |m| {
         read += 1;
