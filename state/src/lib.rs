@@ -20,5 +20,5 @@ pub mod text;
 pub use delta::{route, split_u64, DeltaOp, Durable};
 pub use error::StateError;
 pub use eventlog::{Cut, EventLog, LogRecord, OpenReport};
-pub use store::{Store, TableStats, META_CF, PARTS_CF};
+pub use store::{Delta, Store, TableStats, META_CF, PARTS_CF};
 pub use table::{Change, Entries, HashTable, Table, TableDescriptor, Tracked};

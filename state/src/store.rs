@@ -294,15 +294,26 @@ impl Store {
         writer: &str,
         ops: &[(String, DeltaOp)],
     ) -> Result<u64, StateError> {
-        let mut blobs: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        let mut delta = Delta::default();
         for (table, op) in ops {
-            encode_op(blobs.entry(table.as_str()).or_default(), op);
+            delta.push(table, op);
         }
+        self.write_encoded(label, writer, &delta)
+    }
+
+    /// Writes `delta` (encoded as it was built) as `writer`'s changes for checkpoint `label`.
+    /// Returns the bytes written.
+    pub fn write_encoded(
+        &self,
+        label: u64,
+        writer: &str,
+        delta: &Delta,
+    ) -> Result<u64, StateError> {
         let mut batch = WriteBatch::default();
         let mut bytes = 0u64;
         let mut key = delta_prefix(label);
         key.extend_from_slice(writer.as_bytes());
-        for (table, blob) in &blobs {
+        for (table, blob) in &delta.blobs {
             bytes += (key.len() + blob.len()) as u64;
             let t = self.table(table)?;
             batch.put_cf(t.cf, t.key(&key), blob);
@@ -516,6 +527,30 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends one op: `op ‖ len ‖ key ‖ (len ‖ value)`.
+/// One writer's changes for a checkpoint, encoded per table as they are added, so a snapshot
+/// is held as bytes rather than also as a second list of operations with a table name each
+/// (see [`Store::write_encoded`]).
+#[derive(Debug, Default)]
+pub struct Delta {
+    blobs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Delta {
+    /// Adds `op` on `table`.
+    pub fn push(&mut self, table: &str, op: &DeltaOp) {
+        let blob = match self.blobs.get_mut(table) {
+            Some(b) => b,
+            None => self.blobs.entry(table.to_string()).or_default(),
+        };
+        encode_op(blob, op);
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
 fn encode_op(out: &mut Vec<u8>, op: &DeltaOp) {
     match op {
         DeltaOp::DeleteBelow { key } => {

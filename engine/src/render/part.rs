@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tickflow_state::{DeltaOp, Durable, Store};
+use tickflow_state::{Delta, DeltaOp, Durable, Store};
 
 use crate::checkpoint::{
     table_key, Cadence, Epochs, Manifest, OperatorCheckpoint, PartId, PartInfo, Report,
@@ -218,27 +218,27 @@ impl OperatorPart {
                 part: self.part.id.to_string(),
                 source,
             })?;
-        let mut ops: Vec<(String, DeltaOp)> = ops
-            .into_iter()
-            .filter_map(|(table, op)| {
-                self.tables
-                    .iter()
-                    .find(|(t, _)| *t == table)
-                    .map(|(_, cf)| (cf.clone(), op))
-            })
-            .collect();
+        // Encoded op by op, each dropped once encoded: the snapshot is held once, as bytes.
+        let mut delta = Delta::default();
+        for (table, op) in ops {
+            if let Some((_, cf)) = self.tables.iter().find(|(t, _)| *t == table) {
+                delta.push(cf, &op);
+            }
+        }
         if std::mem::take(&mut self.wipe) {
             // Range deletes apply before the puts of the same snapshot.
-            ops.extend(self.tables.iter().map(|(_, cf)| (cf.clone(), clear_all())));
+            for (_, cf) in &self.tables {
+                delta.push(cf, &clear_all());
+            }
         }
         fault::point("before-state-write");
-        let bytes_written = if ops.is_empty() {
+        let bytes_written = if delta.is_empty() {
             0
         } else {
             self.part
                 .ctx
                 .store
-                .write_delta(due.0, &self.part.id.to_string(), &ops)
+                .write_encoded(due.0, &self.part.id.to_string(), &delta)
                 .map_err(|source| EngineError::State {
                     part: self.part.id.to_string(),
                     source,
