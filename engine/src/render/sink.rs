@@ -106,6 +106,29 @@ impl Drop for Opening {
     }
 }
 
+/// A writer dropped on a thread of its own once the input ended and it was flushed: a Kafka
+/// producer's drop waits up to 100 ms for its polling thread, and the sinks of a run then drop
+/// at once instead of one after another. Dropping the guard waits for the thread.
+struct Closing(Option<std::thread::JoinHandle<()>>);
+
+impl Closing {
+    /// Drops `writer` on a thread of its own.
+    fn start(&mut self, name: &str, writer: Box<dyn SinkWriter>) {
+        self.0 = std::thread::Builder::new()
+            .name(format!("close-{name}"))
+            .spawn(move || drop(writer))
+            .ok();
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Drives `sink`'s writer with `lines`; see the module docs.
 pub(crate) fn drive(lines: S<'_, String>, sink: Arc<dyn Sink>, cx: SinkCx) {
     let cx = Arc::new(cx);
@@ -120,6 +143,7 @@ pub(crate) fn drive(lines: S<'_, String>, sink: Arc<dyn Sink>, cx: SinkCx) {
         .map(|d| Part::new(d, PartId::Sink(name.clone())));
     let mut writer: Option<Box<dyn SinkWriter>> = None;
     let mut opening = Opening(None);
+    let mut closing = Closing(None);
     let mut lines_written = 0u64;
     if is_writer {
         // A sink the state plan starts afresh (new, or changed) has no position to continue.
@@ -219,9 +243,10 @@ pub(crate) fn drive(lines: S<'_, String>, sink: Arc<dyn Sink>, cx: SinkCx) {
             }
             if frontier.frontier().is_empty() && !flushed {
                 flushed = true;
-                if let Some(w) = writer.as_mut() {
-                    if let Err(e) = w.flush() {
-                        fail(&failure, format!("sink {name}: {e}"));
+                if let Some(mut w) = writer.take() {
+                    match w.flush() {
+                        Err(e) => fail(&failure, format!("sink {name}: {e}")),
+                        Ok(()) => closing.start(&name, w),
                     }
                 }
             }
