@@ -86,17 +86,44 @@ impl SinkCx {
 /// A writer being opened on a thread of its own, so that every sink of a run opens at once
 /// (a Kafka sink's restore reads its topic back, which takes a while). Dropping it waits for
 /// the thread: nothing of the run (its store) outlives the run.
-struct Opening(Option<std::thread::JoinHandle<Result<Box<dyn SinkWriter>, EngineError>>>);
+struct Opening(Option<Pending>);
+
+/// What an [`Opening`] waits for.
+enum Pending {
+    /// The thread opening the writer.
+    Thread(std::thread::JoinHandle<Result<Box<dyn SinkWriter>, EngineError>>),
+    /// The thread could not be started.
+    Failed(EngineError),
+}
 
 impl Opening {
+    /// Opens with `open` on a thread named after sink `name`.
+    fn start(
+        name: &str,
+        open: impl FnOnce() -> Result<Box<dyn SinkWriter>, EngineError> + Send + 'static,
+    ) -> Opening {
+        let pending = match std::thread::Builder::new()
+            .name(format!("open-{name}"))
+            .spawn(open)
+        {
+            Ok(handle) => Pending::Thread(handle),
+            Err(e) => Pending::Failed(EngineError::Dataflow(format!(
+                "cannot start the thread that opens it: {e}"
+            ))),
+        };
+        Opening(Some(pending))
+    }
+
     /// The opened writer, once (waiting for the thread).
     fn take(&mut self) -> Option<Result<Box<dyn SinkWriter>, EngineError>> {
-        let handle = self.0.take()?;
-        Some(handle.join().unwrap_or_else(|_| {
-            Err(EngineError::Dataflow(
-                "the thread opening the sink panicked".into(),
-            ))
-        }))
+        Some(match self.0.take()? {
+            Pending::Failed(e) => Err(e),
+            Pending::Thread(handle) => handle.join().unwrap_or_else(|_| {
+                Err(EngineError::Dataflow(
+                    "the thread opening it panicked".into(),
+                ))
+            }),
+        })
     }
 }
 
@@ -161,11 +188,11 @@ pub(crate) fn drive(lines: S<'_, String>, sink: Arc<dyn Sink>, cx: SinkCx) {
             Some(Ok(pos)) => {
                 lines_written = pos.lines;
                 let cx = Arc::clone(&cx);
-                opening.0 = Some(std::thread::spawn(move || sink.open(&cx, Some(&pos))));
+                opening = Opening::start(&name, move || sink.open(&cx, Some(&pos)));
             }
             None => {
                 let cx = Arc::clone(&cx);
-                opening.0 = Some(std::thread::spawn(move || sink.open(&cx, None)));
+                opening = Opening::start(&name, move || sink.open(&cx, None));
             }
         }
     } else {
