@@ -79,13 +79,9 @@ impl Compiler<'_> {
                 return;
             }
         };
-        if let Err(refusal) = settings.over(&Default::default()).validate() {
-            // "canary.<key>: why": the same rule, under this table's name.
-            let text = refusal.message();
-            let text = text.split_once("canary.").map_or(text, |(_, t)| t);
-            let (key, why) = text.split_once(": ").unwrap_or(("", text));
-            let line = line_of(self, key);
-            self.error(format!("rollout.{key}"), line, why);
+        if let Err(e) = settings.over(&Default::default()).check() {
+            let line = line_of(self, &e.key);
+            self.error(format!("rollout.{}", e.key), line, e.why);
         }
     }
 

@@ -131,26 +131,44 @@ impl Default for CanaryConfig {
 impl CanaryConfig {
     /// The step length in ms, or why the settings are invalid.
     pub fn validate(&self) -> Result<u64, Refusal> {
-        let bad = |m: String| Err(Refusal::Invalid(format!("canary.{m}")));
+        self.check()
+            .map_err(|e| Refusal::Invalid(format!("canary.{}: {}", e.key, e.why)))
+    }
+
+    /// The step length in ms, or which setting is invalid and why (a request names it under
+    /// `canary.`, a graph under `rollout.`).
+    pub fn check(&self) -> Result<u64, SettingError> {
+        let bad = |key: &str, why: String| {
+            Err(SettingError {
+                key: key.to_string(),
+                why,
+            })
+        };
         if self.steps.is_empty() || self.steps.len() > 20 {
-            return bad("steps: give 1 to 20 steps".into());
+            return bad("steps", "give 1 to 20 steps".into());
         }
         if self.steps.windows(2).any(|w| w[0] >= w[1])
             || self.steps.first().is_some_and(|s| *s == 0)
             || self.steps.last() != Some(&100)
         {
-            return bad(format!(
-                "steps: {:?} must rise from above 0 to 100 (percent of keys)",
-                self.steps
-            ));
+            return bad(
+                "steps",
+                format!(
+                    "{:?} must rise from above 0 to 100 (percent of keys)",
+                    self.steps
+                ),
+            );
         }
         for (name, v) in [
-            ("max_dead_letter_rate", self.checks.max_dead_letter_rate),
-            ("max_late_rate", self.checks.max_late_rate),
-            ("max_divergence", self.checks.max_divergence),
+            (
+                "checks.max_dead_letter_rate",
+                self.checks.max_dead_letter_rate,
+            ),
+            ("checks.max_late_rate", self.checks.max_late_rate),
+            ("checks.max_divergence", self.checks.max_divergence),
         ] {
             if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-                return bad(format!("checks.{name}: a rate from 0 to 1"));
+                return bad(name, "a rate from 0 to 1".into());
             }
         }
         if self
@@ -158,14 +176,23 @@ impl CanaryConfig {
             .max_lag_secs
             .is_some_and(|v| v.is_nan() || v < 0.0)
         {
-            return bad("checks.max_lag_secs: zero or more seconds".into());
+            return bad("checks.max_lag_secs", "zero or more seconds".into());
         }
         match tickflow_operators::duration_ms(&self.step_length) {
             Ok(ms) if (100..=86_400_000).contains(&ms) => Ok(ms),
-            Ok(_) => bad("step_length: from 100ms to 24h".into()),
-            Err(e) => bad(format!("step_length: {e}")),
+            Ok(_) => bad("step_length", "from 100ms to 24h".into()),
+            Err(e) => bad("step_length", e.to_string()),
         }
     }
+}
+
+/// An invalid canary setting: its key (`steps`, `checks.max_late_rate`, ...) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The key, relative to the settings.
+    pub key: String,
+    /// Why it is invalid.
+    pub why: String,
 }
 
 /// A shadow's alert: an event (`shadow_threshold_crossed`) once a sink's keyed diff against
@@ -397,24 +424,14 @@ pub fn rollout_rollback(
 ) -> Vec<EventKind> {
     let to = state.next_deployment_id();
     let version = d.rollout.as_ref().map_or(d.version, |r| r.current_version);
+    let checks = serde_json::to_value(checks).unwrap_or_default();
     vec![
         EventKind::RolloutRolledBack {
             id: d.id,
             to,
-            checks: serde_json::to_value(checks).unwrap_or_default(),
+            checks,
         },
-        EventKind::DeploymentRequested {
-            id: to,
-            graph: d.graph.clone(),
-            version,
-            state_dir: d.state_dir.clone(),
-            continues: Some(d.id),
-            rollback_of: Some(d.id),
-            state_plan: None,
-            shadow_of: None,
-            canary: None,
-            watch: None,
-        },
+        taking_over(d, to, version, Some(d.id)),
     ]
 }
 
@@ -426,23 +443,29 @@ pub fn rollout_promote(
     checks: Vec<CheckResult>,
 ) -> Vec<EventKind> {
     let to = state.next_deployment_id();
+    let checks = serde_json::to_value(checks).unwrap_or_default();
     vec![
         EventKind::RolloutPromoted {
             id: d.id,
             to,
-            checks: serde_json::to_value(checks).unwrap_or_default(),
+            checks,
         },
-        EventKind::DeploymentRequested {
-            id: to,
-            graph: d.graph.clone(),
-            version: d.version,
-            state_dir: d.state_dir.clone(),
-            continues: Some(d.id),
-            rollback_of: None,
-            state_plan: None,
-            shadow_of: None,
-            canary: None,
-            watch: None,
-        },
+        taking_over(d, to, d.version, None),
     ]
+}
+
+/// Deployment `to` of `version`, continuing canary `d`'s checkpoint on its data directory.
+fn taking_over(d: &Deployment, to: u64, version: i64, rollback_of: Option<u64>) -> EventKind {
+    EventKind::DeploymentRequested {
+        id: to,
+        graph: d.graph.clone(),
+        version,
+        state_dir: d.state_dir.clone(),
+        continues: Some(d.id),
+        rollback_of,
+        state_plan: None,
+        shadow_of: None,
+        canary: None,
+        watch: None,
+    }
 }
