@@ -114,9 +114,9 @@ pub enum RolloutCommand {
     Pause {
         /// The canary deployment's id.
         id: u64,
-        /// Why (recorded in the event log).
+        /// Why (required; recorded in the event log).
         #[arg(long)]
-        reason: Option<String>,
+        reason: String,
         #[command(flatten)]
         server: Server,
     },
@@ -124,9 +124,9 @@ pub enum RolloutCommand {
     Resume {
         /// The canary deployment's id.
         id: u64,
-        /// Why (recorded in the event log).
+        /// Why (required; recorded in the event log).
         #[arg(long)]
-        reason: Option<String>,
+        reason: String,
         #[command(flatten)]
         server: Server,
     },
@@ -134,9 +134,9 @@ pub enum RolloutCommand {
     Rollback {
         /// The canary deployment's id.
         id: u64,
-        /// Why (recorded in the event log).
+        /// Why (required; recorded in the event log).
         #[arg(long)]
-        reason: Option<String>,
+        reason: String,
         #[command(flatten)]
         server: Server,
     },
@@ -144,7 +144,7 @@ pub enum RolloutCommand {
 
 /// Runs `tickflow rollout ...`.
 pub fn rollout(command: &RolloutCommand) -> anyhow::Result<ExitCode> {
-    let with_reason = |reason: &Option<String>| serde_json::json!({ "reason": reason });
+    let with_reason = |reason: &String| serde_json::json!({ "reason": reason });
     let (server, path, body) = match command {
         RolloutCommand::Status { id, server, once } => return status(*id, server, *once),
         RolloutCommand::Start {
@@ -163,9 +163,12 @@ pub fn rollout(command: &RolloutCommand) -> anyhow::Result<ExitCode> {
             server,
         } => {
             let mut body = serde_json::json!({
-                "graph": graph, "version": version, "strategy": strategy, "reason": reason,
+                "graph": graph, "version": version, "strategy": strategy,
                 "allow_state_loss": allow_state_loss,
             });
+            if let Some(reason) = reason {
+                body["reason"] = reason.as_str().into();
+            }
             if strategy == "shadow" {
                 if let Some(d) = max_divergence {
                     body["shadow"] = serde_json::json!({ "max_divergence": d });

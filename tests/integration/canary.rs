@@ -292,6 +292,26 @@ fn a_blue_green_switches_every_key_at_once_after_its_smoke_period_and_is_promote
     let green = serde_json::from_str::<Value>(&out).unwrap()["id"]
         .as_u64()
         .unwrap();
+    // Held and let go from the command line, the reasons in the log.
+    let id = green.to_string();
+    let (ok, out, err) = cli(&["pause", &id, "--reason", "look first"]);
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        server.get(&format!("/api/v1/deployments/{green}"))["rollout"]["state"],
+        "paused"
+    );
+    let (ok, _, err) = cli(&["pause", &id, "--reason", "again"]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, _, err) = cli(&["resume", &id]);
+    assert!(
+        !ok && err.contains("--reason"),
+        "a reason is required: {err}"
+    );
+    let (ok, out, err) = cli(&["resume", &id, "--reason", "looked"]);
+    assert!(ok, "{out} {err}");
+    let paused = server.events_of("rollout_paused");
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0]["reason"], "look first");
     let d = server.wait_for(&format!("/api/v1/deployments/{green}"), "the switch", |v| {
         v["rollout"]["state"] != "running"
     });
