@@ -218,8 +218,12 @@ pub struct Deduper {
     /// bucket is appended to and expired whole (a heap popped one key at a time cost ~7 % of a
     /// run's time).
     expiries: BTreeMap<u64, Vec<(u64, u32, u64)>>,
-    /// Keys added since the last snapshot, when snapshots are taken.
+    /// Keys added since the last snapshot, when snapshots are taken. Keys that expire before
+    /// the snapshot are pruned as the watermark passes them (see [`Deduper::advance`]), so at
+    /// catch-up speed this holds about one retention's keys, not one checkpoint interval's.
     added: Option<Vec<(u32, u64, u64)>>,
+    /// `added`'s length after its last pruning: it is pruned again once it has doubled.
+    added_kept: usize,
     /// The worker this deduper runs on: part of its stored keys, so workers never write the
     /// same key.
     worker: u32,
@@ -241,6 +245,7 @@ impl Deduper {
             seen: FxHashMap::default(),
             expiries: BTreeMap::new(),
             added: None,
+            added_kept: 0,
             worker: 0,
         }
     }
@@ -323,6 +328,17 @@ impl Deduper {
             }
             break;
         }
+        // A snapshot keeps only keys that expire at or after its label, and every later
+        // label is past this watermark (a snapshot at label `L` is taken before the deduper
+        // advances to `L`): keys expired by now would be dropped there anyway. Pruned once
+        // the list has doubled since the last pruning, so each key is looked at a bounded
+        // number of times.
+        if let Some(added) = self.added.as_mut() {
+            if added.len() >= 2 * self.added_kept.max(4096) {
+                added.retain(|&(_, _, expiry)| expiry > watermark);
+                self.added_kept = added.len();
+            }
+        }
     }
 
     /// Number of keys currently remembered.
@@ -352,6 +368,7 @@ impl Durable for Deduper {
                 key: (label / DEDUP_BUCKET_MS).to_be_bytes().to_vec(),
             },
         ));
+        self.added_kept = 0;
         let mut groups: BTreeMap<(u64, u32), Vec<(u64, u64)>> = BTreeMap::new();
         for (venue, seq, expiry) in added.drain(..) {
             if expiry >= label {
@@ -640,6 +657,41 @@ mod tests {
         assert!(
             v.first_seen(&tick("V", 1, 46_000)),
             "expired key is new again"
+        );
+    }
+
+    #[test]
+    fn keys_expired_between_snapshots_are_not_held_for_the_next_one() {
+        let mut n = normalizer();
+        let template = n.normalize(raw(&format!("{T}}}"))).unwrap();
+        let mut d = Deduper::durable(30_000, 0);
+        // 200 s of event time between two snapshots, a key per 2 ms, as in a catch-up.
+        let mut longest = 0;
+        for seq in 0..100_000u64 {
+            let mut t = template.clone();
+            t.seq = seq;
+            t.ts_ns = (10_000 + 2 * seq as i64) * 1_000_000;
+            d.advance(t.ts_ms().saturating_sub(1_000));
+            assert!(d.first_seen(&t));
+            longest = longest.max(d.added.as_ref().map_or(0, Vec::len));
+        }
+        // About 15,500 keys are live at any time (30 s + the 1 s lag, a key per 2 ms).
+        assert!(longest < 40_000, "held {longest} keys for the snapshot");
+        let mut ops = vec![];
+        d.snapshot(210_000, &mut ops).unwrap();
+        let mut stored = std::collections::BTreeMap::new();
+        ops.into_iter().for_each(|(_, op)| op.apply(&mut stored));
+        let mut restored = Deduper::durable(30_000, 0);
+        for (k, v) in &stored {
+            restored.restore_entry("dedup", k, v, &|_| true).unwrap();
+        }
+        restored.finish_restore(210_000);
+        d.advance(209_999);
+        assert_eq!(restored.entries(), d.entries());
+        assert_eq!(
+            d.entries(),
+            15_000,
+            "keys with expiry >= 210 s: ts >= 180 s"
         );
     }
 }

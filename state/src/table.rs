@@ -91,6 +91,8 @@ pub struct Tracked<K, V, M> {
     entries: M,
     /// Keys that became dirty (in order) and keys removed, when tracking.
     changed: Option<(Vec<K>, Vec<K>)>,
+    /// The dirty list's length after it was last compacted (see [`Tracked::forget`]).
+    compacted: usize,
     _values: std::marker::PhantomData<V>,
 }
 
@@ -122,6 +124,7 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
         Tracked {
             entries: M::default(),
             changed: track_changes.then(Default::default),
+            compacted: 0,
             _values: std::marker::PhantomData,
         }
     }
@@ -186,8 +189,21 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
 
     /// Removes `key` without recording it, even if it changed since the last drain: for
     /// entries whose removal storage learns another way (a range delete covering them).
+    ///
+    /// A forgotten key stays in the list of dirty keys until the next drain skips it; the list
+    /// is compacted to the keys still present once it has doubled, so a table whose keys come
+    /// and go between two drains (windows opened and expired during a catch-up) holds about
+    /// its live keys, not every key it saw.
     pub fn forget(&mut self, key: &K) -> Option<V> {
-        self.entries.take(key).map(|(v, _)| v)
+        let value = self.entries.take(key).map(|(v, _)| v);
+        if let Some((keys, _)) = self.changed.as_mut() {
+            if keys.len() >= 2 * self.compacted.max(4096) {
+                let entries = &self.entries;
+                keys.retain(|k| entries.entry_ref(k).is_some());
+                self.compacted = keys.len();
+            }
+        }
+        value
     }
 
     /// Number of entries.
@@ -205,6 +221,7 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
         if self.changed.is_some() {
             self.entries.for_each_flag(|_, dirty| *dirty = false);
             self.changed = Some(Default::default());
+            self.compacted = 0;
         }
     }
 
@@ -244,6 +261,7 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
         let Some((keys, removed)) = self.changed.as_mut().map(std::mem::take) else {
             return;
         };
+        self.compacted = 0;
         // Each touched key, with whether it was removed (a key changed and then forgotten is
         // neither: storage learns of it another way).
         let mut touched: BTreeMap<K, bool> = removed.into_iter().map(|k| (k, true)).collect();
@@ -373,6 +391,26 @@ mod tests {
         t.drain_changes(|k, v| changes.push((*k, v.copied())));
         assert_eq!(changes, vec![(2, None)]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn keys_forgotten_between_drains_are_not_held_until_the_next() {
+        let mut t: HashTable<u64, u64> = HashTable::new(true);
+        let mut longest = 0;
+        // 100,000 keys come and go between two drains, at most 100 present at a time.
+        for k in 0..100_000u64 {
+            t.insert(k, k);
+            if k >= 100 {
+                t.forget(&(k - 100));
+            }
+            *t.get_mut(&k).unwrap() += 1;
+            longest = longest.max(t.changed.as_ref().map_or(0, |c| c.0.len()));
+        }
+        assert!(longest <= 8192, "listed {longest} keys");
+        let mut changes = Vec::new();
+        t.drain_changes(|k, v| changes.push((*k, v.copied())));
+        let live: Vec<_> = (99_900..100_000).map(|k| (k, Some(k + 1))).collect();
+        assert_eq!(changes, live, "each present key once, in key order");
     }
 
     #[test]
