@@ -90,6 +90,17 @@ reference = "{data}/instruments.csv"
     )
 }
 
+/// A graph written by [`write_graph`] with a JPY rate too (the realistic shape has JPY ticks;
+/// without it they are dead letters).
+pub fn with_jpy(graph_text: &str) -> String {
+    let from = r#"GBP = "1.27" }"#;
+    assert!(
+        graph_text.contains(from),
+        "the graph has the usual fx table"
+    );
+    graph_text.replace(from, r#"GBP = "1.27", JPY = "0.0067" }"#)
+}
+
 /// The `bars` window node over `enrich` with the window settings `w`.
 pub fn bars_node(w: Win) -> String {
     let kind = match w.slide {

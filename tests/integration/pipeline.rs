@@ -22,30 +22,33 @@ fn counts(summary: &serde_json::Value) -> serde_json::Value {
 }
 
 fn same_for_1_2_3_workers(win: Win, seed: u64) {
+    let args = [
+        "--bad-ratio",
+        "0.02",
+        "--late-ratio",
+        "0.01",
+        "--rate",
+        "200",
+        "--jitter-ms",
+        "3000",
+    ];
+    same_for_1_2_3_workers_on((30_000, 40, &args), win, seed);
+}
+
+/// Runs `gen` of `(ticks, instruments, extra args)` with 1, 2 and 3 workers: outputs and
+/// counts must be the same.
+fn same_for_1_2_3_workers_on(gen_args: (u64, u32, &[&str]), win: Win, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    gen(
-        &data,
-        30_000,
-        40,
-        seed,
-        &[
-            "--bad-ratio",
-            "0.02",
-            "--late-ratio",
-            "0.01",
-            "--rate",
-            "200",
-            "--jitter-ms",
-            "3000",
-        ],
-    );
+    let (ticks, instruments, extra) = gen_args;
+    gen(&data, ticks, instruments, seed, extra);
     let mut results = Vec::new();
     for workers in [1, 2, 3] {
         let out = dir.path().join(format!("out{workers}"));
         let run_dir = dir.path().join(format!("run{workers}"));
         std::fs::create_dir_all(&run_dir).unwrap();
         let graph = write_graph(&run_dir, &data, &out, win);
+        std::fs::write(&graph, with_jpy(&std::fs::read_to_string(&graph).unwrap())).unwrap();
         let summary = run_graph(&graph, workers);
         assert_eq!(summary["workers"].as_u64(), Some(workers as u64));
         results.push((outputs(&out), counts(&summary)));
@@ -83,6 +86,27 @@ fn sliding_results_are_identical_for_1_2_and_3_workers() {
         ooo: "500ms",
     };
     same_for_1_2_3_workers(win, 12);
+}
+
+/// Issue 13's realistic shape: sparse one-minute bars, mixed currencies, messy symbols,
+/// spaced JSON, 5 % bad lines and 1 % very late ticks.
+#[test]
+fn realistic_shape_results_are_identical_for_1_2_and_3_workers() {
+    let args = [
+        "--shape",
+        "realistic",
+        "--duration-secs",
+        "1200",
+        "--bad-ratio",
+        "0.05",
+        "--late-ratio",
+        "0.01",
+    ];
+    let win = Win {
+        lateness: "5s",
+        ..TUMBLING
+    };
+    same_for_1_2_3_workers_on((60_000, 500, &args), win, 13);
 }
 
 /// The example pipeline, with its outputs redirected, against `tests/graphs/market-bars/`.

@@ -23,23 +23,48 @@ impl Case {
     /// `ticks` generated ticks (2% bad lines, `rate` per second of event time) under a graph
     /// checkpointing every `interval`.
     fn new(ticks: u64, rate: u64, interval: &str) -> Case {
-        let root = tempfile::tempdir().unwrap();
-        let data = root.path().join("data");
         let rate = rate.to_string();
-        gen(
-            &data,
-            ticks,
-            200,
-            11,
-            &["--bad-ratio", "0.02", "--rate", &rate],
-        );
-        let out = root.path().join("out");
         let win = Win {
             lateness: "30s",
             ..TUMBLING
         };
+        Case::generated(
+            (ticks, 200, &["--bad-ratio", "0.02", "--rate", &rate]),
+            win,
+            interval,
+        )
+    }
+
+    /// `ticks` of issue 13's realistic shape (sparse one-minute bars of 2,000 instruments,
+    /// mixed currencies, messy symbols; 2 % bad lines) over the bench's graph.
+    fn realistic(ticks: u64, interval: &str) -> Case {
+        // The bench's density: 1,000,000 ticks over 90 minutes.
+        let duration = (ticks * 54 / 10_000).max(600).to_string();
+        let args = [
+            "--shape",
+            "realistic",
+            "--duration-secs",
+            &duration,
+            "--bad-ratio",
+            "0.02",
+        ];
+        let win = Win {
+            lateness: "5s",
+            ..TUMBLING
+        };
+        Case::generated((ticks, 2_000, &args), win, interval)
+    }
+
+    /// `gen` of `(ticks, instruments, extra args)`, its graph with window `win` checkpointing
+    /// every `interval`, and the clean run's outputs.
+    fn generated(gen_args: (u64, u32, &[&str]), win: Win, interval: &str) -> Case {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let (ticks, instruments, extra) = gen_args;
+        gen(&data, ticks, instruments, 11, extra);
+        let out = root.path().join("out");
         let graph = write_graph(root.path(), &data, &out, win);
-        let mut text = std::fs::read_to_string(&graph).unwrap();
+        let mut text = with_jpy(&std::fs::read_to_string(&graph).unwrap());
         text.push_str(&format!(
             "\n[checkpoint]\ninterval = \"{interval}\"\nretain = 3\nmin_pause = \"0ms\"\n"
         ));
@@ -145,15 +170,29 @@ fn crashed(o: &Output) -> bool {
 #[test]
 fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let case = Case::new(500_000, 1_000, "10s");
+    kill_9_and_resume(&case, 6, "kill -9 test seed");
+}
+
+/// The realistic shape (issue 13): sparse bars whose windows open and close between two
+/// checkpoints at catch-up speed, mixed currencies, messy symbols.
+#[test]
+fn kill_9_on_the_realistic_shape_loses_and_doubles_nothing() {
+    let case = Case::realistic(400_000, "10s");
+    kill_9_and_resume(&case, 3, "realistic kill -9 test seed");
+}
+
+/// Kills a 2-worker run of `case` `kills` times, each at a random moment after it committed
+/// a checkpoint of its own, then runs it to the end: its outputs must equal the clean run's.
+fn kill_9_and_resume(case: &Case, kills_wanted: usize, seed_label: &str) {
     let data_dir = case.root.path().join("dd");
-    let seed = crate::common::test_seed("kill -9 test seed");
+    let seed = crate::common::test_seed(seed_label);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut kills = 0;
     let mut newest = Vec::new();
     let mut attempts = 0;
-    while kills < 6 {
+    while kills < kills_wanted {
         attempts += 1;
-        assert!(attempts < 40, "could not kill the run 6 times");
+        assert!(attempts < 40, "could not kill the run {kills_wanted} times");
         // A random moment after this attempt committed a checkpoint of its own (on a loaded
         // machine a fixed delay can fall before the restore is even done, every time).
         let marker = || newest_marker(&data_dir);
@@ -195,7 +234,7 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         "the kills should land after different checkpoints: {newest:?}"
     );
     assert!(summary["restored_from"].as_u64().is_some());
-    case.assert_outputs_equal_reference("after 6 kills");
+    case.assert_outputs_equal_reference(&format!("after {kills_wanted} kills"));
 }
 
 #[test]
