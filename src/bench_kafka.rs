@@ -245,13 +245,14 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
         let f = engine_run(&on_files, workers, &dir, &format!("file-{i}"))?;
         let file_cpu = file_cpu.and_then(MachineCpu::core_secs);
         println!(
-            "  catch-up run {}: {} ticks in {:.2}s: {:.0} ticks/s; bare clients, same reads and \
-             writes (one per {write_every}): {:.0} records/s; the engine on the same {} ticks \
-             from a file: {:.0} ticks/s",
+            "  catch-up run {}: {} ticks in {:.2}s: {:.0} ticks/s, peak RSS {:.1} MiB; bare \
+             clients, same reads and writes (one per {write_every}): {:.0} records/s; the engine \
+             on the same {} ticks from a file: {:.0} ticks/s",
             i + 1,
             s.input_records,
             s.elapsed_secs,
             s.ticks_per_sec,
+            s.peak_rss_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
             ceiling,
             f.input_records,
             f.ticks_per_sec,

@@ -148,21 +148,37 @@ pub(super) const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.partition.eof", "true"),
     ("fetch.wait.max.ms", "10"),
     // Fetched records a partition's queue may hold (librdkafka's default, 64 MiB, is
-    // per partition here: each has its own queue). At 8 MiB the fetcher stopped and
-    // restarted so often at catch-up that 2,000,000 ticks took 7.6-7.9 s instead of
-    // 5.9-6.2 s (16, 32 and 64 MiB measured the same).
-    ("queued.max.messages.kbytes", "16384"),
+    // per partition here: each has its own queue); a reader of many partitions holds less
+    // per partition (see `QUEUED_KBYTES_BUDGET`). The driver leaves a partition that ran
+    // ahead unread, so its queue fills to this bound: 4 partitions at 16 MiB made the
+    // Kafka catch-up's peak RSS 215 MiB against 55 MiB for the same ticks from a file; at 2
+    // MiB and 2,000 records (below) 128-142 MiB, at a speed within noise (2,000,000 ticks,
+    // 2 workers, three runs each interleaved: 770k-855k against 785k-835k ticks/s). Before
+    // the consumers fetched metadata before assigning and before `queued.min.messages` was
+    // lowered from librdkafka's default, 8 MiB had made catch-up 25 % slower.
+    ("queued.max.messages.kbytes", "2048"),
     // Records a partition's queue keeps fetched ahead, and how long its fetching pauses once
     // it holds more. librdkafka's defaults (100,000 records, then 1 s) stalled catch-up: the
     // driver reads partitions aligned on event time, so a partition that ran ahead filled its
     // queue, stopped fetching for a whole second, was drained meanwhile, and then held the
     // watermark (and every worker) while it waited for its next fetch. 2,000,000 ticks, 2
-    // workers: 6.0-6.4 s -> 4.5-5.0 s; peak RSS 285 -> 215 MiB (the queues hold less).
-    ("queued.min.messages", "20000"),
+    // workers: 6.0-6.4 s -> 4.5-5.0 s. 2,000 (from 20,000) lowered the peak RSS by another
+    // 30 MiB at the same speed.
+    ("queued.min.messages", "2000"),
     ("fetch.queue.backoff.ms", "10"),
     ("statistics.interval.ms", "1000"),
     ("reconnect.backoff.max.ms", "1000"),
 ];
+
+/// Fetched records (KiB) the client may hold for one reader, over all its partitions, when
+/// they are many: memory stays bounded whatever the topic's partition count.
+const QUEUED_KBYTES_BUDGET: usize = 8 * 1024;
+
+/// `queued.max.messages.kbytes` for a reader of `partitions` partitions: the default above,
+/// less per partition once the budget is shared by more than four, never under 256 KiB.
+fn queued_kbytes(partitions: usize) -> usize {
+    (QUEUED_KBYTES_BUDGET / partitions.max(1)).clamp(256, 2048)
+}
 
 impl KafkaReader {
     /// A reader of `partitions` of the source's topic, each starting at the offset given, or
@@ -175,6 +191,8 @@ impl KafkaReader {
     ) -> Result<Self, ConnectorError> {
         let mut defaults = vec![("group.id", group_id)];
         defaults.extend_from_slice(CONSUMER_DEFAULTS);
+        let per_partition = queued_kbytes(partitions.len()).to_string();
+        defaults.push(("queued.max.messages.kbytes", &per_partition));
         let consumer: Arc<BaseConsumer<Context>> = Arc::new(
             client_config(&config.brokers, &defaults, &config.options)
                 .create_with_context(context(&format!("source {}", config.topic), stats))
@@ -317,5 +335,21 @@ impl KafkaReader {
             self.stats
                 .client_error(&format!("source {}", self.topic), &e, "committing offsets");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_partitions_share_one_queue_budget() {
+        assert_eq!(queued_kbytes(1), 2048);
+        assert_eq!(queued_kbytes(4), 2048);
+        assert_eq!(queued_kbytes(16), 512);
+        // The floor keeps a fetch's worth per partition however many there are.
+        assert_eq!(queued_kbytes(1000), 256);
+        let total = |n: usize| n * queued_kbytes(n);
+        assert!((1..=32).all(|n| total(n) <= QUEUED_KBYTES_BUDGET));
     }
 }
