@@ -642,15 +642,7 @@ mod tests {
         // Restored for another cluster shape: the next snapshot writes the whole share into an
         // empty store, which alone restores it.
         v.rewrite_all();
-        let mut ops = vec![];
-        v.snapshot(50_000, &mut ops).unwrap();
-        let mut own = std::collections::BTreeMap::new();
-        ops.into_iter().for_each(|(_, op)| op.apply(&mut own));
-        let mut u = Deduper::durable(30_000, 2);
-        for (k, val) in &own {
-            u.restore_entry("dedup", k, val, &|_| true).unwrap();
-        }
-        u.finish_restore(50_000);
+        let mut u = restored_from_snapshot(&mut v, 50_000, 2);
         assert_eq!(u.entries(), 1);
         assert!(!u.first_seen(&tick("V", 2, 45_000)), "rewritten key");
         assert!(!v.first_seen(&tick("V", 2, 45_000)), "restored key");
@@ -658,6 +650,21 @@ mod tests {
             v.first_seen(&tick("V", 1, 46_000)),
             "expired key is new again"
         );
+    }
+
+    /// A deduper on `worker` restored from `d`'s snapshot at `label` alone (written into an
+    /// empty store).
+    fn restored_from_snapshot(d: &mut Deduper, label: u64, worker: u32) -> Deduper {
+        let mut ops = vec![];
+        d.snapshot(label, &mut ops).unwrap();
+        let mut stored = std::collections::BTreeMap::new();
+        ops.into_iter().for_each(|(_, op)| op.apply(&mut stored));
+        let mut restored = Deduper::durable(d.retention_ms, worker);
+        for (k, v) in &stored {
+            restored.restore_entry("dedup", k, v, &|_| true).unwrap();
+        }
+        restored.finish_restore(label);
+        restored
     }
 
     #[test]
@@ -677,15 +684,7 @@ mod tests {
         }
         // About 15,500 keys are live at any time (30 s + the 1 s lag, a key per 2 ms).
         assert!(longest < 40_000, "held {longest} keys for the snapshot");
-        let mut ops = vec![];
-        d.snapshot(210_000, &mut ops).unwrap();
-        let mut stored = std::collections::BTreeMap::new();
-        ops.into_iter().for_each(|(_, op)| op.apply(&mut stored));
-        let mut restored = Deduper::durable(30_000, 0);
-        for (k, v) in &stored {
-            restored.restore_entry("dedup", k, v, &|_| true).unwrap();
-        }
-        restored.finish_restore(210_000);
+        let restored = restored_from_snapshot(&mut d, 210_000, 0);
         d.advance(209_999);
         assert_eq!(restored.entries(), d.entries());
         assert_eq!(
