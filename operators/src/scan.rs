@@ -11,9 +11,13 @@
 //! [`rfc3339_ns`] is the same idea for the common timestamp form
 //! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`; `None` means "ask chrono".
 
-/// Calls `member(key, raw_value)` for each member of the flat JSON object `line`, in order.
-/// `None`: the line is outside the fast subset (not necessarily invalid JSON).
-pub fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> Option<()> {
+/// Calls `member(key, raw_value, plain)` for each member of the flat JSON object `line`, in
+/// order; `plain` tells a string value without escapes (its content is the text between its
+/// quotes). `None`: the line is outside the fast subset (not necessarily invalid JSON).
+pub fn flat_members<'a>(
+    line: &'a str,
+    mut member: impl FnMut(&'a str, &'a str, bool),
+) -> Option<()> {
     let b = line.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -34,10 +38,11 @@ pub fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str))
             return None;
         }
         i = skip_ws(b, i + 1);
-        let end = value(b, i)?;
+        let (end, escaped) = value(b, i)?;
         // Strings end on a `"` and numbers and literals on ASCII, so both ends are char
         // boundaries.
-        member(&line[key.0..key.1], &line[i..end]);
+        let plain = b[i] == b'"' && !escaped;
+        member(&line[key.0..key.1], &line[i..end], plain);
         i = skip_ws(b, end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
@@ -91,16 +96,17 @@ const STRING_STOP: [bool; 256] = {
     t
 };
 
-/// The end of a scalar value at `i`.
-fn value(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => string(b, i).map(|(end, _, _)| end),
+/// The end of a scalar value at `i`, and whether it is a string with escapes.
+fn value(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let end = match *b.get(i)? {
+        b'"' => return string(b, i).map(|(end, _, escaped)| (end, escaped)),
         b'-' | b'0'..=b'9' => number(b, i),
         b't' => literal(b, i, b"true"),
         b'f' => literal(b, i, b"false"),
         b'n' => literal(b, i, b"null"),
         _ => None,
-    }
+    };
+    end.map(|e| (e, false))
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
@@ -255,7 +261,10 @@ mod tests {
 
     fn members(line: &str) -> Option<Vec<(String, String)>> {
         let mut out = Vec::new();
-        flat_members(line, |k, v| out.push((k.to_string(), v.to_string())))?;
+        flat_members(line, |k, v, plain| {
+            assert_eq!(plain, v.starts_with('"') && !v.contains('\\'), "{v}");
+            out.push((k.to_string(), v.to_string()))
+        })?;
         Some(out)
     }
 

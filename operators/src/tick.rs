@@ -143,6 +143,11 @@ struct Fields<'a> {
     size: Option<&'a str>,
     seq: Option<&'a str>,
     currency: Option<&'a str>,
+    /// Bit `i` (in [`Fields::slot`]'s order): field `i` is a string the fast scan found
+    /// without escapes, its content the text between its quotes.
+    plain: u8,
+    /// `ts` already parsed by the source's event-time scan (always valid when present).
+    ts_ns: Option<i64>,
 }
 
 impl<'a> Fields<'a> {
@@ -164,20 +169,23 @@ impl<'a> Fields<'a> {
     fn scan(line: &'a str) -> Option<Self> {
         let mut f = Fields::default();
         let (mut seen, mut repeated) = (0u8, false);
-        scan::flat_members(line, |key, value| {
+        let mut plain = 0u8;
+        scan::flat_members(line, |key, value, is_plain| {
             if let Some((bit, slot)) = f.slot(key) {
                 repeated |= seen & (1 << bit) != 0;
                 seen |= 1 << bit;
                 *slot = (value != "null").then_some(value);
+                plain |= u8::from(is_plain) << bit;
             }
         })?;
+        f.plain = plain;
         (!repeated).then_some(f)
     }
 
     /// The fields of `line` at `spans` (from [`FieldSpans::scan`] of the same line).
     fn at(line: &'a str, spans: &FieldSpans) -> Option<Self> {
         let get = |i: usize| -> Option<Option<&'a str>> {
-            let (start, end) = spans.0[i];
+            let (start, end) = spans.spans[i];
             match end {
                 0 => Some(None),
                 _ => line.get(usize::from(start)..usize::from(end)).map(Some),
@@ -191,7 +199,14 @@ impl<'a> Fields<'a> {
             size: get(4)?,
             seq: get(5)?,
             currency: get(6)?,
+            plain: spans.plain,
+            ts_ns: spans.ts_ns,
         })
+    }
+
+    /// Whether field `bit` is known to be a string without escapes.
+    fn is_plain(&self, bit: usize) -> bool {
+        self.plain & (1 << bit) != 0
     }
 
     /// The fields of a JSON object line, the fast way when the line allows it (at `spans`
@@ -212,6 +227,8 @@ impl<'a> Fields<'a> {
             size: f.size.map(RawValue::get),
             seq: f.seq.map(RawValue::get),
             currency: f.currency.map(RawValue::get),
+            plain: 0,
+            ts_ns: None,
         })
     }
 }
@@ -219,7 +236,13 @@ impl<'a> Fields<'a> {
 /// Where each contract field's raw value lies in a line the fast scan took (`(0, 0)`: absent),
 /// so that normalize need not scan a line its source already scanned for the event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FieldSpans([(u16, u16); 7]);
+pub struct FieldSpans {
+    spans: [(u16, u16); 7],
+    /// Which of them are strings without escapes (see `Fields::plain`).
+    plain: u8,
+    /// `ts` parsed (ns since the epoch), when the source's event-time scan parsed it.
+    ts_ns: Option<i64>,
+}
 
 impl FieldSpans {
     /// The spans of a line in the fast subset, shorter than 64 KiB.
@@ -235,20 +258,24 @@ impl FieldSpans {
                 (start, start + v.len() as u16)
             })
         };
-        Some(FieldSpans([
-            span(f.venue),
-            span(f.symbol),
-            span(f.ts),
-            span(f.price),
-            span(f.size),
-            span(f.seq),
-            span(f.currency),
-        ]))
+        Some(FieldSpans {
+            spans: [
+                span(f.venue),
+                span(f.symbol),
+                span(f.ts),
+                span(f.price),
+                span(f.size),
+                span(f.seq),
+                span(f.currency),
+            ],
+            plain: f.plain,
+            ts_ns: None,
+        })
     }
 
     /// The raw text of the `ts` field, if present.
     fn ts<'a>(&self, line: &'a str) -> Option<&'a str> {
-        let (start, end) = self.0[2];
+        let (start, end) = self.spans[2];
         (end != 0)
             .then(|| line.get(usize::from(start)..usize::from(end)))
             .flatten()
@@ -273,8 +300,15 @@ fn json_type(raw: &str) -> &'static str {
     }
 }
 
-/// A string field's content from its raw JSON text, borrowed when it has no escapes.
-fn string_field<'a>(name: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection> {
+/// A string field's content from its raw JSON text, borrowed when it has no escapes
+/// (`plain`: the fast scan found it a string without any).
+fn string_field<'a>(name: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, str>, Rejection> {
+    if let Some(inner) = plain
+        .then(|| raw.strip_prefix('"')?.strip_suffix('"'))
+        .flatten()
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
     if let Some(plain) = scan::plain_string(raw) {
         return Ok(Cow::Borrowed(plain));
     }
@@ -293,8 +327,13 @@ fn string_field<'a>(name: &str, raw: &'a str) -> Result<Cow<'a, str>, Rejection>
 /// Times before the Unix epoch are rejected.
 /// `text` is the field's raw JSON text.
 pub fn parse_ts(text: &str) -> Result<i64, Rejection> {
+    parse_ts_field(text, false)
+}
+
+/// [`parse_ts`] of a field the fast scan may have found `plain`.
+fn parse_ts_field(text: &str, plain: bool) -> Result<i64, Rejection> {
     let ns = if text.starts_with('"') {
-        let s = string_field("ts", text)?;
+        let s = string_field("ts", text, plain)?;
         match scan::rfc3339_ns(&s) {
             Some(ns) => ns,
             None => {
@@ -332,18 +371,22 @@ pub fn event_time_ms(line: &str) -> Option<u64> {
 
 /// [`event_time_ms`], and the line's [`FieldSpans`] when the fast scan took it.
 pub fn event_time_and_spans(line: &str) -> (Option<u64>, Option<FieldSpans>) {
-    let spans = FieldSpans::scan(line);
-    let ts = match &spans {
-        Some(s) => s.ts(line),
+    let mut spans = FieldSpans::scan(line);
+    let ns = match spans.as_mut() {
+        Some(s) => {
+            let ns = s
+                .ts(line)
+                .and_then(|ts| parse_ts_field(ts, s.plain & (1 << 2) != 0).ok());
+            // Normalize takes it from here instead of parsing `ts` again.
+            s.ts_ns = ns;
+            ns
+        }
         None => serde_json::from_str::<TsOnly>(line)
             .ok()
             .and_then(|f| f.ts)
-            .map(RawValue::get),
+            .and_then(|ts| parse_ts(ts.get()).ok()),
     };
-    let ms = ts
-        .and_then(|ts| parse_ts(ts).ok())
-        .map(|ns| (ns / 1_000_000) as u64);
-    (ms, spans)
+    (ns.map(|ns| (ns / 1_000_000) as u64), spans)
 }
 
 fn is_plain_decimal(s: &str) -> bool {
@@ -362,8 +405,13 @@ fn is_plain_decimal(s: &str) -> bool {
 /// Numbers in exponent form (`1.5e3`) are accepted; anything that would lose digits is rejected.
 /// `text` is the field's raw JSON text.
 pub fn parse_decimal(name: &str, text: &str) -> Result<Decimal, Rejection> {
+    parse_decimal_field(name, text, false)
+}
+
+/// [`parse_decimal`] of a field the fast scan may have found `plain`.
+fn parse_decimal_field(name: &str, text: &str, plain: bool) -> Result<Decimal, Rejection> {
     let body: Cow<str> = if text.starts_with('"') {
-        string_field(name, text)?
+        string_field(name, text, plain)?
     } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         text.into()
     } else {
@@ -435,21 +483,27 @@ pub fn parse_tick_at(
         return Err(reject(DeadLetterReason::MissingField, "missing field"));
     };
 
-    let venue = string_field("venue", venue)?;
+    let venue = string_field("venue", venue, f.is_plain(0))?;
     if venue.trim().is_empty() {
         return Err(invalid("`venue` must not be empty"));
     }
     let venue = names.venue(&venue);
-    let symbol = Names::normalized(&mut names.symbols, &string_field("symbol", symbol)?);
+    let symbol = Names::normalized(
+        &mut names.symbols,
+        &string_field("symbol", symbol, f.is_plain(1))?,
+    );
     if symbol.is_empty() {
         return Err(invalid("`symbol` must not be empty"));
     }
-    let ts_ns = parse_ts(ts)?;
-    let price = parse_decimal("price", price)?;
+    let ts_ns = match f.ts_ns {
+        Some(ns) => ns,
+        None => parse_ts_field(ts, f.is_plain(2))?,
+    };
+    let price = parse_decimal_field("price", price, f.is_plain(3))?;
     if price <= Decimal::ZERO {
         return Err(invalid(format!("`price` must be > 0, got {price}")));
     }
-    let size = parse_decimal("size", size)?;
+    let size = parse_decimal_field("size", size, f.is_plain(4))?;
     if size < Decimal::ZERO {
         return Err(invalid(format!("`size` must be >= 0, got {size}")));
     }
@@ -469,7 +523,10 @@ pub fn parse_tick_at(
     let currency = match f.currency {
         None => None,
         Some(raw) => {
-            let c = Names::normalized(&mut names.currencies, &string_field("currency", raw)?);
+            let c = Names::normalized(
+                &mut names.currencies,
+                &string_field("currency", raw, f.is_plain(6))?,
+            );
             if c.is_empty() {
                 return Err(invalid("`currency` must not be empty"));
             }
