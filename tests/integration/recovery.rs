@@ -148,6 +148,23 @@ impl Case {
         c
     }
 
+    /// Runs on 2 workers with the fault `fault` (`point:hit`) injected, checks that the run
+    /// aborted, and returns its stderr.
+    fn crash_at(&self, data_dir: &Path, fault: &str) -> String {
+        let o = self
+            .run(data_dir, 2, &[])
+            .env("TICKFLOW_FAULT", fault)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(
+            crashed(&o),
+            "{fault}: expected an abort, got {:?}: {err}",
+            o.status
+        );
+        err
+    }
+
     /// Runs to completion with a summary; returns the summary and stderr.
     fn finish(&self, data_dir: &Path, workers: usize) -> (serde_json::Value, String) {
         let summary = self.root.path().join("summary.json");
@@ -233,12 +250,7 @@ fn kill_9_on_the_realistic_shape_loses_and_doubles_nothing() {
 fn an_abort_on_the_realistic_shape_resumes_with_the_dedup_keys_of_the_checkpoint() {
     let case = Case::realistic(400_000, "2m");
     let data_dir = case.root.path().join("dd");
-    let o = case
-        .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:6")
-        .output()
-        .unwrap();
-    assert!(crashed(&o), "expected an abort: {}", stderr(&o));
+    case.crash_at(&data_dir, "before-marker:6");
     let (summary, _) = case.finish(&data_dir, 2);
     assert!(summary["restored_from"].as_u64().is_some());
     case.assert_outputs_equal_reference("after an abort before the 6th marker");
@@ -317,17 +329,8 @@ fn injected_faults_around_the_commit_resume_from_the_newest_complete_checkpoint(
     ];
     for (point, hit) in faults {
         let data_dir = case.root.path().join(format!("dd-{point}"));
-        let o = case
-            .run(&data_dir, 2, &[])
-            .env("TICKFLOW_FAULT", format!("{point}:{hit}"))
-            .output()
-            .unwrap();
-        assert!(
-            crashed(&o),
-            "{point}: expected an abort, got {:?}",
-            o.status
-        );
-        assert!(stderr(&o).contains(&format!("injected fault at {point}")));
+        let err = case.crash_at(&data_dir, &format!("{point}:{hit}"));
+        assert!(err.contains(&format!("injected fault at {point}")));
         let before = checkpoints(&data_dir);
         let newest = before
             .first()
@@ -348,12 +351,7 @@ fn truncated_or_bit_flipped_checkpoints_are_skipped_with_a_warning() {
     let case = Case::new(60_000, 1_000, "2s");
     for damage in ["truncate", "flip"] {
         let data_dir = case.root.path().join(format!("dd-{damage}"));
-        let o = case
-            .run(&data_dir, 2, &[])
-            .env("TICKFLOW_FAULT", "after-marker:3")
-            .output()
-            .unwrap();
-        assert!(crashed(&o));
+        case.crash_at(&data_dir, "after-marker:3");
         let list = checkpoints(&data_dir);
         assert!(list.len() >= 2, "{list:?}");
         let newest = data_dir
@@ -396,12 +394,7 @@ fn a_checkpoint_of_2_workers_restores_on_1_and_on_3() {
     // one at a time, so how many a run reaches depends on its speed against commit latency.
     let case = Case::new(200_000, 1_000, "2s");
     let data_dir = case.root.path().join("dd");
-    let o = case
-        .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:3")
-        .output()
-        .unwrap();
-    assert!(crashed(&o));
+    case.crash_at(&data_dir, "before-marker:3");
     let id = checkpoints(&data_dir)[0].0;
     let saved_dir = case.root.path().join("dd-saved");
     let saved_out = case.root.path().join("out-saved");
@@ -557,12 +550,7 @@ fn a_resumed_run_joins_with_the_reference_data_it_started_with() {
     // one at a time, so how many a run reaches depends on its speed against commit latency.
     let case = Case::new(200_000, 1_000, "2s");
     let data_dir = case.root.path().join("dd");
-    let o = case
-        .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "before-marker:3")
-        .output()
-        .unwrap();
-    assert!(crashed(&o));
+    case.crash_at(&data_dir, "before-marker:3");
     // The reference file loses half its instruments while the job is down.
     let csv = case.root.path().join("data/instruments.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -596,12 +584,7 @@ fn a_backfill_checkpoints_at_the_wall_clock_pace_and_resumes_exactly() {
     case.assert_outputs_equal_reference("paced checkpoints");
     // Killed after a paced checkpoint, it resumes from it exactly.
     std::fs::remove_dir_all(&data_dir).unwrap();
-    let o = case
-        .run(&data_dir, 2, &[])
-        .env("TICKFLOW_FAULT", "after-marker:2")
-        .output()
-        .unwrap();
-    assert!(crashed(&o), "stopped after the second marker");
+    case.crash_at(&data_dir, "after-marker:2");
     let (summary, _) = case.finish(&data_dir, 2);
     assert!(summary["restored_from"].as_u64().is_some());
     case.assert_outputs_equal_reference("resumed from a paced checkpoint");
@@ -614,12 +597,7 @@ fn a_checkpoint_at_a_window_end_resumes_without_repeating_or_losing_its_bars() {
     let case = Case::new(60_000, 200, "1m");
     for hit in [2, 3] {
         let data_dir = case.root.path().join(format!("dd-{hit}"));
-        let o = case
-            .run(&data_dir, 2, &[])
-            .env("TICKFLOW_FAULT", format!("after-marker:{hit}"))
-            .output()
-            .unwrap();
-        assert!(crashed(&o), "expected an abort, got {:?}", o.status);
+        case.crash_at(&data_dir, &format!("after-marker:{hit}"));
         let newest = checkpoints(&data_dir)[0].0;
         assert_eq!(newest % 60_000, 0, "checkpoint {newest} is at a window end");
         let (summary, _) = case.finish(&data_dir, 2);
