@@ -12,8 +12,12 @@ pub fn frontier_time(frontier: &MutableAntichain<u64>) -> u64 {
 
 /// Stashes records by time and hands each time's records back once the frontier has passed it.
 pub struct TimeStash<D> {
-    entries: BTreeMap<u64, (Vec<Capability<u64>>, Vec<D>)>,
+    entries: BTreeMap<u64, Stashed<D>>,
 }
+
+/// A time's capabilities and the batches that arrived at it, each kept whole (taken from the
+/// channel, not copied) until the time is handed back.
+type Stashed<D> = (Vec<Capability<u64>>, Vec<Vec<D>>);
 
 impl<D> Default for TimeStash<D> {
     fn default() -> Self {
@@ -48,7 +52,14 @@ impl<D> TimeStash<D> {
             (caps, Vec::new())
         });
         for batch in data {
-            entry.1.append(batch);
+            match entry.1.last_mut() {
+                _ if batch.is_empty() => {}
+                // A sparse batch (a container flushed early) is copied into the last one kept,
+                // so that a time's batches hold about what they carry, not a full container's
+                // capacity each.
+                Some(last) if batch.len() * 2 < batch.capacity() => last.append(batch),
+                _ => entry.1.push(std::mem::take(batch)),
+            }
         }
     }
 
@@ -61,7 +72,15 @@ impl<D> TimeStash<D> {
         if frontier.less_equal(entry.key()) {
             return None;
         }
-        let (time, (caps, data)) = entry.remove_entry();
+        let (time, (caps, mut batches)) = entry.remove_entry();
+        // One batch is handed back as it came; several are copied once into one.
+        let data = if batches.len() == 1 {
+            batches.pop().unwrap_or_default()
+        } else {
+            let mut all = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+            batches.iter_mut().for_each(|b| all.append(b));
+            all
+        };
         Some((time, caps, data))
     }
 }
