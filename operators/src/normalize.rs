@@ -19,7 +19,9 @@ use rustc_hash::FxHashMap;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
-use tickflow_state::{codec, split_u64, DeltaOp, Durable, StateError, TableDescriptor};
+use tickflow_state::{
+    codec, retain_once_doubled, split_u64, DeltaOp, Durable, StateError, TableDescriptor,
+};
 
 use crate::record::{DeadLetter, DeadLetterReason, RawLine, Tick};
 use crate::tick::{parse_tick_at, Names};
@@ -334,10 +336,9 @@ impl Deduper {
         // the list has doubled since the last pruning, so each key is looked at a bounded
         // number of times.
         if let Some(added) = self.added.as_mut() {
-            if added.len() >= 2 * self.added_kept.max(4096) {
-                added.retain(|&(_, _, expiry)| expiry > watermark);
-                self.added_kept = added.len();
-            }
+            retain_once_doubled(added, &mut self.added_kept, |&(_, _, expiry)| {
+                expiry > watermark
+            });
         }
     }
 

@@ -21,4 +21,4 @@ pub use delta::{route, split_u64, DeltaOp, Durable};
 pub use error::StateError;
 pub use eventlog::{Cut, EventLog, LogRecord, OpenReport};
 pub use store::{Delta, Store, TableStats, META_CF, PARTS_CF};
-pub use table::{Change, Entries, HashTable, Table, TableDescriptor, Tracked};
+pub use table::{retain_once_doubled, Change, Entries, HashTable, Table, TableDescriptor, Tracked};

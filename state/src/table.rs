@@ -197,11 +197,10 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
     pub fn forget(&mut self, key: &K) -> Option<V> {
         let value = self.entries.take(key).map(|(v, _)| v);
         if let Some((keys, _)) = self.changed.as_mut() {
-            if keys.len() >= 2 * self.compacted.max(4096) {
-                let entries = &self.entries;
-                keys.retain(|k| entries.entry_ref(k).is_some());
-                self.compacted = keys.len();
-            }
+            let entries = &self.entries;
+            retain_once_doubled(keys, &mut self.compacted, |k| {
+                entries.entry_ref(k).is_some()
+            });
         }
         value
     }
@@ -278,6 +277,17 @@ impl<K: Ord + Clone, V, M: Entries<K, V>> Tracked<K, V, M> {
                 None => {}
             }
         }
+    }
+}
+
+/// Keeps the items of `list` for which `keep` holds, once `list` has doubled since the last
+/// time (its length then is `kept`, and the list is at least 4,096 long): a list that is
+/// appended to and pruned of stale items this way holds about its live items, and looks at
+/// each item a bounded number of times. Reset `kept` to 0 when the list is emptied.
+pub fn retain_once_doubled<T>(list: &mut Vec<T>, kept: &mut usize, keep: impl FnMut(&T) -> bool) {
+    if list.len() >= 2 * (*kept).max(4096) {
+        list.retain(keep);
+        *kept = list.len();
     }
 }
 

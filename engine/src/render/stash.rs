@@ -51,9 +51,8 @@ impl<D> TimeStash<D> {
                 .collect();
             (caps, Vec::new())
         });
-        for batch in data {
+        for batch in data.filter(|b| !b.is_empty()) {
             match entry.1.last_mut() {
-                _ if batch.is_empty() => {}
                 // A sparse batch (a container flushed early) is copied into the last one kept,
                 // so that a time's batches hold about what they carry, not a full container's
                 // capacity each.
