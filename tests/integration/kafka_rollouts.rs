@@ -147,8 +147,10 @@ fn a_shadow_of_a_kafka_graph_reads_the_whole_topic_as_its_own_group_and_writes_n
             .unwrap();
     assert!(normalized.lines().count() > 10_000);
     // No production topic got a record from it: every record carries the one production
-    // run's header.
+    // run's header. Production commits its writes at its checkpoints, which may come after
+    // the shadow ended, so first wait until its records are visible.
     for topic in [NORMALIZED, DEAD] {
+        wait_for_records(&s, topic, 1, || "production's commit".to_string());
         let runs: std::collections::BTreeSet<String> = s
             .broker
             .read(topic)
