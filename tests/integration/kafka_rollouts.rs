@@ -289,6 +289,11 @@ fn assert_topics_exact(s: &Setup, server: &Server) {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )
     });
+    // Each sink writes on its own: the others may land a moment after the last bar.
+    wait_for_records(s, DEAD, s.file_dead, || "the dead letters".to_string());
+    wait_for_records(s, NORMALIZED, s.file_normalized as usize, || {
+        "the normalized ticks".to_string()
+    });
     let bars = values(s, BARS);
     assert_eq!(bars.len(), s.file_bars.len());
     assert!(bars == s.file_bars, "the bars differ from the file run's");
