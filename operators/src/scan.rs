@@ -18,6 +18,17 @@ pub fn flat_members<'a>(
     line: &'a str,
     mut member: impl FnMut(&'a str, &'a str, bool),
 ) -> Option<()> {
+    match plain_quotes(line.as_bytes()) {
+        Some(quotes) => plain_members(line, &quotes, &mut member),
+        None => bytewise_members(line, member),
+    }
+}
+
+/// [`flat_members`] a byte at a time: any line, escapes and all.
+fn bytewise_members<'a>(
+    line: &'a str,
+    mut member: impl FnMut(&'a str, &'a str, bool),
+) -> Option<()> {
     let b = line.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -47,6 +58,105 @@ pub fn flat_members<'a>(
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
             Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// Lines up to `64 * WORDS` bytes may take the word-at-a-time path.
+const WORDS: usize = 8;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Bit 8k+7 set exactly where byte k of `w` is zero.
+fn zero_bytes(w: u64) -> u64 {
+    !(((w & LOW7).wrapping_add(LOW7)) | w | LOW7)
+}
+
+/// The high bits of [`zero_bytes`] gathered into one bit per byte, byte k at bit k.
+fn byte_bits(high: u64) -> u64 {
+    (high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// The positions of the quotes of a line up to 512 bytes with no backslash and no control
+/// character (one bit per byte), built 8 bytes at a time; `None` for any other line.
+fn plain_quotes(b: &[u8]) -> Option<[u64; WORDS]> {
+    if b.len() > 64 * WORDS {
+        return None;
+    }
+    let mut quotes = [0u64; WORDS];
+    let mut special = 0u64;
+    let mut word = |c: usize, w: u64| {
+        // Control characters (below 0x20) and backslashes: exact as an "any" test, since a
+        // borrow only carries past a byte that is itself one.
+        let bs = w ^ (ONES * u64::from(b'\\'));
+        special |= (w.wrapping_sub(ONES * 0x20) & !w) | (bs.wrapping_sub(ONES) & !bs);
+        quotes[(c / 8) % WORDS] |=
+            byte_bits(zero_bytes(w ^ (ONES * u64::from(b'"')))) << (c % 8 * 8);
+    };
+    let mut chunks = b.chunks_exact(8);
+    for (c, chunk) in (&mut chunks).enumerate() {
+        word(c, u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+    }
+    let mut tail = [b' '; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    word(b.len() / 8, u64::from_le_bytes(tail));
+    (special & HIGH == 0).then_some(quotes)
+}
+
+/// [`flat_members`] of a line [`plain_quotes`] takes: no string of it has an escape, so each
+/// ends at the next quote. The grammar is the byte-wise scan's (whitespace can only be
+/// spaces here), so its answer is final.
+fn plain_members<'a>(
+    line: &'a str,
+    quotes: &[u64; WORDS],
+    member: &mut impl FnMut(&'a str, &'a str, bool),
+) -> Option<()> {
+    let b = line.as_bytes();
+    let next_quote = |from: usize| -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = quotes.get(w)? & (!0u64 << (from % 64));
+        while bits == 0 {
+            w += 1;
+            bits = *quotes.get(w)?;
+        }
+        Some(w * 64 + bits.trailing_zeros() as usize)
+    };
+    let spaces = |mut i: usize| {
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        i
+    };
+    let mut i = spaces(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = spaces(i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (spaces(i + 1) == b.len()).then_some(());
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = next_quote(i + 1)?;
+        let key = line.get(i + 1..key_end)?;
+        i = spaces(key_end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = spaces(i + 1);
+        let (end, plain) = match b.get(i)? {
+            b'"' => (next_quote(i + 1)? + 1, true),
+            _ => (value(b, i)?.0, false),
+        };
+        member(key, line.get(i..end)?, plain);
+        i = spaces(end);
+        match b.get(i) {
+            Some(b',') => i = spaces(i + 1),
+            Some(b'}') => return (spaces(i + 1) == b.len()).then_some(()),
             _ => return None,
         }
     }
@@ -341,7 +451,102 @@ mod tests {
         }
     }
 
+    /// The members the byte-wise scan finds, or `None`.
+    fn bytewise(line: &str) -> Option<Vec<(String, String, bool)>> {
+        let mut out = Vec::new();
+        bytewise_members(line, |k, v, p| out.push((k.into(), v.into(), p)))?;
+        Some(out)
+    }
+
+    #[test]
+    fn zero_bytes_are_found_exactly_at_every_position() {
+        for k in 0..8 {
+            for v in 0..=255u8 {
+                for fill in [0u8, 1, 0x22, 0x80, 0xff] {
+                    let mut bytes = [fill; 8];
+                    bytes[k] = v;
+                    let want = bytes
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |m, (i, &c)| m | u64::from(c == 0) << i);
+                    assert_eq!(byte_bits(zero_bytes(u64::from_le_bytes(bytes))), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_lines_take_the_word_path_and_others_the_byte_path() {
+        let tick = r#"{"venue": "ARCX", "symbol": " é ZEM", "ts": "2024-03-01T14:29:59.231Z", "price": 172.93, "size": "4", "seq": 1, "currency": null}"#;
+        assert!(plain_quotes(tick.as_bytes()).is_some());
+        assert_eq!(members(tick).unwrap().len(), 7);
+        for other in [
+            r#"{"a":"x\"y"}"#,
+            "{\"a\":\t1}",
+            &format!(r#"{{"a":"{}"}}"#, "x".repeat(600)),
+        ] {
+            assert!(plain_quotes(other.as_bytes()).is_none(), "{other}");
+            assert!(bytewise(other).is_some(), "{other}");
+        }
+    }
+
     proptest! {
+        /// On every line the word path takes, it answers what the byte path answers; it takes
+        /// every line without escapes or control characters up to 512 bytes.
+        #[test]
+        fn the_word_path_answers_as_the_byte_path(
+            parts in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        8 => prop_oneof![
+                            Just("\"venue\""), Just("\"seq\""), Just("\"a b\""), Just("\"\""),
+                            Just("\"é\""),
+                        ],
+                        1 => prop_oneof![Just("venue"), Just("\"k\\\"q\"")],
+                    ],
+                    prop_oneof![
+                        8 => prop_oneof![
+                            Just("\"XNAS\""), Just("\" a:b, }\""), Just("\"\""), Just("null"),
+                            Just("-12.5e+3"), Just("0"), Just("true"), Just("\"日本\""),
+                        ],
+                        1 => prop_oneof![
+                            Just("01"), Just("1."), Just("fals"), Just("{}"), Just("[1]"),
+                            Just("\"x\\ty\""), Just("\"open"), Just("\"tab\there\""),
+                        ],
+                    ],
+                    prop_oneof![8 => Just(""), 8 => Just(" "), 2 => Just("  "), 1 => Just("\t")],
+                    prop_oneof![8 => Just(":"), 4 => Just(" : "), 1 => Just(""), 1 => Just(",")],
+                ),
+                0..20,
+            ),
+            open in prop_oneof![8 => Just("{"), 4 => Just(" { "), 1 => Just("["), 1 => Just("")],
+            close in prop_oneof![
+                8 => Just("}"), 4 => Just(" } "), 1 => Just("}x"), 1 => Just(",}"), 1 => Just(""),
+            ],
+            sep in prop_oneof![8 => Just(","), 8 => Just(", "), 2 => Just(" ,"), 1 => Just(";")],
+        ) {
+            let body: Vec<String> = parts
+                .iter()
+                .map(|(k, v, ws, colon)| format!("{ws}{k}{colon}{ws}{v}"))
+                .collect();
+            let line = format!("{open}{}{close}", body.join(sep));
+            let byte = bytewise(&line);
+            match plain_quotes(line.as_bytes()) {
+                Some(quotes) => {
+                    let mut out = Vec::new();
+                    let word = plain_members(&line, &quotes, &mut |k: &str, v: &str, p| {
+                        out.push((k.to_string(), v.to_string(), p))
+                    })
+                    .map(|()| out);
+                    prop_assert_eq!(word, byte, "{}", line);
+                }
+                None => prop_assert!(
+                    line.len() > 512 || line.bytes().any(|c| c < 0x20 || c == b'\\'),
+                    "{} left to the byte path", line
+                ),
+            }
+        }
+
         #[test]
         fn any_valid_timestamp_matches_chrono(
             y in 1970u32..2262, mo in 1u32..13, d in 1u32..32, h in 0u32..24, mi in 0u32..60,
