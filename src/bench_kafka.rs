@@ -364,9 +364,38 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     );
 
     // The floor under that: the same stream through the broker twice (produced, relayed by bare
-    // clients with the engine's client settings, readable), with nothing computed.
-    let relay_in = format!("bench.relay.in.{nonce}");
-    let relay_out = format!("bench.relay.out.{nonce}");
+    // clients with the engine's client settings, readable), with nothing computed. Relaying
+    // every tick loads the second hop as the first; the engine's second hop carries only its
+    // bars, so the relay is measured again writing one tick per bar's worth read.
+    // Last, one hop alone: produced, then read by a consumer with the engine's settings.
+    let per_bar = (args.ticks / (seen.len() as u64).max(1)).max(1);
+    for (write_every, what) in [
+        (1, "tick produced -> relayed (every tick) -> readable"),
+        (
+            per_bar,
+            "tick produced -> relayed (one tick per bar's worth) -> readable",
+        ),
+        (0, "one hop, tick produced -> readable"),
+    ] {
+        let floor = relay_latency(brokers, nonce, write_every, args.ticks, rate, &symbols)?;
+        print_latency(&format!("floor, bare clients: {what}"), "ticks", floor);
+    }
+    Ok(())
+}
+
+/// Latencies (ms) of ticks produced at `rate`, relayed by bare clients with the engine's client
+/// settings (one written per `write_every` read) to a second topic, and read from it; with
+/// `write_every` 0, read from the first topic (one hop).
+fn relay_latency(
+    brokers: &str,
+    nonce: u64,
+    write_every: u64,
+    ticks: u64,
+    rate: u64,
+    symbols: &[String],
+) -> anyhow::Result<Vec<f64>> {
+    let relay_in = format!("bench.relay.in.{nonce}.{write_every}");
+    let relay_out = format!("bench.relay.out.{nonce}.{write_every}");
     kafka::create_topic(brokers, &relay_in, 4)?;
     kafka::create_topic(brokers, &relay_out, 4)?;
     let stop = AtomicBool::new(false);
@@ -380,16 +409,21 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
                     topic: &relay_in,
                     partitions: &parts,
                     out: &relay_out,
-                    write_every: 1,
+                    write_every,
                     source_options: &source,
                     sink_options: &sink,
                     until: Some(&stop),
                 },
             )
         });
-        let result = read_while(brokers, &relay_out, tick_ts_ms, || {
+        let read_from = if write_every == 0 {
+            &relay_in
+        } else {
+            &relay_out
+        };
+        let result = read_while(brokers, read_from, tick_ts_ms, || {
             std::thread::sleep(Duration::from_secs(3));
-            produce_steady(brokers, &relay_in, args.ticks, rate, &symbols)
+            produce_steady(brokers, &relay_in, ticks, rate, symbols)
         });
         stop.store(true, Ordering::Relaxed);
         let relayed = relay
@@ -398,16 +432,10 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             .and_then(|r| r.map_err(anyhow::Error::from));
         relayed.and(result)
     })?;
-    let floor: Vec<f64> = relayed
+    Ok(relayed
         .iter()
         .map(|(ts, at)| at.saturating_sub(*ts) as f64)
-        .collect();
-    print_latency(
-        "floor, bare clients: tick produced -> relayed -> readable",
-        "ticks",
-        floor,
-    );
-    Ok(())
+        .collect())
 }
 
 /// Runs `tickflow run GRAPH` with its own data directory and summary under `dir`, named `name`.

@@ -720,7 +720,7 @@ fn latency_samples(out: &str, line_start: &str) -> u64 {
     for p in ["p50 ", "p95 ", "p99 ", "max "] {
         assert!(line.contains(p), "{line}");
     }
-    let open = line.find('(').unwrap();
+    let open = line.rfind('(').unwrap();
     line[open + 1..]
         .split_whitespace()
         .next()
@@ -777,11 +777,28 @@ fn kafka_bench_measures_the_engine_beside_bare_clients_on_the_same_broker() {
     assert!(bound > 0.0, "{text}");
     assert!(text.contains("bare-client ceiling median"), "{text}");
     assert!(text.contains("% of it"), "{text}");
-    // Latency of the engine's bars, and the relay's floor over every relayed tick.
+    // Latency of the engine's bars, and the floors: over every relayed tick, over one tick
+    // relayed per bar's worth read, and over every tick read after one hop.
     assert!(latency_samples(&text, "latency, watermark-moving tick") > 0);
     assert_eq!(
-        latency_samples(&text, "floor, bare clients"),
+        latency_samples(
+            &text,
+            "floor, bare clients: tick produced -> relayed (every tick)"
+        ),
         40_000,
         "the relay passes every tick on: {text}"
+    );
+    let sparse = latency_samples(
+        &text,
+        "floor, bare clients: tick produced -> relayed (one tick per bar's worth)",
+    );
+    assert!(sparse > 0 && sparse < 40_000, "{text}");
+    assert_eq!(
+        latency_samples(
+            &text,
+            "floor, bare clients: one hop, tick produced -> readable"
+        ),
+        40_000,
+        "{text}"
     );
 }
