@@ -14,7 +14,9 @@
 //!    bar's window end (the first tick with event time > end + max_out_of_orderness in the
 //!    last partition to get one) to the bar being read from the output topic. Then the same
 //!    stream goes through a bare relay (consumer and producer with the engine's settings) to a
-//!    second topic: the floor of two hops through the broker with nothing computed.
+//!    second topic: the floor of two hops through the broker with nothing computed, relaying
+//!    every tick, then one tick per bar's worth read (a second hop as light as the engine's
+//!    bars); last, one hop alone (every tick read back from the topic it was produced to).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
