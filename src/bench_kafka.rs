@@ -12,7 +12,8 @@
 //!    `--ticks` live ticks (event time = wall clock) at `--rate` ticks/s and reads the bars
 //!    topic. A bar's latency runs from producing the tick that moved the watermark past the
 //!    bar's window end (the first tick with event time > end + max_out_of_orderness in the
-//!    last partition to get one) to the bar being read from the output topic. Then the same
+//!    last partition to get one) to the bar being read from the output topic, split at the
+//!    bar record's create time (when the engine's sink produced it). Then the same
 //!    stream goes through a bare relay (consumer and producer with the engine's settings) to a
 //!    second topic: the floor of two hops through the broker with nothing computed, relaying
 //!    every tick, then one tick per bar's worth read (a second hop as light as the engine's
@@ -345,12 +346,18 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
             .collect::<Option<Vec<u64>>>()
             .and_then(|v| v.into_iter().max())
     };
-    let lat: Vec<f64> = seen
+    // Per bar: (trigger produced -> readable, -> written by the engine, written -> readable).
+    let parts: Vec<(f64, f64, f64)> = seen
         .iter()
-        .filter(|(w, _)| *w > steady.t0 + 1000 && *w + OOO_MS + 1000 < t_end)
-        .filter_map(|(w, at)| trigger(*w).map(|t| at.saturating_sub(t) as f64))
+        .filter(|s| s.time > steady.t0 + 1000 && s.time + OOO_MS + 1000 < t_end)
+        .filter_map(|s| {
+            trigger(s.time).map(|t| {
+                let ms = |a: u64, b: u64| a.saturating_sub(b) as f64;
+                (ms(s.readable, t), ms(s.made, t), ms(s.readable, s.made))
+            })
+        })
         .collect();
-    let windows: BTreeSet<u64> = seen.iter().map(|(w, _)| *w).collect();
+    let windows: BTreeSet<u64> = seen.iter().map(|s| s.time).collect();
     println!(
         "steady input: {} ticks at a target of {rate}/s, produced at {:.0}/s; {} bars of {} \
          windows ({WINDOW} tumbling) read back",
@@ -362,7 +369,17 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     print_latency(
         "latency, watermark-moving tick produced -> bar readable",
         "bars",
-        lat,
+        parts.iter().map(|p| p.0).collect(),
+    );
+    print_latency(
+        "  of it, tick produced -> bar written by the engine (its create time)",
+        "bars",
+        parts.iter().map(|p| p.1).collect(),
+    );
+    print_latency(
+        "  and bar written -> readable",
+        "bars",
+        parts.iter().map(|p| p.2).collect(),
     );
 
     // The floor under that: the same stream through the broker twice (produced, relayed by bare
@@ -436,7 +453,7 @@ fn relay_latency(
     })?;
     Ok(relayed
         .iter()
-        .map(|(ts, at)| at.saturating_sub(*ts) as f64)
+        .map(|s| s.readable.saturating_sub(s.time) as f64)
         .collect())
 }
 
@@ -562,17 +579,26 @@ fn produce_steady(
     })
 }
 
-/// Reads `topic` from its beginning while `work` runs and for 3 s after: for each record
-/// `time_of` gives a time, returned with the wall time the record became readable (ms).
+/// A record read back: the time `time_of` found in it, the wall time it became readable and
+/// the time its producer made it (its create time), all ms since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    time: u64,
+    readable: u64,
+    made: u64,
+}
+
+/// Reads `topic` from its beginning while `work` runs and for 3 s after: each record `time_of`
+/// gives a time for.
 fn read_while<T>(
     brokers: &str,
     topic: &str,
     time_of: fn(&[u8]) -> Option<u64>,
     work: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(Vec<(u64, u64)>, T)> {
+) -> anyhow::Result<(Vec<Seen>, T)> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(|| -> anyhow::Result<Vec<(u64, u64)>> {
+        let reader = scope.spawn(|| -> anyhow::Result<Vec<Seen>> {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", brokers)
                 .set("group.id", "tickflow.bench")
@@ -585,8 +611,16 @@ fn read_while<T>(
             while !stop.load(Ordering::Relaxed) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
                     let at = now_ms();
+                    let made = m
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|t| u64::try_from(t).ok());
                     if let Some(t) = time_of(m.payload().unwrap_or_default()) {
-                        seen.push((t, at));
+                        seen.push(Seen {
+                            time: t,
+                            readable: at,
+                            made: made.unwrap_or(at),
+                        });
                     }
                 }
             }

@@ -779,7 +779,14 @@ fn kafka_bench_measures_the_engine_beside_bare_clients_on_the_same_broker() {
     assert!(text.contains("% of it"), "{text}");
     // Latency of the engine's bars, and the floors: over every relayed tick, over one tick
     // relayed per bar's worth read, and over every tick read after one hop.
-    assert!(latency_samples(&text, "latency, watermark-moving tick") > 0);
+    let bars = latency_samples(&text, "latency, watermark-moving tick");
+    assert!(bars > 0, "{text}");
+    // Split at the bar record's create time: the same bars on each side.
+    assert_eq!(
+        latency_samples(&text, "of it, tick produced -> bar written"),
+        bars
+    );
+    assert_eq!(latency_samples(&text, "and bar written -> readable"), bars);
     assert_eq!(
         latency_samples(
             &text,
