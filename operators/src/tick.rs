@@ -206,7 +206,7 @@ pub fn event_time_and_spans(line: &str) -> (Option<u64>, Option<FieldSpans>) {
         Some(s) => {
             let ns = s
                 .ts(line)
-                .and_then(|ts| parse_ts_field(ts, s.plain & (1 << 2) != 0).ok());
+                .and_then(|(ts, plain)| parse_ts_field(ts, plain).ok());
             // Normalize takes it from here instead of parsing `ts` again.
             s.ts_ns = ns;
             ns

@@ -100,7 +100,7 @@ impl<'a> Fields<'a> {
 
     /// Whether field `bit` is known to be a string without escapes.
     pub(super) fn is_plain(&self, bit: usize) -> bool {
-        self.plain & (1 << bit) != 0
+        plain_bit(self.plain, bit)
     }
 
     /// The fields of a JSON object line, the fast way when the line allows it (at `spans`
@@ -170,13 +170,19 @@ impl FieldSpans {
         })
     }
 
-    /// The raw text of the `ts` field, if present.
-    pub(super) fn ts<'a>(&self, line: &'a str) -> Option<&'a str> {
+    /// The raw text of the `ts` field, if present, and whether it is a string without escapes.
+    pub(super) fn ts<'a>(&self, line: &'a str) -> Option<(&'a str, bool)> {
         let (start, end) = self.spans[2];
-        (end != 0)
+        let text = (end != 0)
             .then(|| line.get(usize::from(start)..usize::from(end)))
-            .flatten()
+            .flatten()?;
+        Some((text, plain_bit(self.plain, 2)))
     }
+}
+
+/// Whether bit `bit` of a `plain` mask (in [`Fields::slot`]'s order) is set.
+fn plain_bit(plain: u8, bit: usize) -> bool {
+    plain & (1 << bit) != 0
 }
 
 #[derive(Deserialize)]
