@@ -388,70 +388,75 @@ pub fn run(args: &BenchArgs, brokers: &str, rate: u64) -> anyhow::Result<()> {
     // bars, so the relay is measured again writing one tick per bar's worth read.
     // Last, one hop alone: produced, then read by a consumer with the engine's settings.
     let per_bar = (args.ticks / (seen.len() as u64).max(1)).max(1);
-    for (write_every, what) in [
-        (1, "tick produced -> relayed (every tick) -> readable"),
+    for (relay_every, what) in [
+        (Some(1), "tick produced -> relayed (every tick) -> readable"),
         (
-            per_bar,
+            Some(per_bar),
             "tick produced -> relayed (one tick per bar's worth) -> readable",
         ),
-        (0, "one hop, tick produced -> readable"),
+        (None, "one hop, tick produced -> readable"),
     ] {
-        let floor = relay_latency(brokers, nonce, write_every, args.ticks, rate, &symbols)?;
+        let floor = floor_latency(brokers, nonce, relay_every, args.ticks, rate, &symbols)?;
         print_latency(&format!("floor, bare clients: {what}"), "ticks", floor);
     }
     Ok(())
 }
 
 /// Latencies (ms) of ticks produced at `rate`, relayed by bare clients with the engine's client
-/// settings (one written per `write_every` read) to a second topic, and read from it; with
-/// `write_every` 0, read from the first topic (one hop).
-fn relay_latency(
+/// settings (one written per `relay_every` read) to a second topic, and read from it; with no
+/// relay, read by a consumer from the topic they were produced to (one hop).
+fn floor_latency(
     brokers: &str,
     nonce: u64,
-    write_every: u64,
+    relay_every: Option<u64>,
     ticks: u64,
     rate: u64,
     symbols: &[String],
 ) -> anyhow::Result<Vec<f64>> {
-    let relay_in = format!("bench.relay.in.{nonce}.{write_every}");
-    let relay_out = format!("bench.relay.out.{nonce}.{write_every}");
-    kafka::create_topic(brokers, &relay_in, 4)?;
-    kafka::create_topic(brokers, &relay_out, 4)?;
-    let stop = AtomicBool::new(false);
-    let (source, sink) = client_options();
-    let parts: Vec<i32> = (0..4).collect();
-    let (relayed, _) = std::thread::scope(|scope| {
-        let relay = scope.spawn(|| {
-            kafka::bare_copy(
-                brokers,
-                &kafka::BareCopy {
-                    topic: &relay_in,
-                    partitions: &parts,
-                    out: &relay_out,
-                    write_every,
-                    source_options: &source,
-                    sink_options: &sink,
-                    until: Some(&stop),
-                },
-            )
-        });
-        let read_from = if write_every == 0 {
-            &relay_in
-        } else {
-            &relay_out
-        };
-        let result = read_while(brokers, read_from, tick_ts_ms, || {
-            std::thread::sleep(Duration::from_secs(3));
-            produce_steady(brokers, &relay_in, ticks, rate, symbols)
-        });
-        stop.store(true, Ordering::Relaxed);
-        let relayed = relay
-            .join()
-            .map_err(|_| anyhow::anyhow!("the relay panicked"))
-            .and_then(|r| r.map_err(anyhow::Error::from));
-        relayed.and(result)
-    })?;
-    Ok(relayed
+    let hop = format!(
+        "bench.relay.in.{nonce}.{}",
+        relay_every.map_or("hop".into(), |n| n.to_string())
+    );
+    kafka::create_topic(brokers, &hop, 4)?;
+    let produce = || {
+        std::thread::sleep(Duration::from_secs(3));
+        produce_steady(brokers, &hop, ticks, rate, symbols)
+    };
+    let seen = match relay_every {
+        None => read_while(brokers, &hop, tick_ts_ms, produce)?.0,
+        Some(write_every) => {
+            let relay_out = format!("bench.relay.out.{nonce}.{write_every}");
+            kafka::create_topic(brokers, &relay_out, 4)?;
+            let stop = AtomicBool::new(false);
+            let (source, sink) = client_options();
+            let parts: Vec<i32> = (0..4).collect();
+            std::thread::scope(|scope| {
+                let relay = scope.spawn(|| {
+                    kafka::bare_copy(
+                        brokers,
+                        &kafka::BareCopy {
+                            topic: &hop,
+                            partitions: &parts,
+                            out: &relay_out,
+                            write_every,
+                            source_options: &source,
+                            sink_options: &sink,
+                            until: Some(&stop),
+                        },
+                    )
+                });
+                let result = read_while(brokers, &relay_out, tick_ts_ms, produce);
+                stop.store(true, Ordering::Relaxed);
+                let relayed = relay
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the relay panicked"))
+                    .and_then(|r| r.map_err(anyhow::Error::from));
+                relayed.and(result)
+            })?
+            .0
+        }
+    };
+    Ok(seen
         .iter()
         .map(|s| s.readable.saturating_sub(s.time) as f64)
         .collect())
