@@ -10,6 +10,7 @@ mod deploy;
 mod fuzz;
 mod http;
 mod kafka;
+mod kafka_bench;
 mod kafka_cluster;
 mod kafka_partitions;
 mod kafka_rollouts;
